@@ -1,0 +1,69 @@
+"""The learning-rule interface.
+
+A learning rule answers two per-layer questions (ALGORITHMS.md, Part A): how the error
+crosses a layer downwards (*feedback*) and which (activation, error) pair forms the weight
+update. Layers built on :func:`alearn.layers.rule_linear` hand their backward pass to the
+rule, so ``jax.grad`` of an ordinary loss yields the rule's updates for any model, and any
+optax optimizer consumes them.
+
+A rule is a frozen (hashable) dataclass whose fields are its hyperparameters. It is
+stateless: feedback weights live in the ``"feedback"`` variable collection of each layer,
+and forward-pass values (DFA's error carrier, shared activations) travel in the per-call
+:class:`alearn.layers.Tape`.
+
+Hooks (override what the rule changes; the defaults are exact backpropagation):
+
+- ``feedback_names`` / ``init_feedback``: feedback variables a layer must own.
+- ``on_block(tape, x)``: called by models at block boundaries (e.g. a residual block's input).
+- ``context(tape, x, op)``: forward value a layer's backward needs besides x (e.g. the
+  shared activation); called once per rule-aware layer, in forward order.
+- ``residuals(op, x, kernel, feedback, ctx)``: exactly what the backward pass keeps alive.
+- ``backward(op, res, g, carrier_g)`` -> ``(dx, dkernel, dfeedback)``: ``g`` is the error
+  at the layer's output (δ_l), ``carrier_g`` the output error δ_L when the rule uses a carrier.
+- ``transform()``: the parameter-side part as an ``optax.GradientTransformation`` applied
+  to the tree ``{"params": ..., "feedback": ...}`` before the optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import optax
+
+from alearn.layers.ops import LinearOp
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """Base learning rule; its defaults implement backpropagation (eqs. 2.1-2.3)."""
+
+    name: ClassVar[str] = "bp"
+    feedback_names: ClassVar[tuple[str, ...]] = ()
+    trains_feedback: ClassVar[bool] = False
+    needs_carrier: ClassVar[bool] = False
+
+    def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
+        raise NotImplementedError(f"rule {self.name!r} declares no feedback variable {name!r}")
+
+    def on_block(self, tape: Any, x: Array) -> None:
+        del tape, x
+
+    def context(self, tape: Any, x: Array, op: LinearOp) -> Any:
+        del tape, x, op
+        return None
+
+    def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
+        del op, feedback, ctx
+        return (x, kernel)
+
+    def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):
+        x, kernel = res
+        del carrier_g
+        return op.input_grad(g, kernel), op.weight_grad(x, g), {}
+
+    def transform(self) -> optax.GradientTransformation:
+        return optax.identity()

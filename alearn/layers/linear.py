@@ -64,6 +64,7 @@ def apply_rule(module: nn.Module, op: LinearOp, x: Array, kernel: Array, tape: T
             lambda n=name: rule.init_feedback(n, module.make_rng("params"), op, tape.num_classes),
         )
         feedback[name] = var.value
+    tape.feedback = feedback  # visible to rule.context (e.g. Forward Alignment's C)
     ctx = rule.context(tape, x, op)
     y, tape.carrier = rule_linear(rule, op, x, kernel, feedback, ctx, tape.carrier)
     tape.layer_index += 1

@@ -9,7 +9,9 @@ plain Python object that lives inside one trace: it holds
   cotangent is exactly δ_L at every layer's backward pass (DESIGN.md: "a carrier whose
   cotangent delivers δ_L", no global state);
 - ``layer_index``: how many rule-aware layers have run so far in this call;
-- ``state``: a dict the rule owns for forward values such as shared activations.
+- ``state``: a dict the rule owns for forward values such as shared activations;
+- ``feedback``: the feedback variables of the layer being applied (set by ``apply_rule``
+  just before ``rule.context``, so a context may use them, e.g. Forward Alignment's C).
 
 Models mark natural block boundaries with :meth:`block` (a residual block's input); rules
 that group layers (ASAP) may use those marks or the layer count.
@@ -33,6 +35,7 @@ class Tape:
         self.num_classes = num_classes
         self.layer_index = 0
         self.state: dict[str, Any] = {}
+        self.feedback: dict[str, Any] = {}
         self.carrier = jnp.zeros((batch_size, num_classes), dtype) if rule.needs_carrier else None
 
     def block(self, x: Array) -> None:
@@ -40,7 +43,12 @@ class Tape:
         self.rule.on_block(self, x)
 
     def finish(self, logits: Array) -> Array:
-        """Closes the tape on the model output; routes δ_L into the carrier."""
+        """Closes the tape on the model output; routes δ_L into the carrier.
+
+        The rule's ``on_finish`` hook sees the logits first (local classifiers of ASFP+LC
+        attach their local errors there); the default returns them unchanged.
+        """
+        logits = self.rule.on_finish(self, logits)
         if self.carrier is None:
             return logits
         if logits.shape != self.carrier.shape:

@@ -15,6 +15,8 @@ Hooks (override what the rule changes; the defaults are exact backpropagation):
 
 - ``feedback_names`` / ``init_feedback``: feedback variables a layer must own.
 - ``on_block(tape, x)``: called by models at block boundaries (e.g. a residual block's input).
+- ``on_finish(tape, logits)``: called by ``Tape.finish`` on the model output (identity by
+  default; ASFP+LC attaches its local classifiers' errors there).
 - ``context(tape, x, op)``: forward value a layer's backward needs besides x (e.g. the
   shared activation); called once per rule-aware layer, in forward order.
 - ``residuals(op, x, kernel, feedback, ctx)``: exactly what the backward pass keeps alive.
@@ -51,6 +53,11 @@ class Rule:
 
     def on_block(self, tape: Any, x: Array) -> None:
         del tape, x
+
+    def on_finish(self, tape: Any, logits: Array) -> Array:
+        """Called by ``Tape.finish`` on the model output; returns the output to use."""
+        del tape
+        return logits
 
     def context(self, tape: Any, x: Array, op: LinearOp) -> Any:
         del tape, x, op

@@ -1,15 +1,39 @@
-"""Models from the papers, built only from rule-pluggable layers."""
+"""Models from the papers, built only from rule-pluggable layers.
+
+Every model is a Flax Linen module called as ``model.apply(variables, x, rule=rule,
+train=False)``; it threads a :class:`alearn.layers.Tape` through its rule-aware layers and
+has a ``width_multiplier`` field. ``create(name, num_classes, **overrides)`` builds one by
+name (see notes/models.md for architectures, grouping and parameter counts).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from types import MappingProxyType
 
 import flax.linen as nn
 
+from alearn.models._count import num_params
+from alearn.models.alexnet import AlexNet
+from alearn.models.cnn import CNN
 from alearn.models.mlp import MLP
+from alearn.models.resnet import BasicBlock, ResNet
+from alearn.models.vgg import VGG, VGG16_CONFIG
 
+_RESNET18 = dict(stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512))
+
+# name -> module class (or a partial of one fixing the architecture). Read-only.
 MODELS = MappingProxyType({
     "mlp": MLP,
+    "cnn": CNN,
+    "alexnet": AlexNet,
+    "vgg16": functools.partial(VGG, config=VGG16_CONFIG),
+    "resnet20": functools.partial(ResNet, stage_sizes=(3, 3, 3), widths=(16, 32, 64)),
+    "resnet32": functools.partial(ResNet, stage_sizes=(5, 5, 5), widths=(16, 32, 64)),
+    "resnet18": functools.partial(ResNet, **_RESNET18),
+    "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512)),
+    "resnet18_nsc": functools.partial(ResNet, shortcut=False, **_RESNET18),
 })
 
 
@@ -18,12 +42,36 @@ def names() -> list[str]:
     return sorted(MODELS)
 
 
+def _fields(factory) -> list[str]:
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    return sorted(f.name for f in dataclasses.fields(cls)
+                  if f.init and f.name not in ("parent", "name", "num_classes"))
+
+
 def create(name: str, num_classes: int, **overrides) -> nn.Module:
-    """Builds model ``name`` with ``num_classes`` outputs; ``overrides`` set its fields."""
+    """Builds model ``name`` with ``num_classes`` outputs; ``overrides`` set its fields.
+
+    Lists in ``overrides`` (as config files give them) become tuples, so the module stays
+    hashable.
+
+    Raises:
+      ValueError: unknown model name or field; the message lists the valid ones.
+    """
     key = str(name).lower()
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(names())}")
-    return MODELS[key](num_classes=num_classes, **overrides)
+    factory = MODELS[key]
+    valid = _fields(factory)
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {', '.join(unknown)} for model {key!r}; valid: {', '.join(valid)}"
+        )
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return factory(num_classes=num_classes, **overrides)
 
 
-__all__ = ["MLP", "MODELS", "create", "names"]
+__all__ = [
+    "AlexNet", "BasicBlock", "CNN", "MLP", "MODELS", "ResNet", "VGG", "VGG16_CONFIG",
+    "create", "names", "num_params",
+]

@@ -1,0 +1,114 @@
+"""Datasets: one deterministic batch iterator over MNIST-5k, TFDS sets, Tiny ImageNet, synthetic.
+
+```python
+ds = alearn.data.create("mnist5k", seed=0)
+for batch in ds.batches("train", 128, epoch=3):   # {"image": f32 (B,H,W,C), "label": i32 (B,)}
+    ...
+```
+
+``create(name, *, data_dir=None, seed=0, **options)``; options (all datasets):
+``augment`` (policy name, see ``alearn.data.augment``), ``crop_padding`` (int),
+``normalize`` ("unit": pixels in [0, 1]; "standardize": (x - mean) / std per channel),
+``mean`` / ``std`` (override the constants of ``alearn.data.specs``). TFDS datasets also take
+``in_memory`` (decode the whole split once instead of per batch); ``synthetic`` takes
+``num_classes``, ``image_shape``, ``num_train``, ``num_test``, ``noise``, ``data_seed``.
+"""
+
+from __future__ import annotations
+
+from alearn.data import augment
+from alearn.data.dataset import ArraySource, Dataset, DatasetInfo
+from alearn.data.specs import SPECS, DatasetSpec
+from alearn.data.tfds_source import DatasetNotFoundError, resolve_data_dir
+
+_COMMON_OPTIONS = ("augment", "crop_padding", "normalize", "mean", "std")
+_KIND_OPTIONS = {
+    "mnist5k": (),
+    "tfds": ("in_memory",),
+    "tiny_imagenet": (),
+    "synthetic": ("num_classes", "image_shape", "num_train", "num_test", "noise", "data_seed"),
+}
+NORMALIZATIONS = ("unit", "standardize")
+
+
+def names() -> list[str]:
+    """The valid dataset names."""
+    return sorted(SPECS)
+
+
+def _sources(spec: DatasetSpec, data_dir, kind_options: dict):
+    """(sources, metadata overrides) for ``spec``."""
+    if spec.kind == "mnist5k":
+        from alearn.data import mnist5k  # pylint: disable=import-outside-toplevel
+        return mnist5k.sources(), {}
+    if spec.kind == "tfds":
+        from alearn.data import tfds_source  # pylint: disable=import-outside-toplevel
+        return tfds_source.open_splits(
+            spec.name, spec.tfds_name, data_dir, {"train": "train", "test": spec.test_split},
+            extras=spec.build_extras, in_memory=bool(kind_options.get("in_memory", False)),
+        ), {}
+    if spec.kind == "tiny_imagenet":
+        from alearn.data import tiny_imagenet  # pylint: disable=import-outside-toplevel
+        return tiny_imagenet.open_splits(data_dir)
+    from alearn.data import synthetic  # pylint: disable=import-outside-toplevel
+    sources = synthetic.make_sources(**kind_options)
+    meta = {"num_classes": kind_options.get("num_classes", 10),
+            "image_shape": tuple(sources["train"].images.shape[1:])}
+    return sources, meta
+
+
+def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) -> Dataset:
+    """Builds dataset ``name`` (see module docstring for ``options``).
+
+    Args:
+      name: one of ``names()``.
+      data_dir: where prepared TFDS / Tiny ImageNet data lives (default ``$TFDS_DATA_DIR``,
+        else ``~/tensorflow_datasets``); unused by ``mnist5k`` and ``synthetic``.
+      seed: shuffling / augmentation seed; batches are a function of (seed, epoch).
+      **options: preprocessing and dataset-specific options.
+
+    Raises:
+      ValueError: unknown name, option or option value (the message lists valid ones).
+      DatasetNotFoundError: a TFDS / Tiny ImageNet dataset is not on disk; the message names
+        the data_dir searched and the command that prepares it. Never downloads.
+    """
+    key = str(name).lower()
+    if key not in SPECS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
+    spec = SPECS[key]
+    valid = _COMMON_OPTIONS + _KIND_OPTIONS[spec.kind]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for dataset {key!r}; valid: {', '.join(valid)}"
+        )
+    policy = options.get("augment", spec.augment)
+    if policy not in augment.POLICIES:
+        raise ValueError(f"unknown augmentation policy {policy!r}; choose one of: "
+                         f"{', '.join(augment.POLICIES)}")
+    normalize = options.get("normalize", spec.normalize)
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZATIONS)}")
+
+    kind_options = {k: v for k, v in options.items() if k in _KIND_OPTIONS[spec.kind]}
+    sources, meta = _sources(spec, data_dir, kind_options)
+    if normalize == "unit":
+        mean, std = (0.0,), (1.0,)
+    else:
+        mean, std = meta.get("mean", spec.mean), meta.get("std", spec.std)
+    mean, std = options.get("mean", mean), options.get("std", std)
+    info = DatasetInfo(
+        name=key,
+        num_classes=int(meta.get("num_classes", spec.num_classes)),
+        image_shape=tuple(meta.get("image_shape", spec.image_shape)),
+        num_train=len(sources["train"]),
+        num_test=len(sources["test"]),
+    )
+    return Dataset(info, sources, seed=seed, augment=policy,
+                   crop_padding=options.get("crop_padding", spec.crop_padding), mean=mean, std=std)
+
+
+__all__ = [
+    "ArraySource", "Dataset", "DatasetInfo", "DatasetNotFoundError", "DatasetSpec", "SPECS",
+    "augment", "create", "names", "resolve_data_dir",
+]

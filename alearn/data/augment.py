@@ -1,0 +1,89 @@
+"""Batch augmentations used by the papers, vectorised numpy on a whole batch.
+
+Every random choice comes from an explicit ``np.random.Generator`` (the dataset derives it
+from ``(seed, epoch, batch)``), so an epoch can be replayed exactly. Augmentations act on
+raw pixels *before* normalisation, as torchvision's ``RandomCrop(padding=p)`` followed by
+``Normalize`` does: the zero fill is a black pixel, not the channel mean.
+
+Policies (the ``augment=`` option of ``alearn.data.create``):
+
+* ``"none"``: identity.
+* ``"flip"``: horizontal flip with probability 1/2.
+* ``"crop"``: random crop of the original size from the image zero-padded by ``padding``
+    pixels on each side (equivalently a translation by ``dy, dx`` in ``[-p, p]``).
+* ``"crop_flip"``: crop then flip — ASAP thesis Sec. 5.1 on CIFAR-10/100 and Tiny ImageNet
+    ("random crop and random horizontal flip"; padding 4 as in the usual CIFAR recipe).
+* ``"jitter2"``: random shift by up to 2 pixels with zero fill, no flip — the Associated
+    Learning thesis on CIFAR ("2-pixel jittering", Sec. 3.2.2). This is ``"crop"`` with
+    padding 2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+POLICIES = ("none", "flip", "crop", "crop_flip", "jitter2")
+
+
+def translate(images: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Shifts each image by its own integer offset, filling uncovered pixels with zeros.
+
+    ``out[b, i, j] = images[b, i - dy[b], j - dx[b]]`` where that index is inside the image,
+    else 0. A random crop of size (H, W) from the image padded by ``p`` pixels is exactly
+    ``translate`` with ``dy, dx`` uniform in ``[-p, p]``.
+
+    Args:
+        images: (B, H, W, C) batch, any dtype.
+        dy: (B,) integer vertical shifts (positive moves content down).
+        dx: (B,) integer horizontal shifts (positive moves content right).
+
+    Returns:
+        The shifted batch, same shape and dtype.
+    """
+    images = np.asarray(images)
+    b, h, w, _ = images.shape
+    dy = np.asarray(dy, dtype=np.int64).reshape(b)
+    dx = np.asarray(dx, dtype=np.int64).reshape(b)
+    p = int(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))
+    if p == 0:
+        return images.copy()
+    padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+    # Output row i reads padded row i + p - dy (the crop window's top-left is p - dy).
+    rows = (p - dy)[:, None] + np.arange(h)[None, :]  # (B, H)
+    cols = (p - dx)[:, None] + np.arange(w)[None, :]  # (B, W)
+    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def random_translate(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Random crop with zero padding ``max_shift`` (= random shift in ``[-max_shift, max_shift]``)."""
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+    b = images.shape[0]
+    dy = rng.integers(-max_shift, max_shift + 1, size=b)
+    dx = rng.integers(-max_shift, max_shift + 1, size=b)
+    return translate(images, dy, dx)
+
+
+def random_hflip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Reverses the columns (W axis) of each image independently with probability 1/2."""
+    flip = rng.random(images.shape[0]) < 0.5
+    out = np.array(images, copy=True)
+    out[flip] = out[flip, :, ::-1]
+    return out
+
+
+def apply_policy(
+        policy: str, images: np.ndarray, rng: np.random.Generator, *, crop_padding: int = 4
+) -> np.ndarray:
+    """Applies the named augmentation ``policy`` (see module docstring) to a raw batch."""
+    if policy == "none":
+        return images
+    if policy == "flip":
+        return random_hflip(images, rng)
+    if policy == "crop":
+        return random_translate(images, crop_padding, rng)
+    if policy == "crop_flip":
+        return random_hflip(random_translate(images, crop_padding, rng), rng)
+    if policy == "jitter2":
+        return random_translate(images, 2, rng)
+    raise ValueError(f"unknown augmentation policy {policy!r}; choose one of: {', '.join(POLICIES)}")

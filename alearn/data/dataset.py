@@ -1,0 +1,177 @@
+"""The dataset object: deterministic epochs of normalised, augmented numpy batches.
+
+A ``Dataset`` holds one ``Source`` per split (anything with ``__len__`` and
+``gather(indices) -> (raw_images, labels)``), the normalisation constants and the
+augmentation policy. ``batches`` is a pure function of ``(seed, epoch, split, arguments)``:
+the permutation of an epoch comes from ``np.random.default_rng([seed, epoch, split, 0])`` and
+the augmentation of batch ``b`` from ``default_rng([seed, epoch, split, 1, b])``, so resuming
+at epoch ``e`` (or at any batch of it) reproduces the same data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from alearn.data import augment as augment_lib
+
+SPLITS = ("train", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a trainer need to know about a dataset."""
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    num_train: int
+    num_test: int
+
+
+class Source(Protocol):
+    """One split's raw examples, gathered by index."""
+
+    def __len__(self) -> int: ...
+
+    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (images (B, H, W, C) uint8 in [0, 255] or float32 in [0, 1], labels (B,))."""
+        ...
+
+
+class ArraySource:
+    """A split held in memory (or memory-mapped) as arrays."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[indices], np.asarray(self.labels[indices], dtype=np.int32)
+
+
+def _check_nonneg_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+class Dataset:
+    """Train / test splits with the paper preprocessing; see ``alearn.data.create``."""
+
+    def __init__(
+        self,
+        info: DatasetInfo,
+        sources: Mapping[str, Source],
+        *,
+        seed: int = 0,
+        augment: str = "none",
+        crop_padding: int = 4,
+        mean: Sequence[float] = (0.0,),
+        std: Sequence[float] = (1.0,),
+    ):
+        if augment not in augment_lib.POLICIES:
+            raise ValueError(
+                f"unknown augmentation policy {augment!r}; choose one of: "
+                f"{', '.join(augment_lib.POLICIES)}"
+            )
+        self.info = info
+        self.seed = _check_nonneg_int("seed", seed)
+        self.augment_policy = augment
+        self.crop_padding = _check_nonneg_int("crop_padding", crop_padding)
+        channels = info.image_shape[-1]
+        mean = np.broadcast_to(np.asarray(mean, np.float32), (channels,))
+        std = np.broadcast_to(np.asarray(std, np.float32), (channels,))
+        if np.any(std <= 0):
+            raise ValueError(f"std must be positive, got {std.tolist()}")
+        self.mean, self.std = tuple(mean.tolist()), tuple(std.tolist())
+        # x_normalised = raw * scale + shift, with raw in [0, 255] (uint8) or [0, 1] (float).
+        self._scale = (1.0 / std).astype(np.float32)
+        self._shift = (-mean / std).astype(np.float32)
+        self._sources = dict(sources)
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.info}, seed={self.seed}, augment={self.augment_policy!r}, "
+            f"mean={self.mean}, std={self.std})"
+        )
+
+    def _source(self, split: str) -> Source:
+        if split not in self._sources:
+            raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+        return self._sources[split]
+
+    def num_examples(self, split: str) -> int:
+        """Number of examples in ``split``."""
+        return len(self._source(split))
+
+    def num_batches(self, split: str, batch_size: int, drop_remainder: bool | None = None) -> int:
+        """Batches per epoch of ``split`` (default ``drop_remainder``: True for train)."""
+        n = self.num_examples(split)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if drop_remainder is None:
+            drop_remainder = split == "train"
+        if drop_remainder and batch_size > n:
+            raise ValueError(
+                f"batch_size {batch_size} exceeds the {n} examples of split {split!r} of "
+                f"{self.info.name!r} with drop_remainder=True: the epoch would be empty"
+            )
+        return n // batch_size if drop_remainder else -(-n // batch_size)
+
+    def normalize(self, raw: np.ndarray) -> np.ndarray:
+        """Maps raw pixels (uint8 [0, 255] or float [0, 1]) to the model's float32 input."""
+        if raw.dtype == np.uint8:
+            scale = self._scale / np.float32(255.0)
+        else:
+            scale = self._scale
+        return raw.astype(np.float32) * scale + self._shift
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        epoch: int = 0,
+        shuffle: bool | None = None,
+        drop_remainder: bool | None = None,
+        augment: bool | None = None,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """One epoch of ``{"image": float32 (B, H, W, C), "label": int32 (B,)}`` batches.
+
+        Defaults: train shuffles, drops the remainder and augments with the dataset's
+        policy; test keeps the file order and the remainder and does not augment. Without
+        ``drop_remainder`` every example appears exactly once per epoch.
+        """
+        epoch = _check_nonneg_int("epoch", epoch)
+        is_train = split == "train"
+        source = self._source(split)
+        num = self.num_batches(split, batch_size, drop_remainder)
+        shuffle = is_train if shuffle is None else bool(shuffle)
+        augment = is_train if augment is None else bool(augment)
+        split_id = SPLITS.index(split)
+        n = len(source)
+        if shuffle:
+            order = np.random.default_rng([self.seed, epoch, split_id, 0]).permutation(n)
+        else:
+            order = np.arange(n)
+        return self._iterate(source, order, batch_size, num, epoch, split_id, augment)
+
+    def _iterate(self, source, order, batch_size, num, epoch, split_id, augment):
+        for b in range(num):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            images, labels = source.gather(idx)
+            if augment and self.augment_policy != "none":
+                rng = np.random.default_rng([self.seed, epoch, split_id, 1, b])
+                images = augment_lib.apply_policy(
+                    self.augment_policy, images, rng, crop_padding=self.crop_padding
+                )
+            yield {"image": self.normalize(images), "label": np.asarray(labels, np.int32)}

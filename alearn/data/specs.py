@@ -1,0 +1,92 @@
+"""Per-dataset constants: shapes, classes, normalisation statistics, paper augmentation.
+
+Normalisation constants are per-channel mean / standard deviation of the training pixels
+scaled to [0, 1]. They are the values in common use (PyTorch examples and the CIFAR /
+SVHN training recipes the papers follow); they were *not* re-measured here because the
+TFDS data is not on this machine — pass ``mean=`` / ``std=`` to ``alearn.data.create`` to
+override them. MNIST's (0.1307, 0.3081) is the PyTorch-examples value; on the bundled
+``mnist5k`` training split the measured values are in notes/data.md. Tiny ImageNet's
+statistics are *computed* by ``python -m alearn.data.prepare_tiny_imagenet`` from its
+training split and stored next to the arrays.
+
+Default normalisation: digits (``mnist5k``, ``mnist``) are scaled to [0, 1] (the issue's
+"pixels scaled to [0, 1]"; the AL thesis uses no preprocessing on MNIST); colour datasets are
+standardised per channel (ASAP thesis Sec. 5.1: "All datasets in experiments are
+normalized"). Default augmentation: ``crop_flip`` on CIFAR-10/100 and Tiny ImageNet (ASAP
+Sec. 5.1), none on digits (no flips for digits; the AL thesis uses no augmentation on
+MNIST and SVHN is not augmented in ASAP). The AL thesis' CIFAR recipe is
+``augment="jitter2"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """Static description of a named dataset.
+
+    Attributes:
+      name: the ``alearn.data`` name.
+      kind: "mnist5k", "tfds", "tiny_imagenet" or "synthetic" (which reader builds it).
+      num_classes: number of labels.
+      image_shape: (H, W, C).
+      mean: per-channel mean of [0, 1] pixels (length C).
+      std: per-channel standard deviation of [0, 1] pixels (length C).
+      normalize: default normalisation, "unit" ([0, 1]) or "standardize" ((x - mean) / std).
+      augment: default augmentation policy (see ``alearn.data.augment``).
+      crop_padding: zero padding of the random crop.
+      tfds_name: TFDS builder name (kind "tfds").
+      test_split: TFDS split used as ``"test"``.
+      build_extras: extra pip packages ``tfds build`` needs for this dataset.
+    """
+
+    name: str
+    kind: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    normalize: str = "standardize"
+    augment: str = "none"
+    crop_padding: int = 4
+    tfds_name: str | None = None
+    test_split: str = "test"
+    build_extras: tuple[str, ...] = ()
+
+
+_MNIST_MEAN, _MNIST_STD = (0.1307,), (0.3081,)
+
+SPECS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("mnist5k", "mnist5k", 10, (28, 28, 1), _MNIST_MEAN, _MNIST_STD, normalize="unit"),
+        DatasetSpec(
+            "mnist", "tfds", 10, (28, 28, 1), _MNIST_MEAN, _MNIST_STD, normalize="unit",
+            tfds_name="mnist",
+        ),
+        DatasetSpec(
+            "svhn_cropped", "tfds", 10, (32, 32, 3),
+            (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
+            tfds_name="svhn_cropped", build_extras=("scipy",),
+        ),
+        DatasetSpec(
+            "cifar10", "tfds", 10, (32, 32, 3),
+            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+            augment="crop_flip", tfds_name="cifar10",
+        ),
+        DatasetSpec(
+            "cifar100", "tfds", 100, (32, 32, 3),
+            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+            augment="crop_flip", tfds_name="cifar100",
+        ),
+        # Fallback only (ImageNet's constants): the prepared data's stats.json, computed on
+        # the Tiny ImageNet training split by prepare_tiny_imagenet, takes precedence.
+        DatasetSpec(
+            "tiny_imagenet", "tiny_imagenet", 200, (64, 64, 3),
+            (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), augment="crop_flip",
+        ),
+        DatasetSpec("synthetic", "synthetic", 10, (8, 8, 1), (0.0,), (1.0,), normalize="unit"),
+    )
+}

@@ -1,0 +1,60 @@
+"""Associated Learning (AL): blocks trained by local losses behind stop_gradient boundaries.
+
+Thesis: Kao, "Associated Learning" (papers/associated-learning-thesis.txt), eqs. 2.2–2.8.
+
+API (pure pytrees; the device pipeline builds on this):
+
+- ``BlockDef(f, g, h, b, tx_forward, tx_ae, assoc_trains_g, assoc_reduction,
+  weight_decay, name)``: static description of one block; f/g/h/b are any Flax modules
+  (``train=`` is passed when their ``__call__`` accepts it). Frozen, hashed by identity,
+  so it is a valid ``jax.jit`` static argument.
+- ``BlockState(params, model_state, opt_forward, opt_ae)``: NamedTuple pytree;
+  ``params = {"f", "g", "h", "b"}``, ``model_state = {"f", "b"}`` (batch_stats or {}),
+  ``opt_forward`` = optax state over {"f", "b"}, ``opt_ae`` = optax state over {"g", "h"}.
+- ``block_step(block_def, block_state, s_in, y_in) -> (new_block_state, s_out, y_out,
+  metrics)``: pure; ``s_in``/``y_in`` cross ``jax.lax.stop_gradient``; ``s_out``/``y_out``
+  come from the pre-update parameters. ``make_block_step(bd, **jit_kwargs)`` jits it with
+  ``bd`` bound. Blocks with equal shapes and one shared ``BlockDef`` (or structurally
+  equal ones) can be vmapped over states stacked with
+  ``jax.tree.map(lambda *a: jnp.stack(a), *states)``.
+- ``ALNetwork(blocks, input_shape, num_classes)``: validates the chain at construction;
+  ``net.init(key) -> tuple[BlockState, ...]``; ``targets(net, labels)`` = y_0 (one-hot);
+  ``train_step(net, states, x, labels) -> (states, metrics)`` = every block_step in order
+  (s_0 = x, y_0 = one-hot); ``predict(net, states, x)`` (eq. 2.8);
+  ``prediction_path`` (scores and every layer's activation); ``param_counts`` (effective /
+  affiliated / total, Sec. 2.6).
+- Models: ``create(name, num_classes, input_shape, width_mult=..., lr=..., ...)`` for
+  ``al_mlp, al_cnn, al_vgg, al_resnet20, al_resnet32, al_sigmoid_mlp``;
+  ``BASELINES[name](num_classes, width_mult)`` is its parameter-matched BP model (also
+  registered in ``alearn.models``).
+- Training: ``train_and_evaluate(config, workdir)`` (``config.rule == "al"``).
+"""
+
+from alearn.al.block import (
+    BlockDef,
+    BlockState,
+    apply_fn,
+    associated_loss,
+    autoencoder_loss,
+    block_losses,
+    block_step,
+    init_block,
+    make_block_step,
+)
+from alearn.al.models import BASELINES, SPECS, ALSpec, bp_baseline, create, network, spec
+from alearn.al.network import (
+    ALNetwork,
+    param_counts,
+    predict,
+    prediction_path,
+    targets,
+    train_step,
+)
+from alearn.al.stack import MatchedBP, Stack
+
+__all__ = [
+    "ALNetwork", "ALSpec", "BASELINES", "BlockDef", "BlockState", "MatchedBP", "SPECS",
+    "Stack", "apply_fn", "associated_loss", "autoencoder_loss", "block_losses", "block_step",
+    "bp_baseline", "create", "init_block", "make_block_step", "network", "param_counts",
+    "predict", "prediction_path", "spec", "targets", "train_step",
+]

@@ -1,0 +1,163 @@
+"""The thesis' AL models and their parameter-matched BP baselines, from one spec each.
+
+Block boundaries (thesis Ch. 3 and the seed code; ``w`` = width multiplier applied to
+every width):
+
+- ``al_mlp`` (MNIST MLP 1024-1024-5120-1024-1024-10): 2 blocks, f_i = Dense(1024) ELU,
+  y width 1024, bridge Dense(5120)-Dense(1024) sigmoid, h_2 1024->1024, h_1 1024->10.
+  BP twin: 1024-1024-5120-1024-1024-10 ReLU — exactly the thesis MLP.
+- ``al_cnn`` (14 layers): 4 blocks of 2 convs 3x3 (32, 32 | 32, 32/2 | 64, 64 | 64, 64/2),
+  y width 256, bridge flatten-Dense(1280)-Dense(256). BP twin: 8 convs, FC1280,
+  4x FC256, FC10 — exactly the thesis CNN.
+- ``al_vgg``: blocks [c128 c256 pool] [c256 c512 pool] [c512 pool c512 pool]
+  [flatten FC1024 FC1024], y width 500, bridge flatten-Dense(2500)-Dense(500).
+- ``al_resnet20`` / ``al_resnet32`` (n = 3 / 5): blocks [conv16+BN] [stage 16 x n]
+  [stage 32 x n, /2] [stage 64 x n, /2], y width 500, bridge global-avg-pool-Dense(2500)-
+  Dense(500) (the seed code flattens the feature map instead; pooling keeps b_1 small).
+- ``al_sigmoid_mlp``: the sigmoid experiment, ``depth`` blocks of Dense(width) with
+  sigmoid in f (and in the BP twin), y width = width.
+
+The BP twin of every model is f_1 … f_N, b_N, h_N … h_1 as one feed-forward net
+(:class:`alearn.al.stack.MatchedBP`): equal parameter counts by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+from typing import Callable
+
+import optax
+
+from alearn.al.block import BlockDef
+from alearn.al.network import ALNetwork
+from alearn.al.stack import MatchedBP, Stack
+
+
+@dataclasses.dataclass(frozen=True)
+class ALSpec:
+    """Layer specs of an AL model (see :mod:`alearn.al.stack` for the spec tuples)."""
+
+    f_layers: tuple  # per block: a tuple of layer specs
+    bridges: tuple  # per block: a tuple of layer specs ending at y_width
+    y_width: int
+    f_act: str = "elu"
+    y_act: str = "sigmoid"
+    b_act: str = "sigmoid"
+    bp_act: str = "relu"
+
+
+def _w(x: int, m: float) -> int:
+    return max(1, int(round(x * m)))
+
+
+def mlp_spec(width_mult: float = 1.0, width: int = 1024) -> ALSpec:
+    w = _w(width, width_mult)
+    bridge = (("dense", 5 * w), ("dense", w))
+    return ALSpec(((("dense", w),), (("dense", w),)), (bridge, bridge), w)
+
+
+def cnn_spec(width_mult: float = 1.0, y_width: int = 256) -> ALSpec:
+    c1, c2, y = _w(32, width_mult), _w(64, width_mult), _w(y_width, width_mult)
+    conv = lambda c, s=1: ("conv", c, s, False)  # noqa: E731
+    f = ((conv(c1), conv(c1)), (conv(c1), conv(c1, 2)), (conv(c2), conv(c2)),
+         (conv(c2), conv(c2, 2)))
+    bridge = (("flatten",), ("dense", 5 * y), ("dense", y))
+    return ALSpec(f, (bridge,) * 4, y)
+
+
+def vgg_spec(width_mult: float = 1.0, y_width: int = 500) -> ALSpec:
+    c = lambda n: ("conv", _w(n, width_mult), 1, False)  # noqa: E731
+    pool, y, d = ("maxpool",), _w(y_width, width_mult), _w(1024, width_mult)
+    f = ((c(128), c(256), pool), (c(256), c(512), pool), (c(512), pool, c(512), pool),
+         (("flatten",), ("dense", d), ("dense", d)))
+    bridge = (("flatten",), ("dense", 5 * y), ("dense", y))
+    return ALSpec(f, (bridge,) * 4, y)
+
+
+def resnet_spec(n: int, width_mult: float = 1.0, y_width: int = 500) -> ALSpec:
+    c = [_w(k, width_mult) for k in (16, 32, 64)]
+    stage = lambda ch, s: (("res", ch, s),) + (("res", ch, 1),) * (n - 1)  # noqa: E731
+    f = ((("conv", c[0], 1, True),), stage(c[0], 1), stage(c[1], 2), stage(c[2], 2))
+    y = _w(y_width, width_mult)
+    bridge = (("avgpool",), ("dense", 5 * y), ("dense", y))
+    return ALSpec(f, (bridge,) * 4, y)
+
+
+def sigmoid_mlp_spec(width_mult: float = 1.0, depth: int = 8, width: int = 256) -> ALSpec:
+    w = _w(width, width_mult)
+    bridge = (("dense", w),)
+    return ALSpec(((("dense", w),),) * depth, (bridge,) * depth, w, f_act="sigmoid",
+                  bp_act="sigmoid")
+
+
+SPECS: MappingProxyType[str, Callable[..., ALSpec]] = MappingProxyType({
+    "al_mlp": mlp_spec,
+    "al_cnn": cnn_spec,
+    "al_vgg": vgg_spec,
+    "al_resnet20": lambda width_mult=1.0, **kw: resnet_spec(3, width_mult, **kw),
+    "al_resnet32": lambda width_mult=1.0, **kw: resnet_spec(5, width_mult, **kw),
+    "al_sigmoid_mlp": sigmoid_mlp_spec,
+})
+
+
+def spec(name: str, **overrides) -> ALSpec:
+    """The :class:`ALSpec` of model ``name`` (``overrides``: width_mult, widths, depth)."""
+    key = str(name).lower()
+    if key not in SPECS:
+        raise ValueError(f"unknown AL model {name!r}; choose one of: {', '.join(sorted(SPECS))}")
+    return SPECS[key](**overrides)
+
+
+def network(sp: ALSpec, num_classes: int, input_shape: tuple[int, ...], *,
+            lr: float | optax.Schedule = 1e-4, ae_lr_mult: float = 2.0,
+            weight_decay: float = 0.0, assoc_trains_g: bool = False,
+            assoc_reduction: str = "sum",
+            optimizer: Callable[..., optax.GradientTransformation] = optax.adam) -> ALNetwork:
+    """Builds the :class:`ALNetwork` of ``sp``; ``lr`` may be an optax schedule."""
+    ae_lr = (lambda t: ae_lr_mult * lr(t)) if callable(lr) else ae_lr_mult * lr
+    n, blocks = len(sp.f_layers), []
+    for i in range(n):
+        y_prev = num_classes if i == 0 else sp.y_width
+        blocks.append(BlockDef(
+            f=Stack(sp.f_layers[i], sp.f_act),
+            g=Stack((("dense", sp.y_width),), sp.y_act),
+            h=Stack((("dense", y_prev),), sp.y_act),
+            b=Stack(sp.bridges[i], sp.b_act),
+            tx_forward=optimizer(lr), tx_ae=optimizer(ae_lr),
+            assoc_trains_g=assoc_trains_g, assoc_reduction=assoc_reduction,
+            weight_decay=weight_decay, name=f"block{i + 1}"))
+    return ALNetwork(tuple(blocks), tuple(input_shape), num_classes)
+
+
+def bp_layers(sp: ALSpec, num_classes: int) -> tuple:
+    """f_1 … f_N, b_N, h_N … h_1 as one flat layer-spec tuple (the BP twin)."""
+    layers = sum(sp.f_layers, ()) + sp.bridges[-1]
+    layers += (("dense", sp.y_width),) * (len(sp.f_layers) - 1) + (("dense", num_classes),)
+    return layers
+
+
+def bp_baseline(sp: ALSpec, num_classes: int) -> MatchedBP:
+    """The parameter-matched BP baseline of ``sp`` (thesis Ch. 3)."""
+    return MatchedBP(num_classes=num_classes, layers=bp_layers(sp, num_classes), act=sp.bp_act)
+
+
+def create(name: str, num_classes: int, input_shape: tuple[int, ...], *,
+           width_mult: float = 1.0, spec_overrides: dict | None = None,
+           **network_kwargs) -> ALNetwork:
+    """AL network ``name`` (e.g. "al_mlp") for ``num_classes`` and ``input_shape``."""
+    sp = spec(name, width_mult=width_mult, **(spec_overrides or {}))
+    return network(sp, num_classes, input_shape, **network_kwargs)
+
+
+def _baseline_factory(name: str):
+    def factory(num_classes: int, width_mult: float = 1.0, **spec_overrides) -> MatchedBP:
+        return bp_baseline(spec(name, width_mult=width_mult, **spec_overrides), num_classes)
+    factory.__name__ = name
+    factory.__doc__ = f"BP baseline of {name}, parameter-matched to its AL network."
+    return factory
+
+
+# model name -> BP-baseline factory (num_classes, width_mult, **spec overrides), for
+# alearn.models' registry: ``--config.model=al_mlp --config.rule=bp`` trains the twin.
+BASELINES = MappingProxyType({name: _baseline_factory(name) for name in SPECS})

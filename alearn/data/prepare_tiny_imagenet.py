@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", default=None,
                         help="root data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     args = parser.parse_args(argv)
-    logging.set_verbosity(logging.INFO)
     prepare(args.source, args.data_dir)
 
 
 if __name__ == "__main__":
+    logging.set_verbosity(logging.INFO)
     main()

@@ -1,0 +1,171 @@
+"""``train_and_evaluate(config, workdir)``: the epoch loop of a rule-pluggable model.
+
+Per epoch: train on every batch (data-parallel jitted step), evaluate on the test split,
+append metrics to ``metrics.jsonl`` / TensorBoard, save an orbax checkpoint. A workdir that
+already holds a checkpoint continues from it. A non-finite training loss raises
+:class:`TrainingDivergedError` before anything of that epoch is saved, so the newest
+checkpoint is the last good state. At the end: ``results.json`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import tqdm
+from absl import logging
+
+from alearn.train import report, setup
+from alearn.train.checkpoint import Checkpointer
+from alearn.train.optim import optimizer_from_config
+from alearn.train.sharding import data_mesh, pad_batch, padded_size, replicate, shard_batch
+from alearn.train.state import create_train_state, num_params
+from alearn.train.step import make_eval_step, make_train_step
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, loss: float, step: int, epoch: int, checkpoint_epoch: int | None,
+                 workdir: str):
+        self.loss, self.step, self.epoch = loss, step, epoch
+        self.checkpoint_epoch = checkpoint_epoch
+        saved = (f"the last good checkpoint (after epoch {checkpoint_epoch}) is in "
+                 f"{workdir}/checkpoints" if checkpoint_epoch else "no checkpoint was saved")
+        super().__init__(
+            f"training loss is {loss} at step {step} (epoch {epoch}); stopped, {saved}. "
+            "Lower the learning rate or check the data.")
+
+
+def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dict:
+    """Trains ``config.model`` with ``config.rule`` on ``config.dataset``; returns results.
+
+    Rule families with their own trainer (``setup.FAMILY_TRAINERS``, e.g. ``"al"``) are
+    dispatched to it. ``dataset`` replaces ``alearn.data.create`` (tests, custom data).
+    """
+    setup.validate_config(config)
+    trainer = setup.family_trainer(config.rule)
+    if trainer is not None:
+        return trainer(config, workdir)
+    return _train_rule_pluggable(config, workdir, dataset)
+
+
+def _train_epoch(ctx: dict, state, epoch: int, bar) -> tuple[Any, dict]:
+    """One epoch of training; checks each step's loss one step late (keeps dispatch async)."""
+    ds, mesh, bs = ctx["dataset"], ctx["mesh"], ctx["batch_size"]
+    sums = {"loss": 0.0, "accuracy": 0.0, "n": 0}
+    pending = None
+    t_start = time.perf_counter()
+
+    def check(item):
+        step, n, metrics = item
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(loss, step, epoch + 1, ctx["last_ckpt"], ctx["workdir"])
+        sums["loss"] += loss * n
+        sums["accuracy"] += float(metrics["accuracy"]) * n
+        sums["n"] += n
+        if ctx["t0"] is None:  # the first (compiling) step is left out of the throughput
+            ctx["t0"] = time.perf_counter()
+        else:
+            ctx["timed_samples"] += n
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}",
+                        acc=f"{sums['accuracy'] / sums['n']:.4f}", refresh=False)
+
+    for batch in ds.batches("train", bs, epoch=epoch):
+        n = len(batch["label"])
+        state, metrics = ctx["train_step"](state, shard_batch(batch, mesh))
+        ctx["step"] += 1
+        if pending is not None:
+            check(pending)
+        pending = (ctx["step"], n, metrics)
+    if pending is not None:
+        check(pending)
+    if ctx["t0"] is not None:  # training time only: no eval, checkpoint or compile time
+        ctx["train_time"] += time.perf_counter() - max(t_start, ctx["t0"])
+    n = max(sums["n"], 1)
+    return state, {"train_loss": sums["loss"] / n, "train_accuracy": sums["accuracy"] / n}
+
+
+def _evaluate(ctx: dict, state) -> dict:
+    mesh, bs = ctx["mesh"], ctx["eval_batch_size"]
+    size = padded_size(bs, mesh)
+    total = None
+    for batch in ctx["dataset"].batches("test", bs):
+        out = ctx["eval_step"](state, shard_batch(pad_batch(batch, size), mesh))
+        total = out if total is None else jax.tree.map(lambda a, b: a + b, total, out)
+    total = jax.device_get(total)
+    count = max(float(total["count"]), 1.0)
+    return {"test_loss": float(total["loss_sum"]) / count,
+            "test_accuracy": float(total["correct"]) / count}
+
+
+def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
+    os.makedirs(workdir, exist_ok=True)
+    wall0 = time.perf_counter()
+    ds = dataset if dataset is not None else setup.create_dataset(config)
+    info = ds.info
+    model, rule = setup.create_model_and_rule(config, info.num_classes)
+    batch_size, epochs = int(config.batch_size), int(config.epochs)
+    steps_per_epoch = ds.num_batches("train", batch_size)
+    optimizer = optimizer_from_config(config, rule, steps_per_epoch)
+    state = create_train_state(model, rule, optimizer, jax.random.key(int(config.get("seed", 0))),
+                               np.zeros((1, *info.image_shape), np.float32))
+
+    ckpt = Checkpointer(workdir, int(config.get("checkpoint_keep", 3)))
+    writer = report.MetricsWriter(workdir, tensorboard=bool(config.get("tensorboard", True)))
+    start = ckpt.latest_epoch() or 0
+    if start:
+        state = ckpt.restore(start, state)
+        logging.info("resuming from the checkpoint after epoch %d in %s", start, ckpt.directory)
+    history = writer.truncate(start)
+    mesh = data_mesh()
+    ctx = dict(dataset=ds, mesh=mesh, batch_size=batch_size, workdir=workdir,
+               eval_batch_size=int(config.get("eval_batch_size", 1000)),
+               train_step=make_train_step(model, rule, optimizer, mesh=mesh,
+                                          step_hook=setup.step_hook_for(rule, model)),
+               eval_step=make_eval_step(model, rule, mesh=mesh),
+               step=int(state.step), last_ckpt=start or None, t0=None, train_time=0.0,
+               timed_samples=0)
+    state = replicate(state, mesh)
+    bar = tqdm.tqdm(total=(epochs - start) * steps_per_epoch, unit="step", dynamic_ncols=True,
+                    disable=not config.get("progress_bar", True))
+    try:
+        for epoch in range(start, epochs):
+            bar.set_description(f"epoch {epoch + 1}/{epochs}")
+            t_epoch = time.perf_counter()
+            state, train_metrics = _train_epoch(ctx, state, epoch, bar)
+            record = {"epoch": epoch + 1, "step": ctx["step"], **train_metrics,
+                      **_evaluate(ctx, state), "epoch_time_s": time.perf_counter() - t_epoch}
+            writer.write(record)
+            history.append(record)
+            ckpt.save(epoch + 1, state)
+            ctx["last_ckpt"] = epoch + 1
+            logging.info("epoch %d/%d: %s", epoch + 1, epochs, record)
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+
+    final = history[-1] if history else {}
+    elapsed = ctx["train_time"]
+    results = {
+        "rule": str(config.rule), "model": str(config.model), "dataset": str(config.dataset),
+        "epochs": epochs, "steps": ctx["step"],
+        "test_accuracy": final.get("test_accuracy"), "test_loss": final.get("test_loss"),
+        "train_accuracy": final.get("train_accuracy"), "train_loss": final.get("train_loss"),
+        "best_test_accuracy": max((r["test_accuracy"] for r in history), default=None),
+        "train_samples_per_second": ctx["timed_samples"] / elapsed if elapsed > 0 else None,
+        "num_params": num_params(state), "num_devices": mesh.size,
+        "resumed_from_epoch": start, "wall_time_s": time.perf_counter() - wall0,
+        "config": config.to_dict() if hasattr(config, "to_dict") else dict(config),
+    }
+    report.write_results(workdir, results)
+    report.plot_curves(history, os.path.join(workdir, "curves.png"),
+                       title=f"{config.rule} / {config.model} / {config.dataset}")
+    return results

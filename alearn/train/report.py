@@ -1,0 +1,105 @@
+"""Run outputs in a workdir: ``metrics.jsonl``, TensorBoard events, ``results.json``,
+``curves.png``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Sequence
+
+from absl import logging
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f if math.isfinite(f) else str(f)
+
+
+class MetricsWriter:
+    """Appends one JSON object per epoch to ``<workdir>/metrics.jsonl`` (and TensorBoard)."""
+
+    def __init__(self, workdir: str, tensorboard: bool = True):
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # imported lazily: optional output
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def history(self) -> list[dict]:
+        """All records written so far (in order)."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def truncate(self, epoch: int) -> list[dict]:
+        """Keeps only records with ``record["epoch"] <= epoch`` (used on resume)."""
+        kept = [r for r in self.history() if r.get("epoch", 0) <= epoch]
+        with open(self.path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        return kept
+
+    def write(self, record: dict) -> None:
+        """Appends ``record`` (must hold ``"epoch"``) and logs its scalars to TensorBoard."""
+        record = _jsonable(record)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, record["epoch"])
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def write_results(workdir: str, results: dict) -> str:
+    """Writes ``<workdir>/results.json``; returns its path."""
+    path = os.path.join(workdir, "results.json")
+    with open(path, "w") as f:
+        json.dump(_jsonable(results), f, indent=2, sort_keys=True)
+    return path
+
+
+def plot_curves(history: Sequence[dict], path: str, title: str = "") -> str | None:
+    """Accuracy and loss per epoch (train and test) as a PNG (matplotlib Agg)."""
+    if not history:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for split in ("train", "test"):
+            key = f"{split}_{metric}"
+            ys = [r.get(key) for r in history]
+            if all(isinstance(y, (int, float)) for y in ys):
+                ax.plot(epochs, ys, marker="o", label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    logging.info("wrote %s", path)
+    return path

@@ -1,0 +1,109 @@
+"""From a config to the objects of a run, failing early on bad names.
+
+Config fields (see ``experiments/configs/default.py``): ``rule``, ``rule_hparams`` (dict),
+``model``, ``model_kwargs`` (dict), ``dataset``, ``dataset_options`` (dict), ``data_dir``,
+``optimizer``, ``schedule`` and the optimizer fields of :func:`alearn.train.create_optimizer`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import MappingProxyType
+from typing import Any, Callable
+
+import alearn
+from alearn.train.optim import OPTIMIZERS, SCHEDULES
+
+# Rule families trained by their own loop instead of the generic rule-pluggable one:
+# config.rule -> "module:function" with the signature train_and_evaluate(config, workdir).
+# Associated Learning (per-block losses and optimizers) lives in alearn.al.
+FAMILY_TRAINERS = MappingProxyType({
+    "al": "alearn.al:train_and_evaluate",
+})
+
+
+def _as_dict(value: Any) -> dict:
+    if value is None:
+        return {}
+    return dict(value.to_dict() if hasattr(value, "to_dict") else value)
+
+
+def rule_names() -> list[str]:
+    """Every valid ``config.rule``: the rule registry plus the family trainers."""
+    return sorted(set(alearn.rules.names()) | set(FAMILY_TRAINERS))
+
+
+def _data_names() -> list[str]:
+    import alearn.data  # the data package is imported only when a run needs it
+    return list(alearn.data.names())
+
+
+def validate_config(config: Any) -> None:
+    """Checks every name in ``config`` before any data is read or anything is compiled.
+
+    Raises:
+      ValueError: naming the bad value and listing the valid ones.
+    """
+    checks = (
+        ("rule", rule_names()),
+        ("model", alearn.models.names()),
+        ("dataset", _data_names()),
+        ("optimizer", list(OPTIMIZERS)),
+        ("schedule", list(SCHEDULES)),
+    )
+    for field, valid in checks:
+        value = config.get(field, None)
+        if value is None and field in ("optimizer", "schedule"):
+            continue
+        if str(value).lower() not in valid:
+            raise ValueError(f"unknown {field} {value!r}; choose one of: {', '.join(valid)}")
+    if str(config.rule).lower() not in FAMILY_TRAINERS:
+        alearn.rules.create(config.rule, **_as_dict(config.get("rule_hparams", None)))
+    for field in ("epochs", "batch_size"):
+        if int(config.get(field, 1)) < 1:
+            raise ValueError(f"config.{field} must be >= 1, got {config.get(field)!r}")
+
+
+def family_trainer(rule: str) -> Callable[[Any, str], dict] | None:
+    """The dedicated train function for rule family ``rule``, or None for the generic loop."""
+    target = FAMILY_TRAINERS.get(str(rule).lower())
+    if target is None:
+        return None
+    module_name, fn_name = target.split(":")
+    module = importlib.import_module(module_name)
+    fn = getattr(module, fn_name, None)
+    if fn is None:
+        raise NotImplementedError(
+            f"rule {rule!r} is trained by {target}, which {module_name} does not define yet")
+    return fn
+
+
+def create_dataset(config: Any):
+    """``alearn.data.create`` from the config's dataset fields."""
+    import alearn.data
+    return alearn.data.create(config.dataset, data_dir=config.get("data_dir", None) or None,
+                              seed=int(config.get("seed", 0)),
+                              **_as_dict(config.get("dataset_options", None)))
+
+
+def create_model_and_rule(config: Any, num_classes: int):
+    """``(model, rule)`` from ``config.model``/``model_kwargs`` and ``rule``/``rule_hparams``."""
+    kwargs = _as_dict(config.get("model_kwargs", None))
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    try:
+        model = alearn.models.create(config.model, num_classes, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"bad config.model_kwargs {kwargs} for model {config.model!r}: {e}") from e
+    rule = alearn.rules.create(config.rule, **_as_dict(config.get("rule_hparams", None)))
+    return model, rule
+
+
+def step_hook_for(rule: Any, model: Any):
+    """The rule's extra per-step pure function, if it has one.
+
+    A rule that needs a phase besides its updates (weight mirror's mirror mode) defines a
+    method ``train_step_hook(model) -> hook`` with ``hook(state, batch, key) -> state``;
+    the generic train step calls it after every optimizer update.
+    """
+    factory = getattr(rule, "train_step_hook", None)
+    return factory(model) if callable(factory) else None

@@ -1,0 +1,84 @@
+"""Jitted, data-parallel train and eval steps over (model, rule, optimizer).
+
+The train step takes the rule's per-parameter updates from ``alearn.loss_and_updates``
+(for BP, ``jax.grad`` of the softmax cross-entropy), feeds them through the optimizer
+(``optax.chain(rule.transform(), base)``) and applies them. Rules with an extra pure
+per-step phase (weight mirror's mirror mode, ASAP thesis eq. 2.6) plug in through
+``step_hook(state, batch, key) -> state``, called after the update with
+``key = fold_in(wrap_key_data(state.key), step)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+import alearn
+from alearn.rules.base import Rule
+from alearn.train.sharding import data_mesh, replicated
+from alearn.train.state import TrainState
+
+Array = jax.Array
+StepHook = Callable[[TrainState, dict, Array], TrainState]
+TrainStep = Callable[[TrainState, dict], tuple[TrainState, dict]]
+
+
+def train_step(model: Any, rule: Rule, optimizer: optax.GradientTransformation,
+               state: TrainState, batch: dict, step_hook: StepHook | None = None
+               ) -> tuple[TrainState, dict]:
+    """One optimizer step on ``batch`` (``{"image", "label"}``); pure, not jitted.
+
+    Returns the new state and ``{"loss", "accuracy"}`` of the batch (before the update).
+    """
+    (loss, logits, model_state), updates = alearn.loss_and_updates(
+        model, rule, state.variables(), batch["image"], batch["label"], train=True)
+    steps, opt_state = optimizer.update(updates, state.opt_state, state.trainable)
+    new = state.replace(step=state.step + 1,
+                        trainable=optax.apply_updates(state.trainable, steps),
+                        fixed={**state.fixed, **model_state}, opt_state=opt_state)
+    if step_hook is not None:
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        new = step_hook(new, batch, key)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return new, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(model: Any, rule: Rule, state: TrainState, batch: dict) -> dict:
+    """Sums of loss and correct predictions over the rows with ``batch["mask"] == 1``."""
+    logits = model.apply(state.variables(), batch["image"], rule=rule, train=False)
+    mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return {"loss_sum": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask),
+            "count": jnp.sum(mask)}
+
+
+def make_train_step(model: Any, rule: Rule, optimizer: optax.GradientTransformation, *,
+                    mesh: Mesh | None = None, step_hook: StepHook | None = None,
+                    donate: bool = True) -> TrainStep:
+    """The jitted data-parallel train step ``(state, batch) -> (state, metrics)``.
+
+    Inputs must be placed with :func:`alearn.train.replicate` (state) and
+    :func:`alearn.train.shard_batch` (batch) on ``mesh`` (default: all local devices);
+    the state comes back replicated, so the second call reuses the compiled program.
+    With ``donate`` the input state's buffers are reused for the output.
+    """
+    mesh = mesh if mesh is not None else data_mesh()
+    rep = replicated(mesh)
+
+    def step(state, batch):
+        return train_step(model, rule, optimizer, state, batch, step_hook)
+
+    return jax.jit(step, out_shardings=(rep, rep), donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(model: Any, rule: Rule, *, mesh: Mesh | None = None
+                   ) -> Callable[[TrainState, dict], dict]:
+    """The jitted eval step ``(state, padded batch) -> {"loss_sum", "correct", "count"}``."""
+    mesh = mesh if mesh is not None else data_mesh()
+    return jax.jit(lambda state, batch: eval_step(model, rule, state, batch),
+                   out_shardings=replicated(mesh))

@@ -1,0 +1,1 @@
+"""Experiment binaries (absl flags + ml_collections configs), one per paper table."""

@@ -23,9 +23,9 @@ API (pure pytrees; the device pipeline builds on this):
   (s_0 = x, y_0 = one-hot); ``predict(net, states, x)`` (eq. 2.8);
   ``prediction_path`` (scores and every layer's activation); ``param_counts`` (effective /
   affiliated / total, Sec. 2.6).
-- Models: ``create(name, num_classes, input_shape, width_mult=..., lr=..., ...)`` for
+- Models: ``create(name, num_classes, input_shape, width_multiplier=..., lr=..., ...)`` for
   ``al_mlp, al_cnn, al_vgg, al_resnet20, al_resnet32, al_sigmoid_mlp``;
-  ``BASELINES[name](num_classes, width_mult)`` is its parameter-matched BP model (also
+  ``BASELINES[name](num_classes=..., width_multiplier=...)`` is its parameter-matched BP model (also
   registered in ``alearn.models``).
 - Training: ``train_and_evaluate(config, workdir)`` (``config.rule == "al"``).
 """
@@ -41,7 +41,7 @@ from alearn.al.block import (
     init_block,
     make_block_step,
 )
-from alearn.al.models import BASELINES, SPECS, ALSpec, bp_baseline, create, network, spec
+from alearn.al.models import BASELINES, SPECS, ALBaseline, ALSpec, bp_baseline, create, network, spec
 from alearn.al.network import (
     ALNetwork,
     param_counts,
@@ -53,7 +53,7 @@ from alearn.al.network import (
 from alearn.al.stack import MatchedBP, Stack
 
 __all__ = [
-    "ALNetwork", "ALSpec", "BASELINES", "BlockDef", "BlockState", "MatchedBP", "SPECS",
+    "ALBaseline", "ALNetwork", "ALSpec", "BASELINES", "BlockDef", "BlockState", "MatchedBP", "SPECS",
     "Stack", "apply_fn", "associated_loss", "autoencoder_loss", "block_losses", "block_step",
     "bp_baseline", "create", "init_block", "make_block_step", "network", "param_counts",
     "predict", "prediction_path", "spec", "targets", "train_step",

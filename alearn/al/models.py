@@ -24,14 +24,17 @@ The BP twin of every model is f_1 … f_N, b_N, h_N … h_1 as one feed-forward 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from types import MappingProxyType
 from typing import Callable
 
+import flax.linen as nn
 import optax
 
 from alearn.al.block import BlockDef
 from alearn.al.network import ALNetwork
 from alearn.al.stack import MatchedBP, Stack
+from alearn.rules.bp import BP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +54,14 @@ def _w(x: int, m: float) -> int:
     return max(1, int(round(x * m)))
 
 
-def mlp_spec(width_mult: float = 1.0, width: int = 1024) -> ALSpec:
-    w = _w(width, width_mult)
+def mlp_spec(width_multiplier: float = 1.0, width: int = 1024) -> ALSpec:
+    w = _w(width, width_multiplier)
     bridge = (("dense", 5 * w), ("dense", w))
     return ALSpec(((("dense", w),), (("dense", w),)), (bridge, bridge), w)
 
 
-def cnn_spec(width_mult: float = 1.0, y_width: int = 256) -> ALSpec:
-    c1, c2, y = _w(32, width_mult), _w(64, width_mult), _w(y_width, width_mult)
+def cnn_spec(width_multiplier: float = 1.0, y_width: int = 256) -> ALSpec:
+    c1, c2, y = _w(32, width_multiplier), _w(64, width_multiplier), _w(y_width, width_multiplier)
     conv = lambda c, s=1: ("conv", c, s, False)  # noqa: E731
     f = ((conv(c1), conv(c1)), (conv(c1), conv(c1, 2)), (conv(c2), conv(c2)),
          (conv(c2), conv(c2, 2)))
@@ -66,26 +69,26 @@ def cnn_spec(width_mult: float = 1.0, y_width: int = 256) -> ALSpec:
     return ALSpec(f, (bridge,) * 4, y)
 
 
-def vgg_spec(width_mult: float = 1.0, y_width: int = 500) -> ALSpec:
-    c = lambda n: ("conv", _w(n, width_mult), 1, False)  # noqa: E731
-    pool, y, d = ("maxpool",), _w(y_width, width_mult), _w(1024, width_mult)
+def vgg_spec(width_multiplier: float = 1.0, y_width: int = 500) -> ALSpec:
+    c = lambda n: ("conv", _w(n, width_multiplier), 1, False)  # noqa: E731
+    pool, y, d = ("maxpool",), _w(y_width, width_multiplier), _w(1024, width_multiplier)
     f = ((c(128), c(256), pool), (c(256), c(512), pool), (c(512), pool, c(512), pool),
          (("flatten",), ("dense", d), ("dense", d)))
     bridge = (("flatten",), ("dense", 5 * y), ("dense", y))
     return ALSpec(f, (bridge,) * 4, y)
 
 
-def resnet_spec(n: int, width_mult: float = 1.0, y_width: int = 500) -> ALSpec:
-    c = [_w(k, width_mult) for k in (16, 32, 64)]
+def resnet_spec(n: int, width_multiplier: float = 1.0, y_width: int = 500) -> ALSpec:
+    c = [_w(k, width_multiplier) for k in (16, 32, 64)]
     stage = lambda ch, s: (("res", ch, s),) + (("res", ch, 1),) * (n - 1)  # noqa: E731
     f = ((("conv", c[0], 1, True),), stage(c[0], 1), stage(c[1], 2), stage(c[2], 2))
-    y = _w(y_width, width_mult)
+    y = _w(y_width, width_multiplier)
     bridge = (("avgpool",), ("dense", 5 * y), ("dense", y))
     return ALSpec(f, (bridge,) * 4, y)
 
 
-def sigmoid_mlp_spec(width_mult: float = 1.0, depth: int = 8, width: int = 256) -> ALSpec:
-    w = _w(width, width_mult)
+def sigmoid_mlp_spec(width_multiplier: float = 1.0, depth: int = 8, width: int = 256) -> ALSpec:
+    w = _w(width, width_multiplier)
     bridge = (("dense", w),)
     return ALSpec(((("dense", w),),) * depth, (bridge,) * depth, w, f_act="sigmoid",
                   bp_act="sigmoid")
@@ -95,14 +98,14 @@ SPECS: MappingProxyType[str, Callable[..., ALSpec]] = MappingProxyType({
     "al_mlp": mlp_spec,
     "al_cnn": cnn_spec,
     "al_vgg": vgg_spec,
-    "al_resnet20": lambda width_mult=1.0, **kw: resnet_spec(3, width_mult, **kw),
-    "al_resnet32": lambda width_mult=1.0, **kw: resnet_spec(5, width_mult, **kw),
+    "al_resnet20": lambda width_multiplier=1.0, **kw: resnet_spec(3, width_multiplier, **kw),
+    "al_resnet32": lambda width_multiplier=1.0, **kw: resnet_spec(5, width_multiplier, **kw),
     "al_sigmoid_mlp": sigmoid_mlp_spec,
 })
 
 
 def spec(name: str, **overrides) -> ALSpec:
-    """The :class:`ALSpec` of model ``name`` (``overrides``: width_mult, widths, depth)."""
+    """The :class:`ALSpec` of model ``name`` (``overrides``: width_multiplier, widths, depth)."""
     key = str(name).lower()
     if key not in SPECS:
         raise ValueError(f"unknown AL model {name!r}; choose one of: {', '.join(sorted(SPECS))}")
@@ -143,21 +146,29 @@ def bp_baseline(sp: ALSpec, num_classes: int) -> MatchedBP:
 
 
 def create(name: str, num_classes: int, input_shape: tuple[int, ...], *,
-           width_mult: float = 1.0, spec_overrides: dict | None = None,
+           width_multiplier: float = 1.0, spec_overrides: dict | None = None,
            **network_kwargs) -> ALNetwork:
     """AL network ``name`` (e.g. "al_mlp") for ``num_classes`` and ``input_shape``."""
-    sp = spec(name, width_mult=width_mult, **(spec_overrides or {}))
+    sp = spec(name, width_multiplier=width_multiplier, **(spec_overrides or {}))
     return network(sp, num_classes, input_shape, **network_kwargs)
 
 
-def _baseline_factory(name: str):
-    def factory(num_classes: int, width_mult: float = 1.0, **spec_overrides) -> MatchedBP:
-        return bp_baseline(spec(name, width_mult=width_mult, **spec_overrides), num_classes)
-    factory.__name__ = name
-    factory.__doc__ = f"BP baseline of {name}, parameter-matched to its AL network."
-    return factory
+class ALBaseline(nn.Module):
+    """The parameter-matched BP baseline of AL model ``model`` (an ``alearn.models`` model).
+
+    Registered in ``alearn.models`` under the AL model's name, so ``--config.model=al_mlp
+    --config.rule=bp`` (or any other rule) trains the BP twin of ``al_mlp``.
+    """
+
+    num_classes: int
+    model: str = "al_mlp"
+    width_multiplier: float = 1.0
+
+    @nn.compact
+    def __call__(self, x, *, rule=BP(), train: bool = False):
+        sp = spec(self.model, width_multiplier=self.width_multiplier)
+        return bp_baseline(sp, self.num_classes).copy(name="bp")(x, rule=rule, train=train)
 
 
-# model name -> BP-baseline factory (num_classes, width_mult, **spec overrides), for
-# alearn.models' registry: ``--config.model=al_mlp --config.rule=bp`` trains the twin.
-BASELINES = MappingProxyType({name: _baseline_factory(name) for name in SPECS})
+# model name -> BP twin factory (num_classes, width_multiplier) for alearn.models' registry.
+BASELINES = MappingProxyType({name: functools.partial(ALBaseline, model=name) for name in SPECS})

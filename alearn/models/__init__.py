@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 import flax.linen as nn
 
+from alearn.al.models import BASELINES as _AL_BASELINES
 from alearn.models._count import num_params
 from alearn.models.alexnet import AlexNet
 from alearn.models.cnn import CNN
@@ -34,6 +35,8 @@ MODELS = MappingProxyType({
     "resnet18": functools.partial(ResNet, **_RESNET18),
     "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512)),
     "resnet18_nsc": functools.partial(ResNet, shortcut=False, **_RESNET18),
+    # BP twins of the Associated Learning models (parameter-matched; alearn/al/models.py)
+    **_AL_BASELINES,
 })
 
 

@@ -101,6 +101,10 @@ def test_batches_are_a_function_of_seed_and_epoch():
     plain = _epoch(mk(0), epoch=3, augment=False)
     np.testing.assert_array_equal(plain[0][1], e3[0][1])
     assert not np.array_equal(plain[0][0], e3[0][0])
+    # The augmentation of the same examples changes from epoch to epoch.
+    a3, a4 = _epoch(mk(0), epoch=3, shuffle=False), _epoch(mk(0), epoch=4, shuffle=False)
+    np.testing.assert_array_equal(a3[0][1], a4[0][1])
+    assert not np.array_equal(a3[0][0], a4[0][0])
 
 
 @pytest.mark.parametrize("split,shuffle", [("train", True), ("test", False), ("test", True)])

@@ -48,10 +48,11 @@ def translate(images: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     if p == 0:
         return images.copy()
     padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-    # Output row i reads padded row i + p - dy (the crop window's top-left is p - dy).
-    rows = (p - dy)[:, None] + np.arange(h)[None, :]  # (B, H)
-    cols = (p - dx)[:, None] + np.arange(w)[None, :]  # (B, W)
-    return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    # All (H, W) windows of the padded batch as a strided view (B, 2p+1, 2p+1, C, H, W); the
+    # output takes window (p - dy, p - dx): output row i reads padded row i + p - dy.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))
+    picked = windows[np.arange(b), p - dy, p - dx]  # (B, C, H, W): one gather, no Python loop
+    return np.ascontiguousarray(picked.transpose(0, 2, 3, 1))
 
 
 def random_translate(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,40 @@
+"""The experiment binary end to end, in a subprocess (as a user runs it)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=240):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)  # one device, as on a laptop
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train",
+         "--config=experiments/configs/default.py", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_binary_trains_on_mnist5k_and_writes_results(tmp_path):
+    wd = str(tmp_path / "run")
+    proc = _run(f"--workdir={wd}", "--config.epochs=1", "--config.model_kwargs.widths=(32,)",
+                "--config.progress_bar=False", "--config.tensorboard=False")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(wd, "results.json")) as f:
+        res = json.load(f)
+    assert (res["rule"], res["model"], res["dataset"], res["epochs"]) == ("bp", "mlp", "mnist5k", 1)
+    # One epoch of a 784-32-10 MLP on 4,000 real digits: well above chance (0.1).
+    assert 0.7 <= res["test_accuracy"] <= 1.0
+    assert res["num_params"] == 784 * 32 + 32 + 32 * 10 + 10
+    assert res["config"]["model_kwargs"]["widths"] == [32]
+    assert f"test accuracy: {res['test_accuracy']:.4f}" in proc.stdout
+
+
+def test_binary_rejects_unknown_name_before_training(tmp_path):
+    wd = str(tmp_path / "bad")
+    proc = _run(f"--workdir={wd}", "--config.model=mlpp")
+    assert proc.returncode != 0
+    assert "unknown model 'mlpp'; choose one of:" in proc.stderr and "mlp" in proc.stderr
+    assert not os.path.exists(os.path.join(wd, "checkpoints"))

@@ -10,7 +10,9 @@ for batch in ds.batches("train", 128, epoch=3):   # {"image": f32 (B,H,W,C), "la
 ``augment`` (policy name, see ``alearn.data.augment``), ``crop_padding`` (int),
 ``normalize`` ("unit": pixels in [0, 1]; "standardize": (x - mean) / std per channel),
 ``mean`` / ``std`` (override the constants of ``alearn.data.specs``). TFDS datasets also take
-``in_memory`` (decode the whole split once instead of per batch); ``synthetic`` takes
+``in_memory`` (default True: decode each split once at ``create``, ~85 us per 32x32 PNG here,
+then batches are numpy gathers; False: decode every batch from the array_record files with
+one ``__getitems__`` call, for splits too large for RAM); ``synthetic`` takes
 ``num_classes``, ``image_shape``, ``num_train``, ``num_test``, ``noise``, ``data_seed``.
 """
 
@@ -45,7 +47,7 @@ def _sources(spec: DatasetSpec, data_dir, kind_options: dict):
         from alearn.data import tfds_source  # pylint: disable=import-outside-toplevel
         return tfds_source.open_splits(
             spec.name, spec.tfds_name, data_dir, {"train": "train", "test": spec.test_split},
-            extras=spec.build_extras, in_memory=bool(kind_options.get("in_memory", False)),
+            extras=spec.build_extras, in_memory=bool(kind_options.get("in_memory", True)),
         ), {}
     if spec.kind == "tiny_imagenet":
         from alearn.data import tiny_imagenet  # pylint: disable=import-outside-toplevel

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import pathlib
 import shlex
+import time
 
 import numpy as np
+from absl import logging
 
 from alearn.data.dataset import ArraySource
 
@@ -102,7 +104,7 @@ def open_splits(
     splits: dict[str, str],
     *,
     extras: tuple[str, ...] = (),
-    in_memory: bool = False,
+    in_memory: bool = True,
 ) -> dict[str, TfdsSource | ArraySource]:
     """Opens ``{our_split: tfds_split}`` of ``tfds_name`` without ever downloading.
 
@@ -122,5 +124,10 @@ def open_splits(
         except Exception as e:  # noqa: BLE001 — any failure here means "not usable on disk"
             raise _not_found(name, tfds_name, root, extras, f"tfds: {type(e).__name__}: {e}") from e
         source = TfdsSource(ds)
-        out[ours] = source.load_all() if in_memory else source
+        if in_memory:
+            start = time.perf_counter()
+            source = source.load_all()
+            logging.info("%s/%s: %d examples decoded into memory in %.1f s", tfds_name, theirs,
+                         len(source), time.perf_counter() - start)
+        out[ours] = source
     return out

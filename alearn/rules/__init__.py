@@ -10,11 +10,29 @@ import dataclasses
 from types import MappingProxyType
 
 from alearn.rules.base import Rule
+from alearn.rules.activation_sharing import AS
+from alearn.rules.asap import ASAP
+from alearn.rules.asfp import ASFP
 from alearn.rules.bp import BP
+from alearn.rules.dfa import DFA
+from alearn.rules.fa import FA
+from alearn.rules.foa import FoA
+from alearn.rules.kp import KP
+from alearn.rules.sign import SignSymmetry
+from alearn.rules.wm import WM, mirror_step
 
 # name -> rule class. Read-only: a new rule is added here in the source, not at run time.
 RULES = MappingProxyType({
     "bp": BP,
+    "fa": FA,
+    "dfa": DFA,
+    "sign": SignSymmetry,
+    "kp": KP,
+    "wm": WM,
+    "foa": FoA,
+    "as": AS,
+    "asap": ASAP,
+    "asfp": ASFP,
 })
 
 
@@ -47,4 +65,7 @@ def create(name: str, **hparams) -> Rule:
     return cls(**hparams)
 
 
-__all__ = ["BP", "RULES", "Rule", "create", "names"]
+__all__ = [
+    "AS", "ASAP", "ASFP", "BP", "DFA", "FA", "FoA", "KP", "RULES", "Rule", "SignSymmetry",
+    "WM", "create", "mirror_step", "names",
+]

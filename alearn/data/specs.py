@@ -21,6 +21,7 @@ MNIST and SVHN is not augmented in ASAP). The AL thesis' CIFAR recipe is
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,8 @@ class DatasetSpec:
 
 _MNIST_MEAN, _MNIST_STD = (0.1307,), (0.3081,)
 
-SPECS: dict[str, DatasetSpec] = {
+# name -> spec. Read-only: a dataset is added here in the source, not at run time.
+SPECS = MappingProxyType({
     spec.name: spec
     for spec in (
         DatasetSpec("mnist5k", "mnist5k", 10, (28, 28, 1), _MNIST_MEAN, _MNIST_STD, normalize="unit"),
@@ -89,4 +91,4 @@ SPECS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec("synthetic", "synthetic", 10, (8, 8, 1), (0.0,), (1.0,), normalize="unit"),
     )
-}
+})

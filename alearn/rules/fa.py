@@ -1,0 +1,54 @@
+"""Feedback alignment (Lillicrap et al. 2016; ASAP thesis eq. 2.4)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+from alearn.layers.ops import LinearOp
+from alearn.rules import _feedback_init
+from alearn.rules.base import Rule
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class FA(Rule):
+    """Feedback alignment: the error crosses layer l through a fixed random B_l.
+
+    Eq. 2.4: ``δ_{l-1} = φ'(a_{l-1}) ⊙ B_lᵀ δ_l`` and ``ΔW_l = δ_l h_{l-1}ᵀ``. Each
+    rule-aware layer owns ``feedback/B`` with the kernel's shape, drawn from its own key
+    with ``feedback_init`` (a ``jax.nn.initializers`` variance-scaling family) times
+    ``feedback_scale``. The backward pass keeps only (x, B) alive, never W.
+
+    Attributes:
+      feedback_init: initialiser family of B (see ``_feedback_init.INITS``).
+      feedback_scale: multiplier on the drawn B (> 0).
+    """
+
+    name = "fa"
+    feedback_names = ("B",)
+
+    feedback_init: str = "lecun_normal"
+    feedback_scale: float = 1.0
+
+    def __post_init__(self):
+        _feedback_init.validate(self.name, self.feedback_init, self.feedback_scale)
+
+    def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
+        del num_classes
+        if name != "B":
+            return super().init_feedback(name, key, op, 0)
+        return _feedback_init.draw(key, op.kernel_shape, self.feedback_init,
+                                   self.feedback_scale, op.dtype)
+
+    def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
+        del op, kernel, ctx
+        return (x, feedback["B"])
+
+    def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):
+        x, b = res
+        del carrier_g
+        return op.input_grad(g, b), op.weight_grad(x, g), {}

@@ -1,0 +1,253 @@
+"""Oracle tests for the weight-transport rules: FA, DFA, sign symmetry, KP, WM."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+import alearn
+from alearn.analysis import feedback_angles
+from alearn.rules import BP, create
+from alearn.rules.wm import mirror_delta
+from tests._wt_models import NUM_CLASSES, assert_trees_close, data, mlp, set_leaf
+
+WT_RULES = ["fa", "dfa", "sign", "kp", "wm"]
+
+
+def _setup(rule, kind, seed=0):
+    model, x, y = data(kind, seed)
+    variables = alearn.init(model, rule, jax.random.key(seed + 1), x)
+    return model, variables, x, y
+
+
+def _bp(model, variables, x, y):
+    return alearn.rule_updates(model, BP(), variables, x, y)["params"]
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("name", WT_RULES)
+def test_harness_finite_structure_no_recompile(name, kind):
+    rule = create(name)
+    model, variables, x, y = _setup(rule, kind)
+    step = jax.jit(functools.partial(alearn.rule_updates, model, rule))
+    upd = step(variables, x, y)
+    want = alearn.trainable(rule, variables)
+    assert jax.tree_util.tree_structure(upd) == jax.tree_util.tree_structure(want)
+    for u, p in zip(jax.tree_util.tree_leaves(upd), jax.tree_util.tree_leaves(want)):
+        assert u.shape == p.shape and bool(jnp.all(jnp.isfinite(u)))
+    # the rule changes something: not all-zero updates
+    assert any(float(jnp.abs(u).max()) > 0 for u in jax.tree_util.tree_leaves(upd))
+    variables2 = jax.tree_util.tree_map(lambda v: v * 0.5, variables)
+    step(variables2, x + 1.0, y)
+    assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("name", ["fa", "kp", "wm"])
+def test_feedback_equal_to_kernel_gives_bp(name, kind):
+    rule = create(name)
+    model, variables, x, y = _setup(rule, kind)
+    fb = traverse_util.flatten_dict(variables["feedback"])
+    params = traverse_util.flatten_dict(variables["params"])
+    assert all(not jnp.allclose(b, params[p[:-1] + ("kernel",)]) for p, b in fb.items())
+    fb = {p: params[p[:-1] + ("kernel",)] for p in fb}
+    variables = {**variables, "feedback": traverse_util.unflatten_dict(fb)}
+    upd = alearn.rule_updates(model, rule, variables, x, y)
+    assert_trees_close(upd["params"], _bp(model, variables, x, y))
+    if name == "kp":  # B receives exactly W's update (eq. 2.7)
+        for p, db in traverse_util.flatten_dict(upd["feedback"]).items():
+            np.testing.assert_array_equal(
+                db, traverse_util.flatten_dict(upd["params"])[p[:-1] + ("kernel",)])
+
+
+def test_fa_random_feedback_differs_from_bp_below_the_top():
+    rule = create("fa")
+    model, variables, x, y = _setup(rule, "dense")
+    upd = alearn.rule_updates(model, rule, variables, x, y)["params"]
+    ref = _bp(model, variables, x, y)
+    # the output layer's update is δ_L h^T for every rule; lower layers differ
+    np.testing.assert_allclose(upd["Dense_2"]["kernel"], ref["Dense_2"]["kernel"], rtol=1e-5)
+    assert not jnp.allclose(upd["Dense_0"]["kernel"], ref["Dense_0"]["kernel"], atol=1e-4)
+
+
+def test_fa_updating_w_leaves_b_untouched():
+    rule = create("fa")
+    model, variables, x, y = _setup(rule, "dense")
+    b0 = jax.tree_util.tree_map(jnp.copy, variables["feedback"])
+    tx = optax.chain(rule.transform(), optax.sgd(0.5))
+    tv = alearn.trainable(rule, variables)
+    assert "feedback" not in tv
+    state = tx.init(tv)
+    for _ in range(3):
+        upd = alearn.rule_updates(model, rule, {**variables, **tv}, x, y)
+        u, state = tx.update(upd, state, tv)
+        tv = optax.apply_updates(tv, u)
+    variables = {**variables, **tv}
+    assert_trees_close(variables["feedback"], b0, rtol=0, atol=0)
+    assert not jnp.allclose(variables["params"]["Dense_0"]["kernel"],
+                            variables["feedback"]["Dense_0"]["B"])
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+def test_dfa_output_feedback_equal_to_w_out_gives_bp(kind):
+    rule = create("dfa")
+    if kind == "dense":
+        model, x, y = mlp(widths=(16,)), *data("dense")[1:]
+        last = "Dense_1"
+    else:
+        model, x, y = data("conv")
+        last = "Dense_0"
+        model = _OneConv()
+    variables = alearn.init(model, rule, jax.random.key(3), x)
+    w_out = variables["params"][last]["kernel"]
+    assert variables["feedback"][last]["D"].shape == w_out.T.shape
+    variables = {**variables,
+                 "feedback": set_leaf(variables["feedback"], (last, "D"), w_out.T)}
+    upd = alearn.rule_updates(model, rule, variables, x, y)
+    assert_trees_close(upd["params"], _bp(model, variables, x, y))
+
+
+def _one_conv_cls():
+    import flax.linen as nn
+
+    from alearn.layers import Conv, Dense, Tape
+
+    class OneConv(nn.Module):
+        @nn.compact
+        def __call__(self, x, *, rule=BP(), train=False):
+            tape = Tape(rule, x.shape[0], NUM_CLASSES)
+            x = nn.relu(Conv(4, (3, 3), strides=(2, 2))(x, tape)).reshape(x.shape[0], -1)
+            return tape.finish(Dense(NUM_CLASSES)(x, tape))
+
+    return OneConv
+
+
+_OneConv = _one_conv_cls()
+
+
+def test_dfa_matches_hand_computed_eq_2_5():
+    """δ_l = φ'(a_l) ⊙ (δ_L D_{l+1}), ΔW_l = h_{l-1}ᵀ δ_l, with no W_{l+1}ᵀ δ anywhere."""
+    rule = create("dfa")
+    model, variables, x, y = _setup(rule, "dense")
+    p, d = variables["params"], variables["feedback"]
+    a1 = x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]
+    h1 = jax.nn.relu(a1)
+    a2 = h1 @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+    h2 = jax.nn.relu(a2)
+    logits = h2 @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
+    err = (jax.nn.softmax(logits) - jax.nn.one_hot(y, NUM_CLASSES)) / x.shape[0]
+    d2 = (a2 > 0) * (err @ d["Dense_2"]["D"])
+    d1 = (a1 > 0) * (err @ d["Dense_1"]["D"])
+    upd = alearn.rule_updates(model, rule, variables, x, y)["params"]
+    np.testing.assert_allclose(upd["Dense_2"]["kernel"], h2.T @ err, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(upd["Dense_1"]["kernel"], h1.T @ d2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(upd["Dense_0"]["kernel"], x.T @ d1, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(upd["Dense_0"]["bias"], d1.sum(0), rtol=1e-4, atol=1e-6)
+    # the backward keeps (x, D) alive, never the kernel
+    kernel = p["Dense_1"]["kernel"]
+    res = rule.residuals(None, h1, kernel, d["Dense_1"], None)
+    assert all(r is not kernel for r in res)
+
+
+def test_dfa_conv_feedback_projects_to_flattened_input():
+    rule = create("dfa")
+    model, variables, x, y = _setup(rule, "conv")
+    assert variables["feedback"]["Conv_0"]["D"].shape == (NUM_CLASSES, 6 * 6 * 3)
+    assert variables["feedback"]["Conv_1"]["D"].shape == (NUM_CLASSES, 6 * 6 * 4)
+    assert variables["feedback"]["Dense_0"]["D"].shape == (NUM_CLASSES, 3 * 3 * 6)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("magnitude", ["unit", "mean_abs"])
+def test_sign_symmetry_on_unit_weights_gives_bp(kind, magnitude):
+    rule = create("sign", magnitude=magnitude)
+    model, variables, x, y = _setup(rule, kind)
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, v: jnp.where(v >= 0, 1.0, -1.0) if p[-1].key == "kernel" else v,
+        variables["params"])
+    variables = {**variables, "params": params}
+    x = x * 0.05  # keep ±1-weight activations moderate
+    assert_trees_close(alearn.rule_updates(model, rule, variables, x, y)["params"],
+                       _bp(model, variables, x, y), rtol=1e-5, atol=1e-5)
+    # and on ordinary weights it is not BP
+    _, v0, _, _ = _setup(rule, kind)
+    assert not jnp.allclose(alearn.rule_updates(model, rule, v0, x, y)["params"][
+        "Conv_0" if kind == "conv" else "Dense_0"]["kernel"],
+        _bp(model, v0, x, y)["Conv_0" if kind == "conv" else "Dense_0"]["kernel"], atol=1e-5)
+
+
+@pytest.mark.parametrize("lam", [0.1, 0.3])
+def test_kp_difference_decays_as_one_minus_lambda_to_the_t(lam):
+    rule = create("kp", weight_decay=lam)
+    model, variables, x, y = _setup(rule, "dense")
+    tx = optax.chain(rule.transform(), optax.sgd(1.0))
+    tv = alearn.trainable(rule, variables)
+    state = tx.init(tv)
+
+    def gap(tv):
+        p = traverse_util.flatten_dict(tv["params"])
+        return {k[:-1]: float(jnp.linalg.norm(p[k[:-1] + ("kernel",)] - b))
+                for k, b in traverse_util.flatten_dict(tv["feedback"]).items()}
+
+    g0 = gap(tv)
+    steps = 6
+    for t in range(steps):
+        upd = alearn.rule_updates(model, rule, {**variables, **tv}, x + t, y)
+        u, state = tx.update(upd, state, tv)
+        tv = optax.apply_updates(tv, u)
+    for k, g in gap(tv).items():
+        np.testing.assert_allclose(g, (1 - lam) ** steps * g0[k], rtol=1e-4)
+    # biases are left to the base optimizer: no λ on them
+    assert "bias" not in traverse_util.flatten_dict(tv["feedback"])
+
+
+@pytest.mark.parametrize("shape", [(16, 12), (3, 3, 4, 6)])
+def test_wm_expected_update_is_proportional_to_w(shape):
+    kw, kb, kn = jax.random.split(jax.random.key(7), 3)
+    w = jax.random.normal(kw, shape)
+    b = jax.random.normal(kb, shape)
+    d = mirror_delta(w, b, kn, noise_std=0.5, lr=1.0, decay=0.0, batch=20000)
+    cos = float(jnp.vdot(d, w) / (jnp.linalg.norm(d) * jnp.linalg.norm(w)))
+    assert cos > 0.99
+    # magnitude: E[ΔB] = η σ² W
+    np.testing.assert_allclose(float(jnp.vdot(d, w) / jnp.vdot(w, w)), 0.25, rtol=0.05)
+
+
+def test_wm_mirror_steps_align_b_with_w():
+    rule = create("wm", mirror_steps=40, mirror_batch=256)
+    model, variables, x, y = _setup(rule, "conv")
+    angles0 = feedback_angles(rule, variables)
+    fb = jax.jit(rule.mirror)(variables["params"], variables["feedback"], jax.random.key(0))
+    angles = feedback_angles(rule, {**variables, "feedback": fb})
+    assert set(angles) == {"b_vs_w/Conv_0", "b_vs_w/Conv_1", "b_vs_w/Dense_0"}
+    for k in angles:
+        assert float(angles0[k]) > 60 and float(angles[k]) < 15, (k, angles0[k], angles[k])
+    # WM's ordinary step trains no feedback (B changes only in mirror mode)
+    assert "feedback" not in alearn.rule_updates(model, rule, variables, x, y)
+
+
+@pytest.mark.parametrize("name, hparams, needle", [
+    ("kp", {"weight_decay": -0.1}, "weight_decay=-0.1"),
+    ("wm", {"noise_std": 0.0}, "noise_std=0.0"),
+    ("wm", {"mirror_decay": -1.0}, "mirror_decay=-1.0"),
+    ("wm", {"mirror_steps": 0}, "mirror_steps=0"),
+    ("fa", {"feedback_scale": 0.0}, "feedback_scale=0.0"),
+    ("dfa", {"feedback_init": "zeros"}, "feedback_init='zeros'"),
+    ("sign", {"magnitude": "abs"}, "magnitude='abs'"),
+    ("fa", {"lr": 0.1}, "unknown hyperparameter(s) lr"),
+    ("kp", {"lambda_": 0.1}, "unknown hyperparameter(s) lambda_"),
+])
+def test_bad_hyperparameters_fail_clearly(name, hparams, needle):
+    with pytest.raises(ValueError) as err:
+        create(name, **hparams)
+    assert needle in str(err.value)
+
+
+def test_paper_defaults():
+    assert create("kp").weight_decay == 5e-4
+    assert create("fa").feedback_init == create("dfa").feedback_init == "lecun_normal"
+    assert create("sign").magnitude == "unit"

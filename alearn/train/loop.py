@@ -19,6 +19,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+from alearn.analysis import alignment
 from alearn.train import report, setup
 from alearn.train.checkpoint import Checkpointer
 from alearn.train.optim import optimizer_from_config
@@ -113,6 +114,9 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     model, rule = setup.create_model_and_rule(config, info.num_classes)
     batch_size, epochs = int(config.batch_size), int(config.epochs)
     steps_per_epoch = ds.num_batches("train", batch_size)
+    if steps_per_epoch < 1:
+        raise ValueError(f"config.batch_size={batch_size} exceeds the {info.num_train} training "
+                         f"examples of {info.name!r}: an epoch would have no full batch")
     optimizer = optimizer_from_config(config, rule, steps_per_epoch)
     state = create_train_state(model, rule, optimizer, jax.random.key(int(config.get("seed", 0))),
                                np.zeros((1, *info.image_shape), np.float32))
@@ -125,6 +129,9 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
         logging.info("resuming from the checkpoint after epoch %d in %s", start, ckpt.directory)
     history = writer.truncate(start)
     mesh = data_mesh()
+    # Optional alignment diagnostics (config.alignment): angles on one fixed training batch.
+    align_batch = (next(iter(ds.batches("train", batch_size, epoch=0, augment=False)))
+                   if config.get("alignment", False) else None)
     ctx = dict(dataset=ds, mesh=mesh, batch_size=batch_size, workdir=workdir,
                eval_batch_size=int(config.get("eval_batch_size", 1000)),
                train_step=make_train_step(model, rule, optimizer, mesh=mesh,
@@ -142,6 +149,10 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
             state, train_metrics = _train_epoch(ctx, state, epoch, bar)
             record = {"epoch": epoch + 1, "step": ctx["step"], **train_metrics,
                       **_evaluate(ctx, state), "epoch_time_s": time.perf_counter() - t_epoch}
+            if align_batch is not None:
+                record.update(alignment.alignment_angles(
+                    model, rule, jax.device_get(state.variables()), align_batch["image"],
+                    align_batch["label"]))
             writer.write(record)
             history.append(record)
             ckpt.save(epoch + 1, state)
@@ -168,4 +179,7 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     report.write_results(workdir, results)
     report.plot_curves(history, os.path.join(workdir, "curves.png"),
                        title=f"{config.rule} / {config.model} / {config.dataset}")
+    if align_batch is not None and any(k.startswith(alignment.UPDATE) for r in history for k in r):
+        alignment.plot_alignment(history, os.path.join(workdir, "alignment.png"),
+                                 title=f"{config.rule} / {config.model} / {config.dataset}")
     return results

@@ -101,9 +101,40 @@ def create_model_and_rule(config: Any, num_classes: int):
 def step_hook_for(rule: Any, model: Any):
     """The rule's extra per-step pure function, if it has one.
 
-    A rule that needs a phase besides its updates (weight mirror's mirror mode) defines a
-    method ``train_step_hook(model) -> hook`` with ``hook(state, batch, key) -> state``;
-    the generic train step calls it after every optimizer update.
+    A rule that needs a phase besides its updates defines a method
+    ``train_step_hook(model) -> hook`` with ``hook(state, batch, key) -> state``; the generic
+    train step calls it after every optimizer update. Rules with a weight-mirror phase
+    (a method ``mirror(params, feedback, key) -> feedback``, ASAP thesis eq. 2.6) get
+    :func:`mirror_hook` without defining anything else.
     """
     factory = getattr(rule, "train_step_hook", None)
-    return factory(model) if callable(factory) else None
+    if callable(factory):
+        return factory(model)
+    if callable(getattr(rule, "mirror", None)):
+        return mirror_hook(rule)
+    return None
+
+
+def mirror_hook(rule: Any):
+    """Runs ``rule.mirror`` on the feedback weights after every ``rule.mirror_every``-th step.
+
+    Mirror mode (Akrout et al. 2019) alternates with ordinary training: after the optimizer
+    step that brings ``state.step`` to a multiple of ``mirror_every``, B is updated from
+    noise sent through the *updated* forward weights.
+    """
+    import jax  # pylint: disable=import-outside-toplevel
+
+    every = int(getattr(rule, "mirror_every", 1))
+
+    def hook(state, batch, key):
+        del batch
+        where = "trainable" if "feedback" in state.trainable else "fixed"
+        tree = getattr(state, where)
+        if "feedback" not in tree:
+            return state
+        params, feedback = state.trainable["params"], tree["feedback"]
+        feedback = jax.lax.cond(state.step % every == 0,
+                                lambda: rule.mirror(params, feedback, key), lambda: feedback)
+        return state.replace(**{where: {**tree, "feedback": feedback}})
+
+    return hook

@@ -5,17 +5,36 @@ Command:
 
 Runtime here: TBD s on 2 CPU cores. Expected: test accuracy TBD (>= 0.90) on the 1,000
 held-out mnist5k digits.
+
+Another rule with its hyperparameters exposed as flags: pass the rule name after a colon,
+e.g. ``--config=experiments/configs/default.py:kp --config.rule_hparams.<field>=<value>``
+(``rule_hparams`` is filled with that rule's paper defaults, so every field is overridable).
 """
+
+import dataclasses
 
 import ml_collections
 
 
-def get_config() -> ml_collections.ConfigDict:
+def rule_defaults(rule: str) -> ml_collections.ConfigDict:
+    """The hyperparameter fields of ``rule`` with their defaults (empty for unknown names,
+    which ``alearn.train.validate_config`` then rejects with the valid list)."""
+    import alearn.rules  # pylint: disable=import-outside-toplevel
+
+    cls = alearn.rules.RULES.get(str(rule).lower())
+    if cls is None:
+        return ml_collections.ConfigDict()
+    return ml_collections.ConfigDict({
+        f.name: f.default for f in dataclasses.fields(cls)
+        if f.init and f.default is not dataclasses.MISSING})
+
+
+def get_config(rule: str = "bp") -> ml_collections.ConfigDict:
     """The default (quickstart) configuration; every field can be overridden by flag."""
     c = ml_collections.ConfigDict()
     # What to train.
-    c.rule = "bp"
-    c.rule_hparams = ml_collections.ConfigDict()
+    c.rule = rule
+    c.rule_hparams = rule_defaults(rule)
     c.model = "mlp"
     c.model_kwargs = ml_collections.ConfigDict({"widths": (1024, 1024)})
     c.dataset = "mnist5k"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -115,3 +116,27 @@ class WM(FA):
     def mirror(self, params: dict, feedback: dict, key: Array) -> dict:
         """Mirror mode for all layers; see :func:`mirror_step`."""
         return mirror_step(self, params, feedback, key)
+
+    def train_step_hook(self, model: Any) -> Callable[[Any, dict, Array], Any]:
+        """The trainer's per-step seam (``alearn.train.setup.step_hook_for``).
+
+        Returns ``hook(state, batch, key) -> state`` that runs :meth:`mirror` on the
+        ``TrainState``'s feedback (in ``state.fixed``: WM does not train B by gradient)
+        after every ``mirror_every``-th optimizer step. Pure: key from the trainer.
+        """
+        del model
+        every = self.mirror_every
+
+        def hook(state, batch, key):
+            del batch
+            params = state.trainable["params"]
+            feedback = state.fixed["feedback"]
+            if every == 1:
+                feedback = self.mirror(params, feedback, key)
+            else:
+                feedback = jax.lax.cond(state.step % every == 0,
+                                        lambda fb: self.mirror(params, fb, key),
+                                        lambda fb: fb, feedback)
+            return state.replace(fixed={**state.fixed, "feedback": feedback})
+
+        return hook

@@ -56,5 +56,6 @@ def get_config(rule: str = "bp") -> ml_collections.ConfigDict:
     # Outputs.
     c.checkpoint_keep = 3
     c.tensorboard = True
+    c.alignment = False  # log per-layer alignment angles each epoch + alignment.png
     c.progress_bar = True
     return c

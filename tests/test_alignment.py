@@ -9,6 +9,7 @@ import pytest
 from flax import traverse_util
 
 import alearn
+import alearn.data
 from alearn.analysis import alignment_angles, angle, plot_alignment
 from alearn.rules import create
 from tests._wt_models import data
@@ -83,3 +84,28 @@ def test_plot_alignment(tmp_path):
         plot_alignment([], str(tmp_path / "x.png"))
     with pytest.raises(ValueError, match="update_vs_bp"):
         plot_alignment([{"loss": 1.0}], str(tmp_path / "x.png"))
+
+
+def test_trainer_logs_alignment_and_runs_wm_mirror(tmp_path):
+    """config.alignment logs angles per epoch + alignment.png; WM's hook mirrors B."""
+    import json
+
+    import ml_collections
+
+    from alearn.train import train_and_evaluate
+
+    c = ml_collections.ConfigDict(dict(
+        rule="wm", rule_hparams={"mirror_steps": 4}, model="mlp", model_kwargs={"widths": (16,)},
+        dataset="synthetic", dataset_options={}, data_dir="", seed=0, epochs=2, batch_size=16,
+        eval_batch_size=40, optimizer="sgd", learning_rate=0.05, momentum=0.9,
+        weight_decay=0.0, schedule="constant", tensorboard=False, progress_bar=False,
+        alignment=True))
+    ds = alearn.data.create("synthetic", num_classes=4, image_shape=(4, 4, 1), num_train=64,
+                            num_test=40, noise=0.5)
+    train_and_evaluate(c, str(tmp_path), dataset=ds)
+    with open(tmp_path / "metrics.jsonl") as f:
+        recs = [json.loads(line) for line in f]
+    assert len(recs) == 2 and {"b_vs_w/Dense_0", "update_vs_bp/Dense_1"} <= set(recs[0])
+    # random B starts near 90° from W; 4 steps x 4 mirror updates bring it well below
+    assert recs[0]["b_vs_w/Dense_1"] < 45 and recs[0]["update_vs_bp/Dense_1"] < 0.5
+    assert os.path.getsize(tmp_path / "alignment.png") > 5000

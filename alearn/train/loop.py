@@ -179,7 +179,8 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     report.write_results(workdir, results)
     report.plot_curves(history, os.path.join(workdir, "curves.png"),
                        title=f"{config.rule} / {config.model} / {config.dataset}")
-    if align_batch is not None and any(k.startswith(alignment.UPDATE) for r in history for k in r):
+    if align_batch is not None and any(k.startswith(alignment.UPDATE)
+                                       for r in history for k in r):
         alignment.plot_alignment(history, os.path.join(workdir, "alignment.png"),
                                  title=f"{config.rule} / {config.model} / {config.dataset}")
     return results

@@ -254,13 +254,13 @@ def test_paper_defaults():
 
 
 def test_wm_train_step_hook_mirrors_every_k_steps():
-    from alearn.train import create_train_state, train_step
+    from alearn.train import create_train_state, setup, train_step
 
     rule = create("wm", mirror_every=2, mirror_steps=5)
     model, x, y = data("dense")
     opt = optax.chain(rule.transform(), optax.sgd(0.1))
     state = create_train_state(model, rule, opt, jax.random.key(0), x)
-    step = jax.jit(lambda s, b: train_step(model, rule, opt, s, b, rule.train_step_hook(model)))
+    step = jax.jit(lambda s, b: train_step(model, rule, opt, s, b, setup.step_hook_for(rule, model)))
     batch = {"image": x, "label": y}
     s1, _ = step(state, batch)
     s2, _ = step(s1, batch)

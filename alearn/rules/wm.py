@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -82,7 +81,8 @@ class WM(FA):
     """Weight mirror: FA's feedback path (engaged mode); B learned only in mirror mode.
 
     Ordinary steps are FA's (B receives no gradient). Between them the trainer calls
-    :meth:`mirror` (:func:`mirror_step`). Defaults are alearn's choice (the thesis gives
+    :meth:`mirror` (:func:`mirror_step`): ``alearn.train.setup.mirror_hook`` does so inside
+    the jitted train step after every ``mirror_every``-th optimizer step. Defaults are alearn's choice (the thesis gives
     none): σ = 1, η_B = λ_B = 0.1, so B relaxes towards W with a time constant of about
     10 mirror steps, one mirror step of 128 noise samples per training step.
 
@@ -116,27 +116,3 @@ class WM(FA):
     def mirror(self, params: dict, feedback: dict, key: Array) -> dict:
         """Mirror mode for all layers; see :func:`mirror_step`."""
         return mirror_step(self, params, feedback, key)
-
-    def train_step_hook(self, model: Any) -> Callable[[Any, dict, Array], Any]:
-        """The trainer's per-step seam (``alearn.train.setup.step_hook_for``).
-
-        Returns ``hook(state, batch, key) -> state`` that runs :meth:`mirror` on the
-        ``TrainState``'s feedback (in ``state.fixed``: WM does not train B by gradient)
-        after every ``mirror_every``-th optimizer step. Pure: key from the trainer.
-        """
-        del model
-        every = self.mirror_every
-
-        def hook(state, batch, key):
-            del batch
-            params = state.trainable["params"]
-            feedback = state.fixed["feedback"]
-            if every == 1:
-                feedback = self.mirror(params, feedback, key)
-            else:
-                feedback = jax.lax.cond(state.step % every == 0,
-                                        lambda fb: self.mirror(params, fb, key),
-                                        lambda fb: fb, feedback)
-            return state.replace(fixed={**state.fixed, "feedback": feedback})
-
-        return hook

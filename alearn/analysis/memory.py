@@ -36,12 +36,14 @@ Array = jax.Array
 
 def compiled_step_memory(model: nn.Module, rule: Rule, input_shape: Sequence[int],
                          num_classes: int, *, learning_rate: float = 0.1,
-                         momentum: float = 0.9) -> dict[str, int]:
+                         momentum: float = 0.9, optimizer: bool = True) -> dict[str, int]:
     """Compiled memory (bytes) of one training step of ``model`` under ``rule``.
 
     The step is ``alearn.loss_and_updates`` (train mode, batch statistics updated) followed
     by ``optax.chain(rule.transform(), sgd(momentum))`` and ``apply_updates``; nothing is
-    executed, only compiled for the default backend.
+    executed, only compiled for the default backend. With ``optimizer=False`` the step
+    stops at the updates (``rule_updates``): its temp is then the activation memory of
+    the forward/backward pass without the optimizer's parameter-sized temporaries.
 
     Returns:
       ``{"temp", "argument", "output", "alias", "total"}`` where total = temp + argument +
@@ -56,6 +58,8 @@ def compiled_step_memory(model: nn.Module, rule: Rule, input_shape: Sequence[int
 
     def step(variables, opt_state, x, y):
         (loss, _, state), upd = alearn.loss_and_updates(model, rule, variables, x, y)
+        if not optimizer:
+            return upd, opt_state, loss
         tv = alearn.trainable(rule, variables)
         upd, opt_state = opt.update(upd, opt_state, tv)
         return {**variables, **state, **optax.apply_updates(tv, upd)}, opt_state, loss
@@ -139,3 +143,41 @@ def access_model(params: int, act: int) -> dict[str, int]:
     fwd_r, fwd_w, bwd_r, bwd_w = params, act, params + act, params
     return {"forward_read": fwd_r, "forward_write": fwd_w, "backward_read": bwd_r,
             "backward_write": bwd_w, "total": fwd_r + fwd_w + bwd_r + bwd_w}
+
+
+def plot_access(rows: dict[str, dict[str, dict[str, int]]], path: str,
+                title: str = "External memory access per training step (Ch. 6 model)") -> None:
+    """Bar plot in the style of Fig. 6.1: ``rows[model][rule] = access_model(...)``.
+
+    Stacks forward/backward reads and writes per (model, rule) bar and writes ``path``
+    (PNG). matplotlib is imported here only.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = ("forward_read", "forward_write", "backward_read", "backward_write")
+    labels, bottoms, xs = [], [], []
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * sum(len(r) for r in rows.values()), 4))
+    x = 0.0
+    colors = plt.get_cmap("tab10").colors
+    for model, per_rule in rows.items():
+        for rule, acc in per_rule.items():
+            bottom = 0.0
+            for i, part in enumerate(parts):
+                ax.bar(x, acc[part] / 1e6, bottom=bottom, color=colors[i],
+                       label=part.replace("_", " ") if not labels else None)
+                bottom += acc[part] / 1e6
+            labels.append(f"{model}\n{rule}")
+            xs.append(x)
+            bottoms.append(bottom)
+            x += 1.0
+        x += 0.6
+    ax.set_xticks(xs, labels, fontsize=7)
+    ax.set_ylabel("accesses (millions of scalars)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

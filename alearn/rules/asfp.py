@@ -23,7 +23,7 @@ class ASFP(AsymmetricSharingRule):
     ASAP's (Algorithm 1; the thesis does not state a separate value). The first layer is
     not trained, as with ASAP. Since ΔW ≠ ΔB, W and B need not align: the thesis reports
     poor deep-network accuracy (Table 5.5), which ASFP+LC repairs.
-    Residuals: (own input, shared activation, B).
+    Residuals: (own input, shared activation, B); nothing but B for the first layer.
 
     Attributes:
       as :class:`alearn.rules.asap.ASAP`.
@@ -33,6 +33,8 @@ class ASFP(AsymmetricSharingRule):
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
         del op, kernel
+        if ctx[0] is None:  # untrained first layer: nothing of its input is needed
+            x = None
         return (x, ctx, feedback["B"])
 
     def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):

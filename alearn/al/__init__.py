@@ -52,9 +52,15 @@ from alearn.al.network import (
 )
 from alearn.al.stack import MatchedBP, Stack
 
+
+def train_and_evaluate(config, workdir: str, **kwargs) -> dict:
+    """Trains the AL model of ``config`` (see :mod:`alearn.al.train`); imported lazily."""
+    from alearn.al.train import train_and_evaluate as _train  # avoids an import cycle
+    return _train(config, workdir, **kwargs)
+
 __all__ = [
     "ALBaseline", "ALNetwork", "ALSpec", "BASELINES", "BlockDef", "BlockState", "MatchedBP", "SPECS",
     "Stack", "apply_fn", "associated_loss", "autoencoder_loss", "block_losses", "block_step",
     "bp_baseline", "create", "init_block", "make_block_step", "network", "param_counts",
-    "predict", "prediction_path", "spec", "targets", "train_step",
+    "predict", "prediction_path", "spec", "targets", "train_and_evaluate", "train_step",
 ]

@@ -54,6 +54,23 @@ def _varying(x, axes):
     return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
+def grad_mean(grads: Any, axis_name: str) -> Any:
+    """Data-parallel mean of per-replica gradients inside the pipeline's ``shard_map``.
+
+    Under shard_map's varying-axes typing, the gradient with respect to a parameter that is
+    replicated over ``axis_name`` is *already summed* over it (the transpose of the implicit
+    broadcast is a psum), so it is divided by the axis size; a gradient that still varies
+    over the axis is averaged with ``pmean``.
+    """
+    size = jax.lax.axis_size(axis_name)
+
+    def one(g):
+        if axis_name in jax.typeof(g).manual_axis_type.varying:
+            return jax.lax.pmean(g, axis_name)
+        return g / size
+    return jax.tree.map(one, grads)
+
+
 def build_run(pl, steps: list, metric_keys: list[list[str]]):
     """The jitted ``run(carry, xs, ys, feed_valid, feed_id) -> (carry, logs)`` of ``pl``."""
     n_stages, dp = pl.n_stages, pl.n_data > 1

@@ -163,10 +163,13 @@ class ALBaseline(nn.Module):
     num_classes: int
     model: str = "al_mlp"
     width_multiplier: float = 1.0
+    width: int = 0  # 0: the spec's default (al_mlp, al_sigmoid_mlp)
+    depth: int = 0  # 0: the spec's default (al_sigmoid_mlp)
 
     @nn.compact
     def __call__(self, x, *, rule=BP(), train: bool = False):
-        sp = spec(self.model, width_multiplier=self.width_multiplier)
+        extra = {k: v for k, v in (("width", self.width), ("depth", self.depth)) if v}
+        sp = spec(self.model, width_multiplier=self.width_multiplier, **extra)
         return bp_baseline(sp, self.num_classes).copy(name="bp")(x, rule=rule, train=train)
 
 

@@ -31,7 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alearn.al import _pipeline_pack as pack
 from alearn.al._pipeline_mesh import DATA, STAGE, group_blocks, make_mesh
-from alearn.al._pipeline_run import TickLog, build_run
+from alearn.al._pipeline_run import TickLog, build_run, grad_mean
 from alearn.al.schedule import Schedule
 
 StepFn = Callable[..., tuple[Any, Any, Any, dict]]

@@ -1,0 +1,187 @@
+"""``train_and_evaluate(config, workdir)`` for ``config.rule == "al"`` (thesis Ch. 3).
+
+Dispatched from ``alearn.train.train_and_evaluate`` (``FAMILY_TRAINERS``). Reuses the
+generic trainer's pieces: schedules (``create_schedule``), ``MetricsWriter`` /
+``results.json`` / ``curves.png`` and the orbax ``Checkpointer`` (resume from the newest
+epoch). One jitted whole-network AL step per batch (every block's local update in order;
+the per-device pipeline is ``alearn.al``'s pipeline module).
+
+Config fields used: ``model`` (an AL model, e.g. ``al_mlp``), ``model_kwargs``
+(``width_multiplier``), ``dataset``, ``batch_size``, ``epochs``, ``optimizer`` ("adam"),
+``learning_rate``, ``schedule``/``decay_epochs``/``decay_factor``, ``weight_decay`` (L2 on
+f and b kernels), ``seed``, and ``al_hparams`` (not ``rule_hparams``, which the BP twin's
+rule validates): ``ae_lr_mult`` (2.0, seed code),
+``assoc_trains_g`` (False), ``assoc_reduction`` ("sum").
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+
+from alearn.al import models
+from alearn.al.network import ALNetwork, param_counts, predict, train_step
+from alearn.train import report, setup
+from alearn.train.checkpoint import Checkpointer
+from alearn.train.optim import create_schedule
+
+HPARAMS = {"ae_lr_mult": 2.0, "assoc_trains_g": False, "assoc_reduction": "sum"}
+_OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
+
+
+def _dict(value: Any) -> dict:
+    if value is None:
+        return {}
+    return dict(value.to_dict() if hasattr(value, "to_dict") else value)
+
+
+def build(config: Any, num_classes: int, input_shape: tuple[int, ...], steps_per_epoch: int
+          ) -> ALNetwork:
+    """The :class:`ALNetwork` a config describes (schedule and optimizers included)."""
+    hp = {**HPARAMS, **_dict(config.get("al_hparams", None))}
+    unknown = sorted(set(hp) - set(HPARAMS))
+    if unknown:
+        raise ValueError(f"unknown AL hyperparameter(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(sorted(HPARAMS))}")
+    opt = str(config.get("optimizer", "adam")).lower()
+    if opt not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {opt!r} for AL; choose one of: "
+                         f"{', '.join(_OPTIMIZERS)}")
+    lr = create_schedule(config.get("schedule", "constant"), float(config.learning_rate),
+                         steps_per_epoch=steps_per_epoch, epochs=int(config.epochs),
+                         decay_epochs=tuple(config.get("decay_epochs", ()) or ()),
+                         decay_factor=float(config.get("decay_factor", 0.1)))
+    kwargs = {k: v for k, v in _dict(config.get("model_kwargs", None)).items() if v}
+    wm = float(kwargs.pop("width_multiplier", 1.0))
+    return models.create(config.model, num_classes, input_shape, width_multiplier=wm,
+                         spec_overrides=kwargs, lr=lr, ae_lr_mult=float(hp["ae_lr_mult"]),
+                         weight_decay=float(config.get("weight_decay", 0.0)),
+                         assoc_trains_g=bool(hp["assoc_trains_g"]),
+                         assoc_reduction=str(hp["assoc_reduction"]),
+                         optimizer=_OPTIMIZERS[opt])
+
+
+def accuracy(net: ALNetwork, states: Any, dataset: Any, split: str,
+             batch_size: int = 1000) -> float:
+    """Accuracy of eq. 2.8's prediction on ``split`` (no augmentation, no shuffle)."""
+    pred = _predict_fn(net)
+    correct = count = 0
+    for batch in dataset.batches(split, batch_size, shuffle=False, augment=False,
+                                 drop_remainder=False):
+        scores = pred(states, batch["image"])
+        correct += int(np.sum(np.argmax(np.asarray(scores), -1) == batch["label"]))
+        count += len(batch["label"])
+    return correct / max(count, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _predict_fn(net):
+    return jax.jit(functools.partial(predict, net))
+
+
+def restore(config: Any, workdir: str, dataset: Any = None):
+    """(net, states, dataset) of the newest checkpoint in ``workdir``."""
+    ds = dataset if dataset is not None else setup.create_dataset(config)
+    spe = ds.num_batches("train", int(config.batch_size))
+    net = build(config, ds.info.num_classes, ds.info.image_shape, spe)
+    template = {"states": net.init(jax.random.key(int(config.get("seed", 0)))),
+                "step": jnp.zeros((), jnp.int32)}
+    ckpt = Checkpointer(workdir)
+    epoch = ckpt.latest_epoch()
+    if epoch is None:
+        raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
+    out = ckpt.restore(epoch, template)
+    ckpt.close()
+    return net, out["states"], ds
+
+
+def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dict:
+    """Trains AL model ``config.model`` and writes metrics.jsonl / results.json / curves.png."""
+    os.makedirs(workdir, exist_ok=True)
+    wall0 = time.perf_counter()
+    ds = dataset if dataset is not None else setup.create_dataset(config)
+    info, bs, epochs = ds.info, int(config.batch_size), int(config.epochs)
+    spe = ds.num_batches("train", bs)
+    if spe < 1:
+        raise ValueError(f"config.batch_size={bs} exceeds the {info.num_train} training examples")
+    net = build(config, info.num_classes, info.image_shape, spe)
+    seed = int(config.get("seed", 0))
+    ckpt_state = {"states": net.init(jax.random.key(seed)), "step": jnp.zeros((), jnp.int32)}
+    counts = param_counts(net, ckpt_state["states"])
+    ckpt = Checkpointer(workdir, int(config.get("checkpoint_keep", 3)))
+    writer = report.MetricsWriter(workdir, tensorboard=bool(config.get("tensorboard", True)))
+    start = ckpt.latest_epoch() or 0
+    if start:
+        ckpt_state = ckpt.restore(start, ckpt_state)
+        logging.info("resuming AL from the checkpoint after epoch %d", start)
+    history = writer.truncate(start)
+    step_fn = jax.jit(functools.partial(train_step, net), donate_argnums=0)
+    states, step = ckpt_state["states"], int(ckpt_state["step"])
+    timed_samples, train_time = 0, 0.0
+    bar = tqdm.tqdm(total=(epochs - start) * spe, unit="step", dynamic_ncols=True,
+                    disable=not config.get("progress_bar", True))
+    try:
+        for epoch in range(start, epochs):
+            bar.set_description(f"AL epoch {epoch + 1}/{epochs}")
+            t_epoch, sums, n_seen = time.perf_counter(), {}, 0
+            t0 = None
+            for batch in ds.batches("train", bs, epoch=epoch):
+                states, m = step_fn(states, batch["image"], batch["label"])
+                step += 1
+                m = jax.device_get(m)
+                if not math.isfinite(float(m["assoc_loss"])):
+                    raise FloatingPointError(f"AL associated loss is {m['assoc_loss']} at step "
+                                             f"{step} (epoch {epoch + 1}); lower the lr")
+                if t0 is None:  # the first step of a run compiles: not timed
+                    t0 = time.perf_counter()
+                else:
+                    timed_samples += len(batch["label"])
+                n_seen += 1
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                bar.update(1)
+                bar.set_postfix(assoc=f"{sums['assoc_loss'] / n_seen:.4f}",
+                                ae=f"{sums['ae_loss'] / n_seen:.4f}", refresh=False)
+            train_time += time.perf_counter() - (t0 or time.perf_counter())
+            record = {"epoch": epoch + 1, "step": step,
+                      **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()},
+                      "test_accuracy": accuracy(net, states, ds, "test"),
+                      "epoch_time_s": time.perf_counter() - t_epoch}
+            if config.get("eval_train", True):
+                record["train_accuracy"] = accuracy(net, states, ds, "train")
+            writer.write(record)
+            history.append(record)
+            ckpt.save(epoch + 1, {"states": states, "step": jnp.asarray(step, jnp.int32)})
+            logging.info("AL epoch %d/%d: %s", epoch + 1, epochs, record)
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+    final = history[-1] if history else {}
+    results = {
+        "rule": "al", "model": str(config.model), "dataset": str(config.dataset),
+        "epochs": epochs, "steps": step,
+        "test_accuracy": final.get("test_accuracy"),
+        "train_accuracy": final.get("train_accuracy"),
+        "best_test_accuracy": max((r["test_accuracy"] for r in history), default=None),
+        "train_samples_per_second": timed_samples / train_time if train_time > 0 else None,
+        "num_params": counts["effective"], "effective_params": counts["effective"],
+        "affiliated_params": counts["affiliated"], "total_params": counts["total"],
+        "num_blocks": len(net.blocks), "resumed_from_epoch": start,
+        "wall_time_s": time.perf_counter() - wall0,
+        "config": config.to_dict() if hasattr(config, "to_dict") else dict(config),
+    }
+    report.write_results(workdir, results)
+    report.plot_curves(history, os.path.join(workdir, "curves.png"),
+                       title=f"al / {config.model} / {config.dataset}")
+    return results

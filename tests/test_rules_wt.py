@@ -249,7 +249,7 @@ def test_bad_hyperparameters_fail_clearly(name, hparams, needle):
 
 def test_paper_defaults():
     assert create("kp").weight_decay == 5e-4
-    assert create("fa").feedback_init == create("dfa").feedback_init == "lecun_normal"
+    assert create("fa").feedback_init == create("dfa").feedback_init == "he_normal"
     assert create("sign").magnitude == "unit"
 
 

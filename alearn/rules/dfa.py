@@ -37,7 +37,7 @@ class DFA(Rule):
     feedback_names = ("D",)
     needs_carrier = True
 
-    feedback_init: str = "lecun_normal"
+    feedback_init: str = "he_normal"
     feedback_scale: float = 1.0
 
     def __post_init__(self):

@@ -31,7 +31,7 @@ class FA(Rule):
     name = "fa"
     feedback_names = ("B",)
 
-    feedback_init: str = "lecun_normal"
+    feedback_init: str = "he_normal"
     feedback_scale: float = 1.0
 
     def __post_init__(self):

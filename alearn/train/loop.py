@@ -140,6 +140,9 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
                step=int(state.step), last_ckpt=start or None, t0=None, train_time=0.0,
                timed_samples=0)
     state = replicate(state, mesh)
+    align0 = ([{"epoch": 0, **alignment.alignment_angles(  # the untrained net, for the plot
+        model, rule, jax.device_get(state.variables()), align_batch["image"],
+        align_batch["label"])}] if align_batch is not None and not start else [])
     bar = tqdm.tqdm(total=(epochs - start) * steps_per_epoch, unit="step", dynamic_ncols=True,
                     disable=not config.get("progress_bar", True))
     try:
@@ -181,6 +184,6 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
                        title=f"{config.rule} / {config.model} / {config.dataset}")
     if align_batch is not None and any(k.startswith(alignment.UPDATE)
                                        for r in history for k in r):
-        alignment.plot_alignment(history, os.path.join(workdir, "alignment.png"),
+        alignment.plot_alignment(align0 + history, os.path.join(workdir, "alignment.png"),
                                  title=f"{config.rule} / {config.model} / {config.dataset}")
     return results

@@ -169,7 +169,8 @@ def test_asfp_updates_w_with_own_input_and_b_with_shared():
 
 @pytest.mark.parametrize("name,hp", [("foa", {}), ("as", {"k": 2}), ("asap", {"k": 2}),
                                      ("asap", {"k": 4}), ("asap", {"match": 2}),
-                                     ("asap", {"match": 3}), ("asfp", {})])
+                                     ("asap", {"match": 3}), ("asfp", {}),
+                                     ("asfp_lc", {})])
 def test_finite_structure_preserving_no_recompile(name, hp):
     model, rule = TinyResNet(), rules.create(name, **hp)
     v = alearn.init(model, rule, KEY, X_IMG)
@@ -192,3 +193,29 @@ def test_bad_hyperparameters_name_the_choices():
         rules.create("asap", match=7)
     with pytest.raises(ValueError, match="k=0"):
         rules.create("as", k=0)
+
+
+def test_asfp_lc_local_classifier_gets_its_own_cross_entropy_error():
+    model = MLP(num_classes=3, widths=(8, 8, 8))  # groups 0 | 1 2 | 3: LCs at layers 1, 3
+    rule = rules.create("asfp_lc", k=2, decay=0.0)
+    v = alearn.init(model, rule, KEY, X_MLP)
+    u = _updates(model, rule, v, X_MLP, Y)
+    # the classifier at layer 3 reads that layer's input h (= relu of layer 2's output)
+    h = X_MLP
+    for name in ("Dense_0", "Dense_1", "Dense_2"):
+        h = jax.nn.relu(h @ v["params"][name]["kernel"] + v["params"][name]["bias"])
+    lc = v["feedback"]["Dense_3"]["LC"]
+    want = jax.grad(lambda w: alearn.cross_entropy(h @ w, Y))(lc)
+    _close(u["feedback"]["Dense_3"]["LC"], want)
+    assert float(jnp.abs(u["feedback"]["Dense_2"]["LC"]).max()) == 0.0  # not a group start
+    # forward output unchanged; lc_weight = 0 is exactly ASFP
+    out = model.apply(v, X_MLP, rule=rule)
+    _close(out, model.apply(v, X_MLP, rule=rules.create("asfp", k=2)))
+    u0 = _updates(model, rules.create("asfp_lc", k=2, decay=0.0, lc_weight=0.0), v, X_MLP, Y)
+    uf = _updates(model, rules.create("asfp", k=2, decay=0.0),
+                  {**v, "feedback": {k: {"B": f["B"]} for k, f in v["feedback"].items()}},
+                  X_MLP, Y)
+    jax.tree.map(_close, u0["params"], uf["params"])
+    # with the local loss, layers below the classifier see an extra error
+    assert float(jnp.abs(u["params"]["Dense_1"]["kernel"]
+                         - uf["params"]["Dense_1"]["kernel"]).max()) > 1e-4

@@ -13,6 +13,7 @@ from alearn.rules.base import Rule
 from alearn.rules.activation_sharing import AS
 from alearn.rules.asap import ASAP
 from alearn.rules.asfp import ASFP
+from alearn.rules.asfp_lc import ASFPLC
 from alearn.rules.bp import BP
 from alearn.rules.dfa import DFA
 from alearn.rules.fa import FA
@@ -33,6 +34,7 @@ RULES = MappingProxyType({
     "as": AS,
     "asap": ASAP,
     "asfp": ASFP,
+    "asfp_lc": ASFPLC,
 })
 
 

@@ -1,8 +1,9 @@
 """Benchmark: training memory of BP vs ASAP (k = 2, 4): measured (XLA) and modelled (Ch. 6).
 
-For each model (default ResNet-18 and ResNet-34 at batch 128 on 32x32x3 inputs, plus an
-8x1024 ReLU MLP without batch norm at batch 128 on 784 inputs) and rule (bp, asap k=2,
-asap k=4):
+For each model (default: ResNet-18 and ResNet-34 at batch 128 on 32x32x3 inputs, and a
+ResNet-18 twin without batch norm, defined here, that isolates the layer inputs; optional
+``mlp8``, an 8x1024 ReLU MLP, whose step memory is dominated by parameter-sized buffers)
+and rule (bp, asap k=2, asap k=4):
 
 - measured: ``alearn.analysis.memory.compiled_step_memory`` — XLA's ``memory_analysis()``
   of one jitted training step (rule updates, SGD momentum, batch statistics), compiled
@@ -27,14 +28,17 @@ import time
 
 from absl import app, flags, logging
 
-from alearn import models, rules
+import flax.linen as nn
+
+from alearn import layers, models, rules
 from alearn.analysis import memory
 from alearn.models import num_params
 
 import jax
 import jax.numpy as jnp
 
-_MODELS = flags.DEFINE_list("models", ["resnet18", "resnet34", "mlp8"], "Models to measure.")
+_MODELS = flags.DEFINE_list("models", ["resnet18", "resnet34", "resnet18_nobn"],
+                            "Models to measure (also: mlp8).")
 _BATCH = flags.DEFINE_integer("batch", 128, "Batch size.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_memory", "Output directory.")
 
@@ -42,7 +46,31 @@ _RULES = {"bp": rules.BP(), "asap k=2": rules.create("asap", k=2),
           "asap k=4": rules.create("asap", k=4)}
 
 
+class ResNet18NoBN(nn.Module):
+    """ResNet-18's convolutions and shortcuts without batch norm (isolates layer inputs)."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, *, rule=rules.BP(), train=False):
+        del train
+        tape = layers.Tape(rule, x.shape[0], self.num_classes)
+        h = nn.relu(layers.Conv(64, (3, 3), padding=1)(x, tape))
+        for s, w in enumerate((64, 128, 256, 512)):
+            for b in range(2):
+                stride = 2 if (s > 0 and b == 0) else 1
+                tape.block(h)
+                z = nn.relu(layers.Conv(w, (3, 3), strides=(stride, stride), padding=1)(h, tape))
+                z = layers.Conv(w, (3, 3), padding=1)(z, tape)
+                if stride != 1 or h.shape[-1] != w:
+                    h = layers.Conv(w, (1, 1), strides=(stride, stride), padding=0)(h, tape)
+                h = nn.relu(z + h)
+        return tape.finish(layers.Dense(self.num_classes)(h.mean(axis=(1, 2)), tape))
+
+
 def _model(name: str):
+    if name == "resnet18_nobn":
+        return ResNet18NoBN(), (32, 32, 3)
     if name == "mlp8":
         return models.create("mlp", 10, widths=(1024,) * 8), (784,)
     return models.create(name, 10), (32, 32, 3)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from types import MappingProxyType
 
+from alearn.local.mostafa import LocalFixed
+from alearn.local.predsim import PredSim
 from alearn.rules.base import Rule
 from alearn.rules.activation_sharing import AS
 from alearn.rules.asap import ASAP
@@ -35,6 +37,8 @@ RULES = MappingProxyType({
     "asap": ASAP,
     "asfp": ASFP,
     "asfp_lc": ASFPLC,
+    "local_fixed": LocalFixed,
+    "predsim": PredSim,
 })
 
 

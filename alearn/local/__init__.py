@@ -1,0 +1,15 @@
+"""Local-learning baselines of ASAP thesis Table 5.3, as learning rules.
+
+- ``local_fixed`` (:class:`LocalFixed`): fixed random local classifiers, Mostafa et al. 2018.
+- ``predsim`` (:class:`PredSim`): prediction + similarity-matching losses, Nøkland & Eidnes
+  2019.
+- HSIC bottleneck (Pogodin & Latham 2020) is not implemented (see notes/rules_as.md).
+
+Both are registered in :data:`alearn.rules.RULES`; mechanics in :mod:`alearn.local.base`.
+"""
+
+from alearn.local.base import LocalRule
+from alearn.local.mostafa import LocalFixed
+from alearn.local.predsim import PredSim
+
+__all__ = ["LocalFixed", "LocalRule", "PredSim"]

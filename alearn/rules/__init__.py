@@ -72,6 +72,6 @@ def create(name: str, **hparams) -> Rule:
 
 
 __all__ = [
-    "AS", "ASAP", "ASFP", "BP", "DFA", "FA", "FoA", "KP", "RULES", "Rule", "SignSymmetry",
+    "AS", "ASAP", "ASFP", "ASFPLC", "BP", "DFA", "FA", "FoA", "KP", "LocalFixed", "PredSim", "RULES", "Rule", "SignSymmetry",
     "WM", "create", "mirror_step", "names",
 ]

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alearn.al.pipeline import grad_mean
+
 TX = optax.adam(1e-2)
 
 
@@ -45,7 +47,7 @@ def step(state, s, y, axis_name=None):
 
     g, (s_out, y_out, m) = jax.grad(loss, has_aux=True)(params)
     if axis_name is not None:
-        g = jax.lax.pmean(g, axis_name)
+        g = grad_mean(g, axis_name)
     upd, opt = TX.update(g, opt, params)
     return (optax.apply_updates(params, upd), opt), s_out, y_out, m
 

@@ -28,16 +28,41 @@ def rule_linear(rule: Any, op: LinearOp, x: Array, kernel: Array, feedback: dict
     return op.apply(x, kernel), carrier
 
 
+def _marker(a: Array) -> Array:
+    """A zero-size slice of ``a``: carries a's type (incl. shard_map varying axes)."""
+    return a.reshape(-1)[:0]
+
+
+def _match(ct: Array | None, marker: Array) -> Array | None:
+    """Gives cotangent ``ct`` the shard_map varying axes of its primal (``marker``).
+
+    Inside ``jax.shard_map`` (e.g. the AL device pipeline), a cotangent varying over an
+    axis its primal is replicated over is summed over it (the transpose of the implicit
+    broadcast), and one missing an axis is marked varying. Outside shard_map: identity.
+    """
+    if ct is None:
+        return ct
+    have = frozenset(jax.typeof(ct).manual_axis_type.varying)
+    want = frozenset(jax.typeof(marker).manual_axis_type.varying)
+    if extra := tuple(sorted(have - want)):
+        ct = jax.lax.psum(ct, extra)
+    if missing := tuple(sorted(want - have)):
+        ct = jax.lax.pcast(ct, missing, to="varying")
+    return ct
+
+
 def _fwd(rule, op, x, kernel, feedback, ctx, carrier):
     y = op.apply(x, kernel)
-    return (y, carrier), rule.residuals(op, x, kernel, feedback, ctx)
+    markers = (_marker(x), _marker(kernel), jax.tree.map(_marker, feedback))
+    return (y, carrier), (rule.residuals(op, x, kernel, feedback, ctx), markers)
 
 
 def _bwd(rule, op, res, cotangents):
+    res, (mx, mk, mfb) = res
     g, carrier_g = cotangents
     dx, dkernel, dfeedback = rule.backward(op, res, g, carrier_g)
-    dfeedback = {k: dfeedback.get(k) for k in rule.feedback_names}
-    return dx, dkernel, dfeedback, None, carrier_g
+    dfeedback = {k: _match(dfeedback.get(k), mfb[k]) for k in rule.feedback_names}
+    return _match(dx, mx), _match(dkernel, mk), dfeedback, None, carrier_g
 
 
 rule_linear.defvjp(_fwd, _bwd)

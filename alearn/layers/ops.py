@@ -20,6 +20,22 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+def _transpose(fn, shape: tuple[int, ...], g: Array) -> Array:
+    """Transpose of the linear map ``fn`` (input ``shape``) applied to cotangent ``g``.
+
+    Inside ``jax.shard_map`` (the AL device pipeline), ``g`` varies over mesh axes that
+    ``jax.linear_transpose``'s spec cannot express; there the transpose is taken with
+    ``jax.vjp`` at a zero point marked varying like ``g`` (exact: ``fn`` is linear).
+    """
+    axes = tuple(sorted(jax.typeof(g).manual_axis_type.varying))
+    if not axes:
+        (d,) = jax.linear_transpose(fn, jax.ShapeDtypeStruct(shape, g.dtype))(g)
+        return d
+    zero = jax.lax.pcast(jnp.zeros(shape, g.dtype), axes, to="varying")
+    (d,) = jax.vjp(fn, zero)[1](g)
+    return d
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearOp:
     """Base class: a bilinear map ``y = apply(x, w)`` with static shapes."""
@@ -41,15 +57,11 @@ class LinearOp:
 
     def input_grad(self, g: Array, w: Array) -> Array:
         """Transpose in x: the error sent down through weights ``w`` (W^T g for dense)."""
-        spec = jax.ShapeDtypeStruct(self.in_shape, g.dtype)
-        (dx,) = jax.linear_transpose(lambda x: self.apply(x, w), spec)(g)
-        return dx
+        return _transpose(lambda x: self.apply(x, w), self.in_shape, g)
 
     def weight_grad(self, x: Array, g: Array) -> Array:
         """Transpose in w: the weight update formed by (activation x, error g)."""
-        spec = jax.ShapeDtypeStruct(self.kernel_shape, g.dtype)
-        (dw,) = jax.linear_transpose(lambda w: self.apply(x, w), spec)(g)
-        return dw
+        return _transpose(lambda w: self.apply(x, w), self.kernel_shape, g)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -122,7 +122,9 @@ def test_inference_equals_explicit_composition():
     z = acts[-2][1]
     manual = jax.nn.sigmoid(z @ p[0]["h"]["Dense_0"]["kernel"] + p[0]["h"]["Dense_0"]["bias"])
     np.testing.assert_allclose(np.asarray(scores), np.asarray(manual), rtol=1e-6)
-    assert [n for n, _ in acts] == ["f1", "f2", "f3", "b3", "h3", "h2", "h1"]
+    assert [n for n, _ in acts] == ["f1/layer1", "f2/layer1", "f3/layer1", "b3/layer1",
+                                    "b3/layer2", "h3/layer1", "h2/layer1", "h1/layer1"]
+    np.testing.assert_allclose(np.asarray(acts[1][1]), np.asarray(f[1](f[0](x))), rtol=1e-6)
 
 
 def test_thesis_mlp_counts_and_bp_twin_is_the_thesis_mlp():

@@ -1,4 +1,4 @@
-"""The pipeline's tick loop: one ``jax.shard_map`` program scanning over ticks.
+"""The pipeline's tick loop: one ``jax.shard_map`` program looping over ticks.
 
 Per tick on stage k (``axis_index("stage")``): take the fed micro-batch (k = 0) or the
 hand-over received from stage k − 1; zero it when it is a bubble; run stage k's blocks
@@ -72,7 +72,10 @@ def grad_mean(grads: Any, axis_name: str) -> Any:
 
 
 def build_run(pl, steps: list, metric_keys: list[list[str]]):
-    """The jitted ``run(carry, xs, ys, feed_valid, feed_id) -> (carry, logs)`` of ``pl``."""
+    """The jitted ``run(carry, xs, ys, feed_valid, feed_id, n_ticks) -> (carry, logs)``.
+
+    Inputs have a leading capacity axis; only the first ``n_ticks`` ticks run.
+    """
     n_stages, dp = pl.n_stages, pl.n_data > 1
     axes = (STAGE, DATA) if dp else (STAGE,)
     kw = {"axis_name": DATA} if dp else {}
@@ -104,16 +107,16 @@ def build_run(pl, steps: list, metric_keys: list[list[str]]):
     branches = [branch(k) for k in range(n_stages)]
     perm = [(k, k + 1) for k in range(n_stages - 1)]
 
-    def body(bufs, inbox, inbox_v, inbox_id, xs, ys, feed_v, feed_id):
+    def body(bufs, inbox, inbox_v, inbox_id, xs, ys, feed_v, feed_id, n_ticks):
         k = jax.lax.axis_index(STAGE)
         first = k == 0
 
-        def tick(carry, inp):
-            bufs, inbox, v_in, id_in = carry
-            x, y, fv, fid = inp
+        def tick(t, carry):
+            (bufs, inbox, v_in, id_in), (met_log, v_log, id_log) = carry
+            x, y = jax.tree.map(lambda a: a[t], (xs, ys))
             fed = pl.boundaries[0].pack((x, y), pl.act_lengths)
-            v = jnp.where(first, fv, v_in)
-            mid = jnp.where(first, fid, id_in)
+            v = jnp.where(first, feed_v[t], v_in)
+            mid = jnp.where(first, feed_id[t], id_in)
             # Bubble inputs (NaN-filled in tests) are replaced by zeros before any compute.
             act = {n: jnp.where(v, jnp.where(first, fed[n], inbox[n]), 0).astype(inbox[n].dtype)
                    for n in inbox}
@@ -126,23 +129,28 @@ def build_run(pl, steps: list, metric_keys: list[list[str]]):
                 out_act, v_next, id_next = jax.lax.ppermute((out_act, v, mid), STAGE, perm)
             else:
                 v_next, id_next = v, mid
-            return (bufs, out_act, v_next, id_next), (met, v, mid)
+            logs = (met_log.at[t].set(met), v_log.at[t].set(v), id_log.at[t].set(mid))
+            return (bufs, out_act, v_next, id_next), logs
 
+        cap = feed_v.shape[0]
+        logs = (jnp.full((cap, n_metrics), jnp.nan, jnp.float32), jnp.zeros((cap,), bool),
+                jnp.full((cap,), -1, jnp.int32))
         carry = ({n: a[0] for n, a in bufs.items()}, {n: a[0] for n, a in inbox.items()},
                  _varying(inbox_v[0], (STAGE,)), _varying(inbox_id[0], (STAGE,)))
-        (bufs, inbox, v, mid), (met, valid, micro) = jax.lax.scan(
-            tick, carry, (xs, ys, feed_v, feed_id))
+        # A dynamic trip count: one compiled program serves every call of up to `cap` ticks.
+        carry, logs = jax.lax.fori_loop(
+            0, n_ticks, tick, (carry, jax.tree.map(lambda a: _varying(a, (STAGE,)), logs)))
         expand = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
-        return expand((bufs, inbox, v, mid)), expand((met, valid, micro))
+        return expand(carry), expand(logs)
 
     dspec = DATA if dp else None
     carry_specs = (P(STAGE), P(STAGE, dspec), P(STAGE), P(STAGE))
     mapped = jax.shard_map(
         body, mesh=pl.mesh,
-        in_specs=(*carry_specs, P(None, dspec), P(None, dspec), P(), P()),
+        in_specs=(*carry_specs, P(None, dspec), P(None, dspec), P(), P(), P()),
         out_specs=(carry_specs, (P(STAGE), P(STAGE), P(STAGE))))
 
-    def run(carry: tuple, xs: Any, ys: Any, feed_v, feed_id):
-        return mapped(*carry, xs, ys, feed_v, feed_id)
+    def run(carry: tuple, xs: Any, ys: Any, feed_v, feed_id, n_ticks):
+        return mapped(*carry, xs, ys, feed_v, feed_id, n_ticks)
 
     return jax.jit(run, donate_argnums=0)

@@ -94,23 +94,47 @@ def train_step(net: ALNetwork, states: Sequence[BlockState], x: Array, labels: A
     return tuple(new), metrics
 
 
+def _run(module, params: dict, state: dict, x: Array, name: str
+         ) -> tuple[Array, list[tuple[str, Array]]]:
+    """Inference-mode output of ``module`` and its layers' activations.
+
+    The layers are what the module ``sow``-s into ``"intermediates"`` (``Stack`` sows each
+    activated layer), in order; a module that sows nothing contributes its output.
+    """
+    kwargs = {"train": False} if "train" in _call_params(module) else {}
+    out, sown = module.apply({"params": params, **state}, x, mutable=["intermediates"],
+                             **kwargs)
+    inter = sown.get("intermediates", {})
+    acts = [(f"{name}/{k}", v[-1] if isinstance(v, tuple) else v) for k, v in inter.items()
+            if not isinstance(v, dict)]
+    return out, acts or [(name, out)]
+
+
+def _call_params(module) -> tuple[str, ...]:
+    import inspect
+    try:
+        return tuple(inspect.signature(type(module).__call__).parameters)
+    except (TypeError, ValueError):
+        return ()
+
+
 def prediction_path(net: ALNetwork, states: Sequence[BlockState], x: Array
                     ) -> tuple[Array, list[tuple[str, Array]]]:
     """Eq. 2.8 in inference mode; returns (scores, [(name, activation), ...]) in order.
 
-    The activations are f_1 … f_N, b_N, h_N … h_1 outputs — the layers the BP baseline
-    has in the same order.
+    The activations are the layers of f_1 … f_N, b_N, h_N … h_1 (named ``f1/layer1``, …,
+    ``b3/layer2``, ``h1/layer1``): the k-th entry is the k-th layer of the BP twin.
     """
     acts, s = [], x
     for i, (bd, st) in enumerate(zip(net.blocks, states)):
-        s, _ = apply_fn(bd.f, st.params["f"], st.model_state["f"], s, False)
-        acts.append((f"f{i + 1}", s))
+        s, a = _run(bd.f, st.params["f"], st.model_state["f"], s, f"f{i + 1}")
+        acts += a
     bd, st = net.blocks[-1], states[-1]
-    z, _ = apply_fn(bd.b, st.params["b"], st.model_state["b"], s, False)
-    acts.append((f"b{len(net.blocks)}", z))
+    z, a = _run(bd.b, st.params["b"], st.model_state["b"], s, f"b{len(net.blocks)}")
+    acts += a
     for i in reversed(range(len(net.blocks))):
-        z = net.blocks[i].h.apply({"params": states[i].params["h"]}, z)
-        acts.append((f"h{i + 1}", z))
+        z, a = _run(net.blocks[i].h, states[i].params["h"], {}, z, f"h{i + 1}")
+        acts += a
     return z, acts
 
 

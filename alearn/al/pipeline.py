@@ -117,16 +117,25 @@ class Pipeline:
         self._inbox_id = self._put(np.full(n, -1, np.int32), P(STAGE))
 
     # -- training --------------------------------------------------------------------------
+    def _capacity(self, ticks: int) -> int:
+        """Tick capacity of the compiled loop: a power of two >= 8 (few recompilations)."""
+        return max(8, self.n_stages - 1, 1 << max(0, int(ticks) - 1).bit_length())
+
     def _ticks_run(self, xs: Any, ys: Any, valid: np.ndarray) -> TickLog:
         t = len(valid)
+        cap = self._capacity(t)
         ids = np.where(valid, self._fed + np.cumsum(valid) - 1, -1).astype(np.int32)
-        xs = self._put(xs, P(None, self.data_spec))
-        ys = self._put(ys, P(None, self.data_spec))
-        fv, fid = self._put(np.asarray(valid), P()), self._put(ids, P())
+        pad = lambda a, v: np.concatenate(  # noqa: E731
+            [np.asarray(a), np.full((cap - t, *np.shape(a)[1:]), v, np.asarray(a).dtype)])
+        xs = self._put(jax.tree.map(lambda a: pad(a, 0), xs), P(None, self.data_spec))
+        ys = self._put(jax.tree.map(lambda a: pad(a, 0), ys), P(None, self.data_spec))
+        fv, fid = self._put(pad(valid, False), P()), self._put(pad(ids, -1), P())
         carry = (self.buffers, self._inbox, self._inbox_valid, self._inbox_id)
-        carry, logs = self._run(carry, xs, ys, fv, fid)
+        carry, logs = self._run(carry, xs, ys, fv, fid, self._put(np.int32(t), P()))
         self.buffers, self._inbox, self._inbox_valid, self._inbox_id = carry
-        log = TickLog(*self._get(logs), names=self.metric_names, start=self._ticks)
+        met, val, mic = self._get(logs)
+        log = TickLog(met[:, :t], val[:, :t], mic[:, :t], names=self.metric_names,
+                      start=self._ticks)
         self._ticks += t
         self._fed += int(np.sum(valid))
         self._busy += log.valid.sum(axis=1)

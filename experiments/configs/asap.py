@@ -1,0 +1,102 @@
+"""Activation-sharing rules on the ASAP thesis' model/dataset pairs (Tables 5.2-5.5, Fig. 5.1).
+
+Select ``rule,model,dataset[,key=value...]`` after a colon, e.g.
+
+  python -m experiments.train --config=experiments/configs/asap.py:asap,resnet18,cifar10 \
+      --workdir=/tmp/asap_resnet18_cifar10
+
+Rules: asap (Table 5.2's ASAP column), asfp and asfp_lc (Table 5.5), as (sharing with weight
+transport), local_fixed and predsim (Table 5.3 local learning), and bp, fa, dfa, kp as
+references (set up as ``wt.py`` does; their Table 5.1 rates are in ``wt.py``).
+Pairs as Table 5.2 (``experiments/configs/wt.py``), plus alexnet on mnist5k (the CPU run of
+notes/rules_as.md). Extra ``key=value`` items:
+
+- ``k=4``: ASAP block size 4 (Sec. 5.2.2, Fig. 5.4; ResNet-34);
+- ``match=1|2|3``: dimension-matching method (Fig. 5.1: AlexNet on CIFAR-10);
+- ``wd=<λ>``: weight decay (Table 5.4 sweep, ResNet-34 on CIFAR-10: 0, 5e-6, 5e-5, 5e-4, 5e-3);
+- ``width=<m>``: model width multiplier (CPU runs); ``epochs=<n>``; ``lr=<rate>``.
+
+Setup (Sec. 5.1.4): SGD momentum 0.9, λ = 5e-4, cosine annealing, batch 128, 200 epochs,
+Kaiming init. Learning rates (Table 5.1, ASAP column): 1e-4 AlexNet, 3e-3 ResNet-18 nsc,
+3e-2 ResNet-18/34; ASFP/ASFP+LC/AS/local rules use ASAP's. For the sharing rules λ is the
+rule's ``decay`` (on kernels and B, Algorithm 1) and the base optimizer's weight decay is
+0, so ASAP's untrained first layer stays exactly unchanged; bp and the local rules use the
+base optimizer's weight decay.
+
+Runtime here: a 200-epoch CIFAR run is GPU work; on this 2-core CPU only small runs such as
+``asap,alexnet,mnist5k,width=0.25,epochs=3`` are practical (see notes/rules_as.md for the
+measured accuracy and time). Expected: Table 5.2/5.5 accuracies (e.g. ASAP ResNet-18
+CIFAR-10 92.19).
+"""
+
+import ml_collections
+
+from experiments.configs import default, wt
+
+RULES = ("bp", "fa", "dfa", "kp", "as", "asap", "asfp", "asfp_lc", "local_fixed", "predsim")
+SHARING = ("as", "asap", "asfp", "asfp_lc")
+PAIRS = {**wt.PAIRS, "mnist5k": ("alexnet", "mlp")}
+# Table 5.1, ASAP column (and BP's for bp).
+LEARNING_RATES = {"alexnet": 1e-4, "resnet18_nsc": 3e-3, "resnet18": 3e-2, "resnet34": 3e-2,
+                  "mlp": 3e-2}
+WEIGHT_DECAY = 5e-4
+_KEYS = {"k": int, "match": int, "wd": float, "width": float, "epochs": int, "lr": float}
+
+
+def _parse(arg: str) -> tuple[str, str, str, dict]:
+    parts = [p.strip().lower() for p in str(arg).split(",")]
+    if len(parts) < 3:
+        raise ValueError(f"config argument {arg!r} must be 'rule,model,dataset[,key=value...]', "
+                         "e.g. 'asap,resnet18,cifar10,k=4'")
+    rule, model, dataset = parts[:3]
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of: {', '.join(RULES)}")
+    if dataset not in wt.DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: "
+                         f"{', '.join(wt.DATASETS)}")
+    dataset = wt.DATASETS[dataset]
+    if model not in PAIRS[dataset]:
+        raise ValueError(f"model {model!r} is not paired with {dataset!r}; choose one of: "
+                         f"{', '.join(PAIRS[dataset])}")
+    extra = {}
+    for item in parts[3:]:
+        key, _, value = item.partition("=")
+        if key not in _KEYS or not value:
+            raise ValueError(f"bad item {item!r}; use key=value with key one of: "
+                             f"{', '.join(_KEYS)}")
+        extra[key] = _KEYS[key](value)
+    return rule, model, dataset, extra
+
+
+def get_config(arg: str = "asap,alexnet,mnist5k,width=0.25,epochs=3") -> ml_collections.ConfigDict:
+    """The configuration for ``arg`` = 'rule,model,dataset[,key=value...]' (module doc)."""
+    rule, model, dataset, extra = _parse(arg)
+    c = default.get_config(rule)
+    c.model = model
+    c.model_kwargs = ml_collections.ConfigDict({"widths": (1024, 1024)} if model == "mlp"
+                                               else {})
+    if "width" in extra:
+        c.model_kwargs.width_multiplier = extra["width"]
+    c.dataset = dataset
+    c.optimizer, c.momentum, c.schedule, c.batch_size = "sgd", 0.9, "cosine", 128
+    family = "resnet" if model.startswith("resnet") else model
+    c.learning_rate = extra.get("lr", wt.LEARNING_RATES[family][rule] if rule in wt.RULES
+                                else LEARNING_RATES[model])
+    c.epochs = extra.get("epochs", 200)
+    wd = extra.get("wd", WEIGHT_DECAY)
+    if rule in SHARING:
+        c.weight_decay = 0.0
+        if rule != "as":
+            c.rule_hparams.decay = wd
+        for key in ("k", "match"):
+            if key in extra:
+                c.rule_hparams[key] = extra[key]
+    else:
+        c.weight_decay = wd
+        if rule == "kp":
+            c.rule_hparams.weight_decay = wd
+            c.rule_hparams.decay_kernel = False  # the base optimizer already decays W by λ
+        if "k" in extra or "match" in extra:
+            raise ValueError(f"k/match apply to the sharing rules {SHARING}, not {rule!r}")
+    c.alignment = rule in ("asap", "asfp", "asfp_lc")  # B-vs-W and update-vs-BP angles
+    return c

@@ -269,3 +269,41 @@ def test_wm_train_step_hook_mirrors_every_k_steps():
     a1 = feedback_angles(rule, s1.variables())
     a2 = feedback_angles(rule, s2.variables())
     assert all(float(a2[k]) < float(a1[k]) - 20 for k in a1), (a1, a2)
+
+
+def _zoo(name):
+    """Tiny versions of the library's conv models (BatchNorm, residual blocks, pooling)."""
+    if name == "resnet":
+        model = alearn.models.create("resnet18", NUM_CLASSES, stage_sizes=(1, 1), widths=(4, 8))
+        shape = (4, 8, 8, 3)
+    elif name == "resnet_nsc":
+        model = alearn.models.create("resnet18_nsc", NUM_CLASSES, stage_sizes=(1, 1),
+                                     widths=(4, 8))
+        shape = (4, 8, 8, 3)
+    else:
+        model = alearn.models.create("alexnet", NUM_CLASSES, conv_widths=(4, 4, 8),
+                                     dense_widths=(16, 16))
+        shape = (4, 12, 12, 1)
+    kx, ky = jax.random.split(jax.random.key(5))
+    return model, jax.random.normal(kx, shape), jax.random.randint(ky, (4,), 0, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("name, zoo", [(r, "resnet") for r in WT_RULES]
+                         + [("fa", "resnet_nsc"), ("kp", "alexnet")])
+def test_library_models(name, zoo):
+    """Every rule runs on the library's conv models; FA/KP/WM with B := W equal BP there."""
+    rule = create(name)
+    model, x, y = _zoo(zoo)
+    variables = alearn.init(model, rule, jax.random.key(0), x)
+    upd = alearn.rule_updates(model, rule, variables, x, y)
+    leaves = jax.tree_util.tree_leaves(upd)
+    assert all(bool(jnp.all(jnp.isfinite(u))) for u in leaves)
+    assert (jax.tree_util.tree_structure(upd)
+            == jax.tree_util.tree_structure(alearn.trainable(rule, variables)))
+    if name in ("fa", "kp", "wm"):
+        p = traverse_util.flatten_dict(variables["params"])
+        fb = {k: p[k[:-1] + ("kernel",)] for k in traverse_util.flatten_dict(
+            variables["feedback"])}
+        variables = {**variables, "feedback": traverse_util.unflatten_dict(fb)}
+        assert_trees_close(alearn.rule_updates(model, rule, variables, x, y)["params"],
+                           _bp(model, variables, x, y), rtol=1e-4, atol=1e-5)

@@ -3,8 +3,9 @@
 Command:
   python -m experiments.train --config=experiments/configs/default.py --workdir=/tmp/quickstart
 
-Runtime here: TBD s on 2 CPU cores. Expected: test accuracy TBD (>= 0.90) on the 1,000
-held-out mnist5k digits.
+Runtime here: 24-37 s wall on the 2-core dev machine while it was shared (load average 8-16;
+12 s of CPU time), 10 epochs of 31 steps. Expected: test accuracy 0.952 on the 1,000 held-out
+mnist5k digits (0.915 after epoch 1; Adam 1e-3, batch 128, no augmentation).
 
 Another rule with its hyperparameters exposed as flags: pass the rule name after a colon,
 e.g. ``--config=experiments/configs/default.py:kp --config.rule_hparams.<field>=<value>``

@@ -46,7 +46,7 @@ def test_weight_decay_and_momentum_touch_params_only():
     w0 = {"params": {"k": jnp.array([1.0, -2.0])}, "feedback": {"b": jnp.array([3.0])}}
     g = {"params": {"k": jnp.array([0.2, 0.0])}, "feedback": {"b": jnp.array([1.0])}}
     st = opt.init(w0)
-    w, v = w0, None
+    w = w0
     vk, vb = np.zeros(2), np.zeros(1)
     wk, wb = np.array([1.0, -2.0]), np.array([3.0])
     for _ in range(2):
@@ -57,7 +57,6 @@ def test_weight_decay_and_momentum_touch_params_only():
         wk, wb = wk - 0.5 * vk, wb - 0.5 * vb
     np.testing.assert_allclose(w["params"]["k"], wk, rtol=1e-6)
     np.testing.assert_allclose(w["feedback"]["b"], wb, rtol=1e-6)
-    del v
 
 
 # ----------------------------------------------------------------------------- steps

@@ -10,7 +10,8 @@ The alearn side is the trainer's own jitted step (``alearn.train.make_train_step
 ``optax.chain(rule.transform(), sgd)``, data-parallel sharding over the local devices); the
 plain side is ``jax.jit`` of ``value_and_grad`` + ``optax.sgd``. Both report loss and accuracy.
 Each repeat times ``--steps`` steps ending in ``block_until_ready``; repeats alternate between
-the two so machine noise hits both alike. The figure is median(alearn) / median(plain).
+the two so machine noise hits both alike. The figure is median(alearn) / median(plain);
+``paired_ratio_median`` is the median over repeats of the back-to-back ratios.
 
 Usage:
   python -m experiments.bench_overhead [--steps=50 --repeats=15 --models=mlp,cnn]
@@ -130,6 +131,8 @@ def bench(name: str, alearn_model, plain_model, steps: int, repeats: int) -> dic
     return {"benchmark": name, "batch": _BATCH, "steps": steps, "repeats": repeats,
             "alearn_ms": round(med["alearn"], 3), "plain_ms": round(med["plain"], 3),
             "ratio": round(med["alearn"] / med["plain"], 4),
+            "paired_ratio_median": round(statistics.median(
+                a / p for a, p in zip(times["alearn"], times["plain"])), 4),
             "devices": f"{jax.local_device_count()} x {jax.devices()[0].platform}"}
 
 

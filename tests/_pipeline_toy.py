@@ -68,3 +68,13 @@ def sequential(states, xs, ys):
         for b in range(len(states)):
             states[b], s, t, _ = jitted(states[b], s, t)
     return states
+
+
+WIDTHS, Y_WIDTH, BATCH = (6, 8, 5, 7, 4), 3, 4
+CALLS = ((0, 3), (3, 7), (7, 14))  # 3 (< 4 stages), 4 (= 4), 7 (> 4) micro-batches per call
+
+
+def problem(seed: int = 0):
+    """The shared test problem: 4 toy blocks of different widths and 14 micro-batches."""
+    states = init_blocks(jax.random.key(seed), WIDTHS, Y_WIDTH)
+    return states, data(jax.random.key(seed + 1), CALLS[-1][1], BATCH, WIDTHS[0], Y_WIDTH)

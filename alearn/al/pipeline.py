@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alearn.al import _pipeline_pack as pack
-from alearn.al._pipeline_mesh import DATA, STAGE, group_blocks, make_mesh
+from alearn.al._pipeline_mesh import DATA, STAGE, group_blocks, make_mesh  # noqa: F401
 from alearn.al._pipeline_run import TickLog, build_run, grad_mean
 from alearn.al.schedule import Schedule
 
@@ -105,7 +105,9 @@ class Pipeline:
 
     def _get(self, tree: Any) -> Any:
         """Host numpy copies of (possibly multi-process) global arrays."""
-        rep = jax.jit(lambda t: t, out_shardings=self._sharding(P()))(tree)
+        if self._replicate is None:
+            self._replicate = jax.jit(lambda t: t, out_shardings=self._sharding(P()))
+        rep = self._replicate(tree)
         return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), rep)
 
     def reset_pipeline(self, fill: float = 0.0) -> None:
@@ -143,6 +145,7 @@ class Pipeline:
         return log
 
     _pending = False
+    _replicate = None
 
     def train(self, xs: Any, ys: Any) -> TickLog:
         """Feeds micro-batches ``xs[m], ys[m]`` (leading axis n): n ticks, stage s trains

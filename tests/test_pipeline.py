@@ -1,0 +1,129 @@
+"""The AL device pipeline equals sequential per-micro-batch AL (8 forced CPU devices)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import _pipeline_toy as toy
+from alearn.al import schedule
+from alearn.al.pipeline import Pipeline, group_blocks, make_mesh
+
+
+def _close(got, want, rtol=1e-6, atol=1e-7):
+    got, want = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
+
+
+def _run(stages, data=1, fill=np.nan):
+    """Trains the toy problem over toy.CALLS then flushes; bubbles filled with ``fill``."""
+    states, (xs, ys) = toy.problem()
+    pl = Pipeline([toy.step] * len(states), states, (xs[0], ys[0]), stages=stages, data=data)
+    pl.reset_pipeline(fill=fill)
+    logs = [pl.train(xs[lo:hi], ys[lo:hi]) for lo, hi in toy.CALLS]
+    logs.append(pl.flush(fill=fill))
+    return pl, [lg for lg in logs if lg is not None], states, (xs, ys)
+
+
+@pytest.fixture(scope="module")
+def sequential():
+    states, (xs, ys) = toy.problem()
+    return toy.sequential(states, xs, ys)
+
+
+@pytest.fixture(scope="module", params=[1, 2, 4])
+def piped(request):
+    return request.param, _run(request.param)
+
+
+def test_pipeline_equals_sequential_al(piped, sequential):
+    """Same params and Adam states as sequential AL, calls of n < N, = N, > N micro-batches,
+    with NaN-filled bubble inputs (initial hand-overs and flush) that must never leak in."""
+    _, (pl, _, _, _) = piped
+    got = pl.block_states()
+    assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(got))
+    _close(got, sequential)
+
+
+def test_schedule_ticks_and_work_items(piped):
+    """n + N − 1 ticks in all; at global tick t stage s trains micro-batch t − s exactly."""
+    n_stages, (pl, logs, _, _) = piped
+    n = toy.CALLS[-1][1]
+    sch = pl.schedule()
+    assert sch.ticks == n + n_stages - 1
+    assert sch.busy == (n,) * n_stages
+    assert sch.utilisation == pytest.approx(n / (n + n_stages - 1))
+    micro = np.concatenate([lg.micro for lg in logs], axis=1)
+    ticks = np.arange(micro.shape[1])
+    for s in range(n_stages):
+        want = ticks - s
+        want = np.where((want >= 0) & (want < n), want, -1)
+        np.testing.assert_array_equal(micro[s], want)
+
+
+def test_params_sharded_one_stage_per_device(piped):
+    """Stage k's packed state lives on the k-th device of the stage axis, and only there."""
+    n_stages, (pl, _, states, _) = piped
+    devices = list(pl.mesh.devices.reshape(-1))
+    for name, buf in pl.buffers.items():
+        assert buf.sharding.spec == P("stage")
+        assert len(buf.addressable_shards) == n_stages
+        for shard in buf.addressable_shards:
+            k = devices.index(shard.device)
+            assert list(range(n_stages)[shard.index[0]]) == [k]
+    # Stage k's rows unpack to exactly blocks groups[k] (block i on stage i for N = 4).
+    host = pl.block_states()
+    for k, group in enumerate(pl.groups):
+        rows = {n: np.asarray(b.addressable_shards[k].data)[0] for n, b in pl.buffers.items()}
+        _close(pl.stage_packers[k].unpack(rows), [host[b] for b in group], 0, 0)
+    if n_stages == 4:
+        assert [pl.stage_of_block(b) for b in range(4)] == [0, 1, 2, 3]
+
+
+def test_bubbles_are_masked_not_just_zeroed():
+    """A bubble tick must leave the state unchanged: an all-bubble call changes nothing."""
+    states, (xs, ys) = toy.problem()
+    pl = Pipeline([toy.step] * 4, states, (xs[0], ys[0]), stages=2)
+    pl.reset_pipeline(fill=np.nan)
+    before = pl.block_states()
+    pl._ticks_run(np.full_like(xs[:3], np.nan), np.full_like(ys[:3], np.nan), np.zeros(3, bool))
+    _close(pl.block_states(), before, 0, 0)
+    assert pl.schedule().busy == (0, 0)
+
+
+def test_data_parallel_axis_matches_full_batch():
+    """stage x data = 2 x 2: gradients averaged over the data shards equal full-batch AL."""
+    pl, _, states, (xs, ys) = _run(2, data=2, fill=0.0)
+    assert pl.mesh.axis_names == ("stage", "data")
+    _close(pl.block_states(), toy.sequential(states, xs, ys), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs_name_devices_and_blocks():
+    with pytest.raises(ValueError, match=r"pipeline_stages=9 .*only 8 .*cpu:0.*cpu:7"):
+        make_mesh(9)
+    with pytest.raises(ValueError, match=r"needs 8 devices"):
+        make_mesh(4, 2, jax.devices()[:6])
+    names = ["block1", "block2", "block3", "block4"]
+    with pytest.raises(ValueError, match=r"pipeline_stages=3 does not divide the 4 blocks "
+                                         r"\(block1, block2, block3, block4\).*\(2, 1, 1\)"):
+        group_blocks(names, 3)
+    with pytest.raises(ValueError, match=r"pipeline_stages=5 exceeds the 4 blocks"):
+        group_blocks(names, 5)
+    with pytest.raises(ValueError, match=r"blocks_per_stage=\(2, 3\)"):
+        group_blocks(names, 2, (2, 3))
+    assert group_blocks(names, 3, (1, 2, 1)) == ((0,), (1, 2), (3,))
+    assert group_blocks(names, 2) == ((0, 1), (2, 3))
+
+
+def test_schedule_model_and_measured_cost():
+    sch = schedule.Schedule.ideal(12, 4)
+    assert (sch.ticks, sch.utilisation) == (15, pytest.approx(12 / 15))
+    m = schedule.modelled_makespan([1.0, 2.0, 1.0, 1.0], 12, bp_cost=6.0)
+    assert m["sequential_al"] == 60 and m["pipeline"] == 30 and m["bp"] == 72
+    assert m["speedup_vs_sequential_al"] == 2 and m["speedup_vs_bp"] == pytest.approx(2.4)
+    a = jnp.ones((64, 64))
+    cost = schedule.measure(lambda x: x @ x, a, reps=2)
+    assert cost.flops == pytest.approx(2 * 64 ** 3, rel=0.01) and cost.seconds > 0

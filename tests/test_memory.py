@@ -49,7 +49,7 @@ def test_compiled_memory_of_asap_below_bp_on_a_net_without_batch_norm():
     bp = memory.compiled_step_memory(model, rules.BP(), shape, 3, optimizer=False)
     asap = memory.compiled_step_memory(model, rules.create("asap", k=2), shape, 3,
                                        optimizer=False)
-    assert asap["temp"] < 0.8 * bp["temp"], (asap, bp)
+    assert asap["temp"] < 0.9 * bp["temp"], (asap, bp)  # measured 0.79 (jax 0.10.2, CPU)
     assert all(isinstance(v, int) and v >= 0 for v in bp.values())
     assert math.isfinite(asap["total"])
 

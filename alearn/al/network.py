@@ -67,8 +67,11 @@ class ALNetwork:
         return tuple(states)
 
     def init(self, key: Array, batch_size: int = 2) -> tuple[BlockState, ...]:
-        """Initial per-block states (params, model state, two optimizer states each)."""
-        return self._init_chain(key, batch_size)
+        """Initial per-block states (params, model state, two optimizer states each).
+
+        One jitted program (an eager init would compile every layer's ops separately).
+        """
+        return jax.jit(lambda k: self._init_chain(k, batch_size))(key)
 
 
 def targets(net: ALNetwork, labels: Array) -> Array:

@@ -147,21 +147,34 @@ def _trace(name, **overrides):
     return v, blocks, layers
 
 
-@pytest.mark.parametrize("name,num_blocks", [
-    ("mlp", 0), ("cnn", 0), ("alexnet", 0), ("vgg16", 0), ("resnet20", 9), ("resnet32", 15),
-    ("resnet18", 8), ("resnet34", 16), ("resnet18_nsc", 8),
-])
-def test_block_marks_at_residual_block_inputs(name, num_blocks):
+def _expected_marks(stage_sizes, widths, shortcut, side=32):
+    """(layer index, input shape) of every residual block: stem = layer 0, each block has
+    conv1, conv2 and, where the shape changes (and shortcuts are on), a projection."""
+    marks, index, c = [], 1, widths[0]
+    for s, (n, w) in enumerate(zip(stage_sizes, widths)):
+        for b in range(n):
+            marks.append((index, (2, side, side, c)))
+            stride = 2 if (s and not b) else 1
+            index += 2 + int(shortcut and (stride != 1 or c != w))
+            side, c = side // stride, w
+    return marks
+
+
+RESNETS = {
+    "resnet20": ((3, 3, 3), (16, 32, 64), True), "resnet32": ((5, 5, 5), (16, 32, 64), True),
+    "resnet18": ((2, 2, 2, 2), (64, 128, 256, 512), True),
+    "resnet34": ((3, 4, 6, 3), (64, 128, 256, 512), True),
+    "resnet18_nsc": ((2, 2, 2, 2), (64, 128, 256, 512), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_block_marks_at_residual_block_inputs(name):
     v, blocks, layers = _trace(name)
     kernels = [p for p in _paths(v["params"]) if p.endswith("kernel")]
     assert layers == list(range(len(kernels)))  # every kernel is one rule-aware layer
-    assert len(blocks) == num_blocks
-    if num_blocks:
-        # Marked in order at a block's first conv, with the block input's shape (the
-        # output of the stem or of the previous block).
-        assert blocks[0][1][1:3] == (32, 32)
-        assert all(i > 0 for i, _ in blocks) and [i for i, _ in blocks] == sorted(
-            i for i, _ in blocks)
+    # Plain chains mark nothing; residual nets mark each block's input before its conv1.
+    assert blocks == (_expected_marks(*RESNETS[name]) if name in RESNETS else [])
 
 
 def test_resnet18_nsc_is_resnet18_without_shortcuts():

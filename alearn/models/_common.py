@@ -113,5 +113,3 @@ def check_image(x: Array, model: str) -> None:
             f"{model} expects NHWC images (batch, height, width, channels), got shape {x.shape}"
         )
 
-
-ActivationLike = Any  # str name or callable

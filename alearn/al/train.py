@@ -126,6 +126,9 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
         logging.info("resuming AL from the checkpoint after epoch %d", start)
     history = writer.truncate(start)
     step_fn = jax.jit(functools.partial(train_step, net), donate_argnums=0)
+    if int(config.get("pipeline_stages", 0) or 0):  # device pipeline (alearn.al.pipeline)
+        from alearn.al._pipeline_train import PipelinedStep
+        step_fn = PipelinedStep(net, ckpt_state["states"], config)
     states, step = ckpt_state["states"], int(ckpt_state["step"])
     timed_samples, train_time = 0, 0.0
     bar = tqdm.tqdm(total=(epochs - start) * spe, unit="step", dynamic_ncols=True,
@@ -152,6 +155,8 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
                 bar.update(1)
                 bar.set_postfix(assoc=f"{sums['assoc_loss'] / n_seen:.4f}",
                                 ae=f"{sums['ae_loss'] / n_seen:.4f}", refresh=False)
+            if hasattr(step_fn, "finish"):  # the pipeline drains once per epoch
+                states = step_fn.finish()
             train_time += time.perf_counter() - (t0 or time.perf_counter())
             record = {"epoch": epoch + 1, "step": step,
                       **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()},

@@ -65,4 +65,8 @@ def get_config(arg: str = "mlp,mnist5k") -> ml_collections.ConfigDict:
     c.weight_decay = {"vgg": 5e-4, "resnet20": 1e-4, "resnet32": 1e-4}.get(model, 0.0) \
         if cifar else 0.0
     c.eval_train = True
+    # AL device pipeline (alearn.al.pipeline): N stages, one block group per device;
+    # on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N. 0 = one device.
+    c.pipeline_stages = 0
+    c.pipeline_data = 1
     return c

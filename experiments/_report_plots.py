@@ -1,0 +1,179 @@
+"""Plots of ``experiments.report``: small PNGs from what the runs already wrote.
+
+- accuracy curves: test accuracy per epoch of every run (``metrics.jsonl``), one panel per row;
+- alignment: mean update-vs-BP angle per epoch (the trainer's alignment log) per run;
+- Fig. 3.2: the FoA W-vs-C angle per layer (``angles.json``);
+- t-SNE: the panels ``al_compare`` runs wrote (``tsne.png``), downscaled;
+- memory: ``alearn.analysis.memory.plot_access`` from the memory run's results;
+- pipeline: a stage x tick chart of the ideal schedule, coloured by micro-batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+_DPI = 72
+
+
+def _jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _histories(workdir: str, tid: str, run) -> list[tuple[str, list[dict]]]:
+    base = os.path.join(workdir, tid, run.name)
+    if run.kind == "al_compare":
+        return [(f"{run.row} {m.upper()}", _jsonl(os.path.join(base, m, "metrics.jsonl")))
+                for m in ("bp", "al")]
+    return [(run.col, _jsonl(os.path.join(base, "metrics.jsonl")))]
+
+
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def curves(tid: str, workdir: str, runs: list, out: str) -> list[str]:
+    rows: dict[str, list] = {}
+    for run in runs:
+        for label, hist in _histories(workdir, tid, run):
+            if hist:
+                rows.setdefault(run.row, []).append((label, hist))
+    if not rows:
+        return []
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 2.8), squeeze=False)
+    for ax, (row, items) in zip(axes[0], rows.items()):
+        for label, hist in items:
+            ax.plot([r["epoch"] for r in hist], [100 * r["test_accuracy"] for r in hist],
+                    marker="o", label=label)
+        ax.set_title(row, fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    return [_save(fig, os.path.join(out, f"{tid}_curves.png"))]
+
+
+def alignment(tid: str, workdir: str, runs: list, out: str) -> list[str]:
+    series = []
+    for run in runs:
+        for label, hist in _histories(workdir, tid, run):
+            pts = [(r["epoch"], sum(v for k, v in r.items() if k.startswith("update_vs_bp/"))
+                    / n) for r in hist
+                   if (n := sum(k.startswith("update_vs_bp/") for k in r))]
+            if pts:
+                series.append((f"{run.row}: {label}", pts))
+    if not series:
+        return []
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for label, pts in series:
+        ax.plot(*zip(*pts), marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean angle update vs BP (deg)")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    return [_save(fig, os.path.join(out, f"{tid}_alignment.png"))]
+
+
+def foa_angles(tid: str, workdir: str, runs: list, out: str) -> list[str]:
+    fig, ax = plt.subplots(figsize=(5, 3))
+    any_ = False
+    for run in runs:
+        path = os.path.join(workdir, tid, run.name, "angles.json")
+        if run.kind != "foa" or not os.path.exists(path):
+            continue
+        with open(path) as f:
+            hist = json.load(f)
+        for layer in [k for k in hist[0] if k != "epoch"]:
+            ax.plot([h["epoch"] for h in hist], [h[layer] for h in hist],
+                    label=f"{run.row.split(' / ')[-1]}: {layer}")
+            any_ = True
+    if not any_:
+        plt.close(fig)
+        return []
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("angle W vs C (deg)")
+    ax.set_title("Fig. 3.2: Forward Alignment, W vs fixed C", fontsize=8)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    return [_save(fig, os.path.join(out, f"{tid}_fig3.2_angles.png"))]
+
+
+def tsne_panels(tid: str, workdir: str, runs: list, out: str) -> list[str]:
+    from PIL import Image
+
+    paths = []
+    for run in runs:
+        src = os.path.join(workdir, tid, run.name, "tsne.png")
+        if os.path.exists(src):
+            img = Image.open(src).convert("RGB")
+            img.thumbnail((900, 900))
+            dst = os.path.join(out, f"{tid}_{run.name}_tsne.png")
+            img.quantize(colors=64).save(dst, optimize=True)
+            paths.append(dst)
+    return paths
+
+
+def memory_bars(tid: str, workdir: str, runs: list, out: str) -> list[str]:
+    from alearn.analysis import memory
+
+    paths = []
+    for run in runs:
+        path = os.path.join(workdir, tid, run.name, "results.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                res = json.load(f)
+            access = {m: {r: v["access"] for r, v in per.items()}
+                      for m, per in res["models"].items()}
+            dst = os.path.join(out, f"{tid}_access.png")
+            memory.plot_access(access, dst)
+            paths.append(dst)
+    return paths
+
+
+def pipeline_chart(tid: str, workdir: str, runs: list, out: str) -> list[str]:
+    paths = []
+    for run in runs:
+        path = os.path.join(workdir, tid, run.name, "results.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            res = json.load(f)
+        n, stages = min(res["micro_batches"], 12), res["blocks"]
+        fig, ax = plt.subplots(figsize=(6, 0.4 * stages + 1.2))
+        cmap = plt.get_cmap("tab20")
+        for s in range(stages):
+            for m in range(n):  # stage s trains micro-batch m at tick m + s
+                ax.barh(s, 1, left=m + s, color=cmap(m % 20), edgecolor="white")
+                ax.text(m + s + 0.5, s, str(m), ha="center", va="center", fontsize=6)
+        ax.set_yticks(range(stages), [f"stage {s}" for s in range(stages)], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"tick ({n} micro-batches, {n + stages - 1} ticks; sequential AL: "
+                      f"{n * stages} block steps)", fontsize=7)
+        ax.set_title("AL pipeline schedule: stage s runs micro-batch t - s at tick t", fontsize=8)
+        paths.append(_save(fig, os.path.join(out, f"{tid}_schedule.png")))
+    return paths
+
+
+def table_plots(tid: str, metric: str, workdir: str, runs: list, out: str) -> list[str]:
+    """Every plot of one table, written to ``out``; returns their paths."""
+    os.makedirs(out, exist_ok=True)
+    if metric == "memory":
+        return memory_bars(tid, workdir, runs, out)
+    if metric == "pipeline":
+        return pipeline_chart(tid, workdir, runs, out)
+    paths = curves(tid, workdir, runs, out) + alignment(tid, workdir, runs, out)
+    paths += foa_angles(tid, workdir, runs, out)
+    if metric == "metafeatures":
+        paths += tsne_panels(tid, workdir, runs, out)
+    return paths

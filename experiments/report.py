@@ -1,0 +1,226 @@
+"""Collect ``experiments.reproduce`` outputs into markdown beside the papers' numbers, and plots.
+
+  python -m experiments.report --workdir=/tmp/repro [--out=docs/results]
+
+For every table with a ``<workdir>/<table>/manifest.json`` (or the ``--tables`` given):
+a markdown table (ours, the paper's, the difference ours − paper, in percentage points for
+accuracies), an ordering check of the methods per row against the paper's (or the paper's
+claim where it prints no numbers), and plots written to ``--out``: test accuracy per epoch
+per rule, alignment angles, t-SNE panels, memory-access bars and the pipeline schedule.
+Writes ``<out>/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from experiments import paper_results, tables
+from experiments import _report_plots as plots
+
+MANIFEST = "manifest.json"
+
+
+def _load(path: str) -> dict | None:
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def _fmt(v, digits: int = 2) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _diff(ours, paper) -> float | None:
+    return None if ours is None or paper is None else ours - paper
+
+
+def _order(values: dict[str, float]) -> list[str]:
+    return sorted(values, key=lambda k: -values[k])
+
+
+def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str], float]
+                   ) -> list[str]:
+    """Per row, where our ranking of methods differs from the paper's (methods in both)."""
+    notes = []
+    for row, vals in ours.items():
+        common = {m: v for m, v in vals.items() if (row, m) in paper}
+        if len(common) < 2:
+            continue
+        mine = _order(common)
+        theirs = _order({m: paper[(row, m)] for m in common})
+        if mine != theirs:
+            notes.append(f"- **{row}**: ordering differs — paper {' > '.join(theirs)}; "
+                         f"ours {' > '.join(mine)}.")
+        else:
+            notes.append(f"- **{row}**: same ordering as the paper ({' > '.join(mine)}).")
+    return notes
+
+
+def _table_runs(table_id: str, workdir: str) -> tuple[str, dict, list]:
+    manifest = _load(os.path.join(workdir, table_id, MANIFEST)) or {}
+    scale = manifest.get("scale", "cpu")
+    return scale, manifest, tables.runs(table_id, scale)
+
+
+def _accuracy(table_id: str, workdir: str, manifest: dict, runs: list) -> list[str]:
+    paper = paper_results.PAPER.get(table_id, {})
+    lines = ["| row | method | ours: setup | ours (%) | paper (%) | Δ ours − paper | wall (s) |",
+             "|---|---|---|---|---|---|---|"]
+    ours: dict[str, dict[str, float]] = {}
+    for run in runs:
+        res = _load(os.path.join(workdir, table_id, run.name, "results.json"))
+        acc = None if res is None or res.get("test_accuracy") is None \
+            else 100.0 * float(res["test_accuracy"])
+        if acc is not None:
+            ours.setdefault(run.row, {})[run.col] = acc
+        p = paper.get((run.row, run.col))
+        wall = manifest.get("runs", {}).get(run.name, {}).get("wall_time_s")
+        lines.append(f"| {run.row} | {run.col} | {run.setup()} | {_fmt(acc)} | {_fmt(p)} "
+                     f"| {_fmt(_diff(acc, p))} | {_fmt(wall, 0)} |")
+    notes = ordering_notes(ours, paper) if paper else [
+        f"- ours, per row: " + "; ".join(f"{r}: {' > '.join(_order(v))}"
+                                          for r, v in ours.items())]
+    return lines + [""] + notes
+
+
+def _metafeatures(table_id: str, workdir: str, runs: list) -> list[str]:
+    paper = paper_results.PAPER[table_id]
+    lines = ["| row | method | ours: setup | test acc (%) | inter | intra | ratio | paper inter "
+             "| paper intra | paper ratio | Δ ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for run in runs:
+        res = _load(os.path.join(workdir, table_id, run.name, "results.json"))
+        ratios = {}
+        for m in ("BP", "AL"):
+            q = (res or {}).get("metafeatures", {}).get(f"{m} layer{(res or {}).get('last_layer')}")
+            acc = (res or {}).get("test_accuracy", {}).get(m.lower())
+            q = q or {}
+            ratio = q.get("ratio")
+            ratios[m] = ratio
+            pr = paper.get((run.row, f"{m} ratio"))
+            lines.append(
+                f"| {run.row} | {m} | {run.setup()} (last layer) | "
+                f"{_fmt(None if acc is None else 100 * acc)} | {_fmt(q.get('inter'))} | "
+                f"{_fmt(q.get('intra'))} | {_fmt(ratio)} | "
+                f"{_fmt(paper.get((run.row, f'{m} inter')))} | "
+                f"{_fmt(paper.get((run.row, f'{m} intra')))} | {_fmt(pr)} | "
+                f"{_fmt(_diff(ratio, pr))} |")
+        if None not in ratios.values():
+            verdict = "agrees" if ratios["AL"] > ratios["BP"] else "DISAGREES"
+            notes.append(f"- **{run.row}**: AL ratio {ratios['AL']:.2f} vs BP {ratios['BP']:.2f}"
+                         f" — {verdict} with the paper's claim (AL > BP).")
+    return lines + [""] + notes
+
+
+def _memory(table_id: str, workdir: str, runs: list) -> list[str]:
+    lines = ["| model | rule | params | saved activations | accesses (M) | accesses / BP "
+             "| XLA step temp (MB) | temp / BP |", "|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for run in runs:
+        res = _load(os.path.join(workdir, table_id, run.name, "results.json")) or {}
+        for model, per_rule in res.get("models", {}).items():
+            bp = per_rule["BP"]
+            totals = {}
+            for rule, r in per_rule.items():
+                tot = r["access"]["total"]
+                totals[rule] = tot
+                temp = r.get("compiled_step", {}).get("temp")
+                bp_temp = bp.get("compiled_step", {}).get("temp")
+                lines.append(f"| {model} | {rule} | {r['params']:,} | {r['saved_activations']:,} "
+                             f"| {tot / 1e6:.2f} | {tot / bp['access']['total']:.3f} | "
+                             f"{_fmt(None if temp is None else temp / 1e6, 1)} | "
+                             f"{_fmt(None if temp is None or not bp_temp else temp / bp_temp, 3)} |")
+            order = _order(totals)
+            verdict = "agrees" if order == ["BP", "ASAP k=2", "ASAP k=4"] else "DISAGREES"
+            notes.append(f"- **{model}**: accesses {' > '.join(order)} — {verdict} with the "
+                         "paper's claim (BP > ASAP k=2 > ASAP k=4).")
+    return lines + [""] + notes
+
+
+def _pipeline(table_id: str, workdir: str, runs: list) -> list[str]:
+    lines = []
+    for run in runs:
+        res = _load(os.path.join(workdir, table_id, run.name, "results.json"))
+        if res is None:
+            lines.append(f"- {run.name}: not run yet")
+            continue
+        t, f = res["modelled_time"], res["modelled_flops"]
+        lines += [f"{run.row}: {res['blocks']} stages, n = {res['micro_batches']} micro-batches "
+                  f"of {res['micro_batch']} on `{res['device']}`.", "",
+                  "| quantity | value |", "|---|---|",
+                  f"| ticks (n + N − 1) | {res['schedule']['ticks']} |",
+                  f"| utilisation | {res['schedule']['utilisation']:.3f} |",
+                  f"| MODELLED speedup over sequential AL (measured block times) | "
+                  f"{t['speedup_vs_sequential_al']:.2f}x |",
+                  f"| MODELLED speedup over sequential AL (XLA flops) | "
+                  f"{f['speedup_vs_sequential_al']:.2f}x |",
+                  f"| MODELLED speedup over BP (measured times / flops) | "
+                  f"{t.get('speedup_vs_bp', float('nan')):.2f}x / "
+                  f"{f.get('speedup_vs_bp', float('nan')):.2f}x |", "",
+                  "```", res["report"], "```"]
+    return lines
+
+
+def render_table(table_id: str, workdir: str) -> str:
+    """The markdown section of one table (no plots)."""
+    scale, manifest, runs = _table_runs(table_id, workdir)
+    t = tables.TABLES[table_id]
+    head = [f"## `{table_id}` — {t.title}", "",
+            f"Scale `{scale}`. Command: `{manifest.get('command', '(not run)')}`  ",
+            f"Wall time of the runs: {_fmt(manifest.get('total_wall_time_s'), 0)} s "
+            "(sum over runs, this machine).", ""]
+    claim = paper_results.CLAIMS.get(table_id)
+    if claim:
+        head += [f"Paper's claim: {claim}", ""]
+    body = {"accuracy": lambda: _accuracy(table_id, workdir, manifest, runs),
+            "metafeatures": lambda: _metafeatures(table_id, workdir, runs),
+            "memory": lambda: _memory(table_id, workdir, runs),
+            "pipeline": lambda: _pipeline(table_id, workdir, runs)}[t.metric]()
+    return "\n".join(head + body) + "\n"
+
+
+def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
+                 preamble: str = "") -> str:
+    """Renders every table found in ``workdir`` (or ``table_ids``) to ``<out>/README.md``."""
+    os.makedirs(out, exist_ok=True)
+    ids = table_ids or [t for t in tables.TABLE_IDS
+                        if os.path.isdir(os.path.join(workdir, t))]
+    parts = ["# alearn: reproduced tables", "", preamble] if preamble else \
+        ["# alearn: reproduced tables", ""]
+    for tid in ids:
+        section = render_table(tid, workdir)
+        scale, _, runs = _table_runs(tid, workdir)
+        pngs = plots.table_plots(tid, tables.TABLES[tid].metric, workdir, runs, out)
+        section += "".join(f"\n![{os.path.basename(p)}]({os.path.relpath(p, out)})\n"
+                           for p in pngs)
+        parts.append(section)
+    path = os.path.join(out, "README.md")
+    with open(path, "w") as f:
+        f.write("\n".join(parts))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", default="", help="output folder (default <workdir>/report)")
+    p.add_argument("--tables", default="", help="comma-separated ids (default: all found)")
+    p.add_argument("--preamble", default="", help="markdown file inserted after the title")
+    a = p.parse_args(argv)
+    ids = [t for t in a.tables.split(",") if t] or None
+    bad = [t for t in ids or [] if t not in tables.TABLES]
+    if bad:
+        p.error(f"unknown table id(s) {', '.join(bad)}; valid ids: {', '.join(tables.TABLE_IDS)}")
+    pre = open(a.preamble).read() if a.preamble else ""
+    path = write_report(a.workdir, a.out or os.path.join(a.workdir, "report"), ids, pre)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Reproduce a table or figure of the two theses with one command.
+
+  python -m experiments.reproduce --table=wt5.2 --scale=cpu --workdir=/tmp/repro [--dry_run]
+
+Tables (``experiments/tables.py``): al3.1 al3.2 al3.3 al3.4 al_sigmoid al_pipeline (AL
+thesis, Kao 2019) and wt3.1 wt5.1 wt5.2 wt5.3 wt5.4 wt5.5 wt_k4 wt6.1 (ASAP thesis, Woo
+2023); ``--table=all`` runs every one. Each run goes to ``<workdir>/<table>/<run>/``; a run
+whose ``results.json`` exists is skipped (resume), and ``<workdir>/<table>/manifest.json``
+records the command and each run's wall time. ``--scale=paper`` checks that every dataset
+is prepared on disk before the first run starts. ``python -m experiments.report
+--workdir=<dir>`` then renders the tables beside the papers' numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+from absl import logging
+
+from experiments import tables
+from experiments.tables import Run
+
+RESULTS = "results.json"
+MANIFEST = "manifest.json"
+
+
+class DatasetMissingError(SystemExit):
+    """A dataset the requested runs need is not prepared; the message says how to prepare it."""
+
+
+def check_datasets(runs: Sequence[Run], data_dir: str | None) -> None:
+    """Raises :class:`DatasetMissingError` naming each missing dataset and its command.
+
+    Uses alearn.data's cheap on-disk checks (no TFDS import, nothing is read or downloaded).
+    """
+    from alearn.data import specs, tfds_source, tiny_imagenet
+
+    root = tfds_source.resolve_data_dir(data_dir or None)
+    problems = []
+    for name in sorted({r.config.dataset for r in runs if r.config is not None}):
+        spec = specs.SPECS[name]
+        if spec.kind == "tfds":
+            try:
+                tfds_source.check_prepared(spec.name, spec.tfds_name, root, spec.build_extras)
+            except tfds_source.DatasetNotFoundError as e:
+                problems.append(str(e))
+        elif spec.kind == "tiny_imagenet":
+            missing = [f for f in tiny_imagenet.FILES
+                       if not (root / tiny_imagenet.DIRNAME / f).is_file()]
+            if missing:
+                problems.append(f"dataset 'tiny_imagenet' is not prepared under data_dir {root} "
+                                f"(missing {', '.join(missing)}). Run:\n  "
+                                f"{tiny_imagenet.prepare_command(root)}")
+    if problems:
+        raise DatasetMissingError("No run was started; prepare these datasets first:\n"
+                                  + "\n".join(problems))
+
+
+def is_done(run: Run, rundir: str) -> bool:
+    """Whether ``run`` already finished in ``rundir`` (its results.json exists)."""
+    need = [RESULTS] + (["angles.json"] if run.kind == "foa" else [])
+    return all(os.path.exists(os.path.join(rundir, f)) for f in need)
+
+
+def execute(run: Run, rundir: str) -> None:
+    """Runs one unit of work into ``rundir`` (see ``tables.Run`` for the kinds)."""
+    from experiments import _reproduce_kinds as kinds
+
+    os.makedirs(rundir, exist_ok=True)
+    fn = {"train": kinds.train, "foa": kinds.foa, "al_compare": kinds.al_compare,
+          "memory": kinds.memory, "pipeline": kinds.pipeline}[run.kind]
+    fn(run, rundir)
+
+
+def _load(path: str) -> dict:
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
+              data_dir: str | None = None, out=sys.stdout) -> list[dict]:
+    """Runs (or lists) every run of ``table_id`` at ``scale``; returns one dict per run."""
+    runs = tables.runs(table_id, scale)
+    table_dir = os.path.join(workdir, table_id)
+    if data_dir:
+        for r in runs:
+            if r.config is not None:
+                r.config.data_dir = data_dir
+    if scale == "paper" and not dry_run:
+        check_datasets(runs, data_dir)
+    manifest_path = os.path.join(table_dir, MANIFEST)
+    manifest = _load(manifest_path)
+    command = (f"python -m experiments.reproduce --table={table_id} --scale={scale} "
+               f"--workdir={workdir}" + (f" --data_dir={data_dir}" if data_dir else ""))
+    manifest.update(table=table_id, scale=scale, command=command,
+                    title=tables.TABLES[table_id].title)
+    manifest.setdefault("runs", {})
+    report = []
+    for run in runs:
+        rundir = os.path.join(table_dir, run.name)
+        done = is_done(run, rundir)
+        item = {"run": run.name, "row": run.row, "col": run.col, "kind": run.kind,
+                "setup": run.setup(), "status": "done" if done else "todo", "dir": rundir}
+        report.append(item)
+        if dry_run:
+            print(f"[{item['status']}] {table_id}/{run.name}: {run.row} | {run.col} | "
+                  f"{item['setup']}", file=out)
+            continue
+        if done:
+            logging.info("skipping %s (results exist)", rundir)
+            continue
+        t0 = time.perf_counter()
+        execute(run, rundir)
+        wall = time.perf_counter() - t0
+        item["status"], item["wall_time_s"] = "ran", wall
+        manifest["runs"][run.name] = {"wall_time_s": wall, "setup": run.setup(),
+                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                                                time.gmtime())}
+        os.makedirs(table_dir, exist_ok=True)
+        with open(manifest_path, "w") as f:
+            json.dump(manifest, f, indent=1)
+        print(f"{table_id}/{run.name}: {wall:.1f} s", file=out)
+    if not dry_run:
+        walls = [v.get("wall_time_s", 0.0) for v in manifest["runs"].values()]
+        manifest["total_wall_time_s"] = sum(walls)
+        os.makedirs(table_dir, exist_ok=True)
+        with open(manifest_path, "w") as f:
+            json.dump(manifest, f, indent=1)
+    return report
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line flags; an unknown table id exits listing the valid ones."""
+    p = argparse.ArgumentParser(prog="python -m experiments.reproduce",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", required=True,
+                   help=f"table id or 'all'; one of: {', '.join(tables.TABLE_IDS)}")
+    p.add_argument("--scale", default="cpu", choices=tables.SCALES)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--dry_run", action="store_true", help="list the runs, run nothing")
+    p.add_argument("--data_dir", default="", help="prepared TFDS data (default $TFDS_DATA_DIR)")
+    args = p.parse_args(argv)
+    ids = tables.TABLE_IDS if args.table == "all" else tuple(args.table.split(","))
+    bad = [t for t in ids if t not in tables.TABLES]
+    if bad:
+        p.error(f"unknown table id(s) {', '.join(bad)}; valid ids: {', '.join(tables.TABLE_IDS)}"
+                " (or 'all')")
+    args.tables = ids
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    if args.scale == "paper" and not args.dry_run:  # every table's data before any run
+        check_datasets([r for t in args.tables for r in tables.runs(t, "paper")],
+                       args.data_dir or None)
+    for t in args.tables:
+        reproduce(t, args.scale, args.workdir, dry_run=args.dry_run,
+                  data_dir=args.data_dir or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Oracles for experiments.reproduce / experiments.report (no training: execute is stubbed)."""
+
+import io
+import json
+import os
+
+import pytest
+
+from experiments import paper_results, report, reproduce, tables
+
+
+def _write(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+@pytest.mark.parametrize("tid", tables.TABLE_IDS)
+def test_every_table_has_runs_at_both_scales(tid):
+    cpu, paper = tables.runs(tid, "cpu"), tables.runs(tid, "paper")
+    assert cpu and paper
+    for runs in (cpu, paper):
+        names = [r.name for r in runs]
+        assert len(names) == len(set(names)), names  # one directory per run
+    for r in cpu:
+        if r.config is not None:  # the cpu shrink: bundled digits, a few epochs
+            assert r.config.dataset == "mnist5k" and r.config.epochs <= tables.CPU_FOA_EPOCHS
+    for r in paper:
+        if r.config is not None:
+            assert r.config.dataset != "mnist5k" and r.config.epochs == 200
+
+
+def test_paper_numbers_cover_the_paper_scale_cells():
+    for tid in tables.TABLE_IDS:
+        cells = {(r.row, r.col) for r in tables.runs(tid, "paper")}
+        paper = paper_results.PAPER[tid]
+        if tables.TABLES[tid].metric == "accuracy" and paper:
+            missing = [c for c in cells if c not in paper and c[1] not in ("HSIC",)]
+            assert not missing, (tid, missing)
+    assert paper_results.PAPER["wt5.2"][("CIFAR-10 / ResNet-18", "ASAP")] == 92.19
+    assert paper_results.PAPER["wt5.4"][("ASAP", "λ=5e-3")] == 91.54
+
+
+def test_dry_run_lists_without_running(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "execute", lambda *a: pytest.fail("dry run executed"))
+    out = io.StringIO()
+    items = reproduce.reproduce("wt5.2", "paper", str(tmp_path), dry_run=True, out=out)
+    lines = out.getvalue().strip().splitlines()
+    assert len(lines) == len(items) == 70  # 14 Table 5.2 rows x 5 rules
+    assert "wt5.2/cifar10" not in lines[0] and "[todo] wt5.2/alexnet_mnist_bp" in lines[0]
+    assert not os.listdir(tmp_path)
+
+
+def test_unknown_table_lists_valid_ids(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--table=5.2", "--workdir=/tmp/x"])
+    err = capsys.readouterr().err
+    assert "unknown table id(s) 5.2" in err
+    for tid in tables.TABLE_IDS:
+        assert tid in err
+
+
+def test_paper_scale_without_data_names_dataset_and_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_data"))
+    monkeypatch.setattr(reproduce, "execute", lambda *a: pytest.fail("a run started"))
+    work = tmp_path / "work"
+    with pytest.raises(reproduce.DatasetMissingError) as e:
+        reproduce.main(["--table=wt5.3", "--scale=paper", f"--workdir={work}"])
+    msg = str(e.value)
+    assert "'cifar10'" in msg and "tfds build cifar10" in msg
+    assert not work.exists()
+    # Data present (an empty version folder passes the cheap check): no error.
+    (tmp_path / "no_data" / "cifar10" / "3.0.2").mkdir(parents=True)
+    reproduce.check_datasets(tables.runs("wt5.3", "paper"), None)
+
+
+def test_skips_runs_whose_results_exist(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(run, rundir):
+        calls.append(run.name)
+        _write(os.path.join(rundir, "results.json"), {"test_accuracy": 0.5})
+
+    monkeypatch.setattr(reproduce, "execute", fake)
+    runs = tables.runs("wt5.1", "cpu")
+    _write(str(tmp_path / "wt5.1" / runs[0].name / "results.json"), {"test_accuracy": 0.7})
+    reproduce.reproduce("wt5.1", "cpu", str(tmp_path), out=io.StringIO())
+    assert calls == [r.name for r in runs[1:]]
+    reproduce.reproduce("wt5.1", "cpu", str(tmp_path), out=io.StringIO())  # all done now
+    assert calls == [r.name for r in runs[1:]]
+    manifest = json.load(open(tmp_path / "wt5.1" / "manifest.json"))
+    assert manifest["scale"] == "cpu" and set(manifest["runs"]) == {r.name for r in runs[1:]}
+
+
+def test_report_shows_paper_numbers_and_differences(tmp_path):
+    _write(str(tmp_path / "wt5.2" / "manifest.json"), {"scale": "cpu", "command": "cmd",
+                                                       "runs": {}})
+    acc = {"alexnet_mnist_bp": 0.9, "alexnet_mnist_fa": 0.95, "alexnet_mnist_kp": 0.8}
+    for name, a in acc.items():
+        _write(str(tmp_path / "wt5.2" / name / "results.json"), {"test_accuracy": a})
+    md = report.render_table("wt5.2", str(tmp_path))
+    # 90.00 - 99.59 = -9.59 ; 95.00 - 99.14 = -4.14 ; 80.00 - 99.55 = -19.55
+    assert "| MNIST / AlexNet | BP | alexnet x0.125, mnist5k, 1 ep | 90.00 | 99.59 | -9.59 |" in md
+    assert "| FA | alexnet x0.125, mnist5k, 1 ep | 95.00 | 99.14 | -4.14 |" in md
+    assert "| KP | alexnet x0.125, mnist5k, 1 ep | 80.00 | 99.55 | -19.55 |" in md
+    assert "| CIFAR-10 / ResNet-18 | ASAP | resnet18 x0.0625, mnist5k, 1 ep | — | 92.19 | — |" in md
+    assert ("ordering differs — paper BP > KP > FA; ours FA > BP > KP" in md)
+
+
+def test_report_metafeatures_ratio_difference(tmp_path):
+    _write(str(tmp_path / "al3.4" / "manifest.json"), {"scale": "cpu", "runs": {}})
+    mf = {"AL layer3": {"inter": 1.0, "intra": 0.5, "ratio": 2.0},
+          "BP layer3": {"inter": 3.0, "intra": 6.0, "ratio": 0.5}}
+    _write(str(tmp_path / "al3.4" / "mlp_cifar10" / "results.json"),
+           {"metafeatures": mf, "last_layer": 3, "test_accuracy": {"al": 0.9, "bp": 0.8}})
+    md = report.render_table("al3.4", str(tmp_path))
+    # paper CIFAR-10 MLP ratios: AL 1.11, BP 0.58 -> differences 0.89 and -0.08
+    assert "| 2.00 | 0.73 | 0.66 | 1.11 | 0.89 |" in md
+    assert "| 0.50 | 39.36 | 67.97 | 0.58 | -0.08 |" in md
+    assert "agrees with the paper's claim" in md

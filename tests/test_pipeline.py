@@ -127,3 +127,31 @@ def test_schedule_model_and_measured_cost():
     a = jnp.ones((64, 64))
     cost = schedule.measure(lambda x: x @ x, a, reps=2)
     assert cost.flops == pytest.approx(2 * 64 ** 3, rel=0.01) and cost.seconds > 0
+
+
+def test_al_network_pipeline_equals_train_step():
+    """Real AL blocks (al_mlp, 2 blocks of different shapes, 2 stages) through the trainer's
+    PipelinedStep: same block states as the sequential whole-network AL step."""
+    import ml_collections
+
+    import alearn.al as al
+    from alearn.al._pipeline_train import PipelinedStep
+
+    net = al.create("al_mlp", 10, (6, 6, 1), width_multiplier=1 / 128, lr=1e-3)
+    states = net.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(5, 4, 6, 6, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, (5, 4))
+    cfg = ml_collections.ConfigDict({"pipeline_stages": 2, "batch_size": 4})
+    step = PipelinedStep(net, states, cfg)
+    assert step.pipeline.groups == ((0,), (1,))
+    for x, lab in zip(xs, labels):
+        _, m = step(None, x, lab)
+        assert np.isfinite(m["assoc_loss"])
+    got = step.finish()
+    ref, seq = states, jax.jit(lambda st, x, lab: al.train_step(net, st, x, lab))
+    for x, lab in zip(xs, labels):
+        ref, _ = seq(ref, x, lab)
+    _close(got, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="fixed micro-batches of 4; got a batch of 3"):
+        step(None, xs[0][:3], labels[0][:3])

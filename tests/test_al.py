@@ -174,7 +174,7 @@ def test_bad_block_lists_fail_at_construction_naming_block_and_shapes():
 
 def test_equal_shaped_blocks_vmap_over_stacked_states():
     net = al.create("al_sigmoid_mlp", 10, IN_SHAPE, width_multiplier=0.05,
-                    spec_overrides={"depth": 3})
+                    spec_overrides={"depth": 3, "layers_per_block": 1})
     states = net.init(jax.random.key(5))
     s = jax.random.normal(jax.random.key(6), (8, 13))
     y = jax.nn.sigmoid(jax.random.normal(jax.random.key(7), (8, 13)))

@@ -14,7 +14,7 @@ def _config(rule="al", epochs=2):
     c.dataset = "synthetic"
     c.dataset_options = {"num_classes": 4, "image_shape": (4, 4, 1), "num_train": 64,
                          "num_test": 32, "noise": 0.3}
-    c.model_kwargs = {"width_multiplier": 1.0, "depth": 2, "width": 16}
+    c.model_kwargs = {"width_multiplier": 1.0, "depth": 2, "width": 16, "layers_per_block": 1}
     c.epochs, c.batch_size, c.learning_rate = epochs, 16, 1e-2
     c.tensorboard, c.progress_bar, c.eval_train = False, False, False
     return c

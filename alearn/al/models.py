@@ -14,8 +14,9 @@ every width):
 - ``al_resnet20`` / ``al_resnet32`` (n = 3 / 5): blocks [conv16+BN] [stage 16 x n]
   [stage 32 x n, /2] [stage 64 x n, /2], y width 500, bridge global-avg-pool-Dense(2500)-
   Dense(500) (the seed code flattens the feature map instead; pooling keeps b_1 small).
-- ``al_sigmoid_mlp``: the sigmoid experiment, ``depth`` blocks of Dense(width) with
-  sigmoid in f (and in the BP twin), y width = width.
+- ``al_sigmoid_mlp``: the sigmoid experiment: ``depth`` (4) blocks of ``layers_per_block``
+  (3) Dense(width) sigmoid layers, y width = width, bridge one Dense(width). BP twin:
+  4·3 + 1 + 3 + 1 = 17 sigmoid layers; each AL gradient path crosses at most 4.
 
 The BP twin of every model is f_1 … f_N, b_N, h_N … h_1 as one feed-forward net
 (:class:`alearn.al.stack.MatchedBP`): equal parameter counts by construction.
@@ -87,11 +88,12 @@ def resnet_spec(n: int, width_multiplier: float = 1.0, y_width: int = 500) -> AL
     return ALSpec(f, (bridge,) * 4, y)
 
 
-def sigmoid_mlp_spec(width_multiplier: float = 1.0, depth: int = 8, width: int = 256) -> ALSpec:
+def sigmoid_mlp_spec(width_multiplier: float = 1.0, depth: int = 4, width: int = 256,
+                     layers_per_block: int = 3) -> ALSpec:
     w = _w(width, width_multiplier)
     bridge = (("dense", w),)
-    return ALSpec(((("dense", w),),) * depth, (bridge,) * depth, w, f_act="sigmoid",
-                  bp_act="sigmoid")
+    f = ((("dense", w),) * layers_per_block,) * depth
+    return ALSpec(f, (bridge,) * depth, w, f_act="sigmoid", bp_act="sigmoid")
 
 
 SPECS: MappingProxyType[str, Callable[..., ALSpec]] = MappingProxyType({
@@ -165,10 +167,12 @@ class ALBaseline(nn.Module):
     width_multiplier: float = 1.0
     width: int = 0  # 0: the spec's default (al_mlp, al_sigmoid_mlp)
     depth: int = 0  # 0: the spec's default (al_sigmoid_mlp)
+    layers_per_block: int = 0  # 0: the spec's default (al_sigmoid_mlp)
 
     @nn.compact
     def __call__(self, x, *, rule=BP(), train: bool = False):
-        extra = {k: v for k, v in (("width", self.width), ("depth", self.depth)) if v}
+        extra = {k: v for k, v in (("width", self.width), ("depth", self.depth),
+                                   ("layers_per_block", self.layers_per_block)) if v}
         sp = spec(self.model, width_multiplier=self.width_multiplier, **extra)
         return bp_baseline(sp, self.num_classes).copy(name="bp")(x, rule=rule, train=train)
 

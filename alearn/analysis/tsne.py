@@ -18,6 +18,15 @@ def embed(features: Any, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
                 ).fit_transform(x)
 
 
+def _shrink_png(path: str, colors: int = 32) -> None:
+    """Re-saves the PNG with a small palette (a few tens of kB, fit for committing)."""
+    from PIL import Image  # pillow ships with matplotlib
+
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=colors)
+    small.save(path, optimize=True)
+
+
 def plot_tsne(rows: Sequence[tuple[str, Sequence[tuple[str, Any]]]], labels: Any, path: str,
               seed: int = 0, title: str = "") -> str:
     """Grid of t-SNE panels written as a PNG.
@@ -55,5 +64,6 @@ def plot_tsne(rows: Sequence[tuple[str, Sequence[tuple[str, Any]]]], labels: Any
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+    _shrink_png(path)
     logging.info("wrote %s", path)
     return path

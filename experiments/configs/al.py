@@ -50,7 +50,7 @@ def get_config(arg: str = "mlp,mnist5k") -> ml_collections.ConfigDict:
     if model == "mlp" and dataset == "cifar100":
         kwargs["width"] = 3000
     if model == "sigmoid_mlp":
-        kwargs.update(depth=8, width=256)
+        kwargs.update(depth=4, width=256, layers_per_block=3)
     c.model_kwargs = ml_collections.ConfigDict(kwargs)
     c.dataset = dataset
     cifar = dataset.startswith("cifar")

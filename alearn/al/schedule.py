@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
+from absl import logging
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Schedule:
 
 @dataclasses.dataclass(frozen=True)
 class StepCost:
-    """Cost of one step on one device: median wall seconds and XLA flops."""
+    """Cost of one step on one device: wall seconds (fastest of the timed runs) and flops."""
 
     seconds: float
     flops: float
@@ -63,8 +64,9 @@ class StepCost:
 
 def measure(fn: Callable, *args: Any, reps: int = 5, device: jax.Device | None = None
             ) -> StepCost:
-    """Median wall time of ``jax.jit(fn)(*args)`` over ``reps`` runs and its XLA flops.
+    """Wall time of ``jax.jit(fn)(*args)`` (fastest of ``reps`` runs) and its XLA flops.
 
+    The fastest run is the least disturbed one on a shared machine (the median is logged).
     Arguments are placed on ``device`` (default: the first local device); the first call
     (compilation) is excluded.
     """
@@ -81,7 +83,9 @@ def measure(fn: Callable, *args: Any, reps: int = 5, device: jax.Device | None =
         t0 = time.perf_counter()
         jax.block_until_ready(jitted(*args))
         times.append(time.perf_counter() - t0)
-    return StepCost(statistics.median(times), flops)
+    logging.info("measured %s: min %.6f s, median %.6f s over %d runs",
+                 getattr(fn, "__name__", "step"), min(times), statistics.median(times), reps)
+    return StepCost(min(times), flops)
 
 
 def stage_costs(block_costs: Sequence[StepCost], groups: Sequence[Sequence[int]]

@@ -43,21 +43,41 @@ def _order(values: dict[str, float]) -> list[str]:
     return sorted(values, key=lambda k: -values[k])
 
 
-def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str], float]
-                   ) -> list[str]:
-    """Per row, where our ranking of methods differs from the paper's (methods in both)."""
+def _chain(values: dict[str, float], tol: float = 0.005) -> str:
+    """``A > B = C``: methods by decreasing value, ``=`` where values tie within ``tol``."""
+    keys = _order(values)
+    out = keys[:1]
+    for a, b in zip(keys, keys[1:]):
+        out += ["=" if abs(values[a] - values[b]) <= tol else ">", b]
+    return " ".join(out)
+
+
+def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str], float],
+                   tol: float = 0.005) -> list[str]:
+    """Per row, whether our ranking of methods (those with a paper number) matches the paper's.
+
+    A pair disagrees when the paper ranks a above b and ours ranks b strictly above a
+    (ties, within ``tol`` points, are reported as ties, not as disagreements).
+    """
     notes = []
     for row, vals in ours.items():
         common = {m: v for m, v in vals.items() if (row, m) in paper}
         if len(common) < 2:
             continue
-        mine = _order(common)
-        theirs = _order({m: paper[(row, m)] for m in common})
-        if mine != theirs:
-            notes.append(f"- **{row}**: ordering differs — paper {' > '.join(theirs)}; "
-                         f"ours {' > '.join(mine)}.")
+        theirs = {m: paper[(row, m)] for m in common}
+        flipped = [(a, b) for a in common for b in common
+                   if theirs[a] > theirs[b] and common[b] - common[a] > tol]
+        ties = [(a, b) for a in common for b in common
+                if a < b and abs(common[a] - common[b]) <= tol]
+        if flipped:
+            pairs = ", ".join(f"{b} > {a}" for a, b in flipped)
+            notes.append(f"- **{row}**: ordering differs — paper {_chain(theirs)}; "
+                         f"ours {_chain(common)} (reversed: {pairs}).")
+        elif ties:
+            notes.append(f"- **{row}**: no reversal, but ties in ours — paper "
+                         f"{_chain(theirs)}; ours {_chain(common)}.")
         else:
-            notes.append(f"- **{row}**: same ordering as the paper ({' > '.join(mine)}).")
+            notes.append(f"- **{row}**: same ordering as the paper ({_chain(common)}).")
     return notes
 
 
@@ -83,8 +103,8 @@ def _accuracy(table_id: str, workdir: str, manifest: dict, runs: list) -> list[s
         lines.append(f"| {run.row} | {run.col} | {run.setup()} | {_fmt(acc)} | {_fmt(p)} "
                      f"| {_fmt(_diff(acc, p))} | {_fmt(wall, 0)} |")
     notes = ordering_notes(ours, paper) if paper else [
-        f"- ours, per row: " + "; ".join(f"{r}: {' > '.join(_order(v))}"
-                                          for r, v in ours.items())]
+        "- ours, per row (no paper numbers): " + "; ".join(f"{r}: {_chain(v)}"
+                                                           for r, v in ours.items())]
     return lines + [""] + notes
 
 

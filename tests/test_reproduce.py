@@ -104,7 +104,15 @@ def test_report_shows_paper_numbers_and_differences(tmp_path):
     assert "| FA | alexnet x0.125, mnist5k, 1 ep | 95.00 | 99.14 | -4.14 |" in md
     assert "| KP | alexnet x0.125, mnist5k, 1 ep | 80.00 | 99.55 | -19.55 |" in md
     assert "| CIFAR-10 / ResNet-18 | ASAP | resnet18 x0.0625, mnist5k, 1 ep | — | 92.19 | — |" in md
-    assert ("ordering differs — paper BP > KP > FA; ours FA > BP > KP" in md)
+    assert ("ordering differs — paper BP > KP > FA; ours FA > BP > KP (reversed: FA > BP, "
+            "FA > KP)" in md)
+
+
+def test_ordering_notes_ties_are_not_reversals():
+    paper = {("r", "BP"): 95.0, ("r", "FoA"): 93.0}
+    assert "no reversal, but ties" in report.ordering_notes({"r": {"BP": 31.7, "FoA": 31.7}},
+                                                            paper)[0]
+    assert "same ordering" in report.ordering_notes({"r": {"BP": 40.0, "FoA": 31.7}}, paper)[0]
 
 
 def test_report_metafeatures_ratio_difference(tmp_path):

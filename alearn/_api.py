@@ -20,7 +20,9 @@ def init(model: nn.Module, rule: Rule, key: Array, sample_x: Array) -> dict:
     Collections: ``params`` (forward weights), ``feedback`` (the rule's feedback weights,
     present when the rule has any) and model state such as ``batch_stats``.
     """
-    return dict(model.init({"params": key}, sample_x, rule=rule, train=False))
+    # One compiled program instead of op-by-op dispatch: about 2x faster for conv nets.
+    init_fn = jax.jit(lambda k, x: model.init({"params": k}, x, rule=rule, train=False))
+    return dict(init_fn(key, sample_x))
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:

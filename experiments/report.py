@@ -194,6 +194,8 @@ def render_table(table_id: str, workdir: str) -> str:
             f"Scale `{scale}`. Command: `{manifest.get('command', '(not run)')}`  ",
             f"Wall time of the runs: {_fmt(manifest.get('total_wall_time_s'), 0)} s "
             "(sum over runs, this machine).", ""]
+    if t.note:
+        head += [f"Note: {t.note}", ""]
     claim = paper_results.CLAIMS.get(table_id)
     if claim:
         head += [f"Paper's claim: {claim}", ""]

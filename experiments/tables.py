@@ -76,6 +76,7 @@ class Table:
     title: str
     build: Callable[[str], list]
     metric: str = "accuracy"  # accuracy | metafeatures | memory | pipeline
+    note: str = ""  # deviations and what a scale leaves out, shown by the report
 
 
 def _quiet(c: ml_collections.ConfigDict, cpu: bool) -> ml_collections.ConfigDict:
@@ -225,30 +226,53 @@ _R18_34 = [("cifar10", "resnet18"), ("cifar10", "resnet34")]
 
 TABLES: dict[str, Table] = {t.id: t for t in (
     Table("al3.1", "AL thesis Table 3.1: MNIST, BP vs AL",
-          _al_table("mnist", ("mlp", "cnn"), ("mlp", "cnn"))),
+          _al_table("mnist", ("mlp", "cnn"), ("mlp", "cnn")),
+          note="BP = the parameter-matched BP twin of each AL model (configs/al.py)."),
     Table("al3.2", "AL thesis Table 3.2: CIFAR-10, BP vs AL",
           _al_table("cifar10", ("mlp", "cnn", "resnet20", "resnet32", "vgg"),
-                    ("mlp", "cnn", "resnet20"))),
+                    ("mlp", "cnn", "resnet20")),
+          note="cpu scale: the CIFAR-10 configs (their weight decay) on mnist5k without "
+               "augmentation; the ResNet-32 and VGG rows are paper scale only."),
     Table("al3.3", "AL thesis Table 3.3: CIFAR-100, BP vs AL",
-          _al_table("cifar100", ("mlp", "cnn", "resnet20", "resnet32", "vgg"), ("mlp",))),
+          _al_table("cifar100", ("mlp", "cnn", "resnet20", "resnet32", "vgg"), ("mlp",)),
+          note="cpu scale: only the MLP row (with the CIFAR-100 config's 3000-wide layers "
+               "x0.25), on mnist5k's 10 classes."),
     Table("al3.4", "AL thesis Table 3.4 + Figs 3.6-3.9: metafeature distances, t-SNE",
-          _al_meta, metric="metafeatures"),
+          _al_meta, metric="metafeatures",
+          note="Distances of the last prediction-path layer on the first num_examples test "
+               "examples (all layers in each run's results.json); cpu scale: CIFAR-10 configs "
+               "on mnist5k."),
     Table("al_sigmoid", "AL thesis claim: deep sigmoid nets train with AL", _al_sigmoid),
     Table("al_pipeline", "AL journal: pipelined AL schedule, O(n + L)", _al_pipeline,
-          metric="pipeline"),
-    Table("wt3.1", "ASAP thesis Table 3.1 + Fig. 3.2: Forward Alignment vs BP (10-10-10)", _foa),
+          metric="pipeline",
+          note="Block step costs are measured on one device; makespans are MODELLED "
+               "(alearn.al.schedule; hand-over time not modelled). The real multi-device "
+               "pipeline is alearn.al.Pipeline (tests/test_pipeline.py)."),
+    Table("wt3.1", "ASAP thesis Table 3.1 + Fig. 3.2: Forward Alignment vs BP (10-10-10)", _foa,
+          note="Deviation (configs/asap_foa.py): the nonlinear net is ReLU without BatchNorm; "
+               "SGD momentum 0.9 (the thesis names no optimizer)."),
     Table("wt5.1", "ASAP thesis Fig. 5.1: dimension matching methods (ASAP, AlexNet)", _match),
     Table("wt5.2", "ASAP thesis Table 5.2: BP / KP / FA / DFA / ASAP (k=2)",
           _wt_grid(_t52_pairs(), [("mnist", "alexnet"), ("cifar10", "resnet18")],
-                   ("bp", "kp", "fa", "dfa", "asap"))),
+                   ("bp", "kp", "fa", "dfa", "asap")),
+          note="cpu scale: two rows, MNIST / AlexNet and CIFAR-10 / ResNet-18 (both on "
+               "mnist5k), Table 5.1's learning rates kept."),
     Table("wt5.3", "ASAP thesis Table 5.3: ASAP vs local learning (CIFAR-10)",
-          _wt_grid(_R18_34, _R18, ("bp", "local_fixed", "predsim", "asap"))),
-    Table("wt5.4", "ASAP thesis Table 5.4: weight decay sweep (ResNet-34, CIFAR-10)", _wd),
+          _wt_grid(_R18_34, _R18, ("bp", "local_fixed", "predsim", "asap")),
+          note="The HSIC bottleneck column (Pogodin et al.; paper 80.76 / 77.2) is not "
+               "implemented in alearn. cpu scale: the ResNet-18 row only."),
+    Table("wt5.4", "ASAP thesis Table 5.4: weight decay sweep (ResNet-34, CIFAR-10)", _wd,
+          note="cpu scale: ResNet-18 x0.0625 stands in for ResNet-34; λ ∈ {0, 5e-4, 5e-3}."),
     Table("wt5.5", "ASAP thesis Table 5.5: ASFP and ASFP + local classifier (CIFAR-10)",
-          _wt_grid(_R18_34, _R18, ("bp", "asap", "asfp", "asfp_lc"))),
-    Table("wt_k4", "ASAP thesis Fig. 5.4 / Sec. 5.2.2: ASAP k=4 on ResNet-34", _k4),
+          _wt_grid(_R18_34, _R18, ("bp", "asap", "asfp", "asfp_lc")),
+          note="cpu scale: the ResNet-18 row only."),
+    Table("wt_k4", "ASAP thesis Fig. 5.4 / Sec. 5.2.2: ASAP k=4 on ResNet-34", _k4,
+          note="Paper numbers for BP/KP/FA/DFA/ASAP k=2 are Table 5.2's ResNet-34 rows. cpu "
+               "scale: ResNet-18 x0.0625 stands in for ResNet-34, CIFAR-10 row only."),
     Table("wt6.1", "ASAP thesis Fig. 6.1: external memory access, BP vs ASAP k=2, k=4",
-          _memory, metric="memory"),
+          _memory, metric="memory",
+          note="Accesses: Mostafa et al.'s model (eqs. 6.1-6.2) with Act counted from each "
+               "rule's residuals, batch 128, 32x32x3; XLA temp: compiled step memory."),
 )}
 TABLE_IDS = tuple(TABLES)
 

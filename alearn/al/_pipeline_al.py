@@ -19,7 +19,6 @@ import optax
 from alearn.al.block import BlockDef, BlockState, block_losses, block_step
 from alearn.al.network import ALNetwork, targets
 from alearn.al._pipeline_run import grad_mean
-from alearn.al.pipeline import Pipeline
 
 
 def _mean_varying(tree, axis_name: str):
@@ -51,8 +50,9 @@ def al_step(bd: BlockDef, st: BlockState, s_in, y_in, axis_name: str | None = No
 
 def for_network(net: ALNetwork, states: Sequence[BlockState], micro_batch: int, *,
                 stages: int, data: int = 1, blocks_per_stage: Sequence[int] | None = None,
-                devices: Sequence[jax.Device] | None = None) -> Pipeline:
-    """A :class:`Pipeline` of ``net``'s blocks; feed it with :func:`feed`."""
+                devices: Sequence[jax.Device] | None = None):
+    """A :class:`alearn.al.pipeline.Pipeline` of ``net``'s blocks; feed it with :func:`feed`."""
+    from alearn.al.pipeline import Pipeline  # noqa: PLC0415 - pipeline re-exports this module
     steps = [functools.partial(al_step, bd) for bd in net.blocks]
     example = (jax.ShapeDtypeStruct((micro_batch, *net.input_shape), jnp.float32),
                jax.ShapeDtypeStruct((micro_batch, net.num_classes), jnp.float32))

@@ -195,3 +195,10 @@ class Pipeline:
     def reset_counters(self) -> None:
         """Starts a new accounting period (e.g. an epoch)."""
         self._ticks, self._busy, self._fed = 0, np.zeros(self.n_stages, np.int64), 0
+
+
+# AL blocks as stages (defined after Pipeline: that module builds on it).
+from alearn.al._pipeline_al import al_step, feed, for_network  # noqa: E402
+
+__all__ = ["Pipeline", "Schedule", "TickLog", "al_step", "feed", "for_network", "grad_mean",
+           "group_blocks", "make_mesh"]

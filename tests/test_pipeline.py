@@ -129,9 +129,11 @@ def test_schedule_model_and_measured_cost():
     assert cost.flops == pytest.approx(2 * 64 ** 3, rel=0.01) and cost.seconds > 0
 
 
-def test_al_network_pipeline_equals_train_step():
-    """Real AL blocks (al_mlp, 2 blocks of different shapes, 2 stages) through the trainer's
-    PipelinedStep: same block states as the sequential whole-network AL step."""
+@pytest.mark.parametrize("data", [1, 2])
+def test_al_network_pipeline_equals_train_step(data):
+    """Real AL blocks (al_mlp, 2 blocks of different shapes, 2 stages, optionally 2 data
+    devices each) through the trainer's PipelinedStep: same block states as the sequential
+    whole-network AL step (data=2 also checks the rule layers' cotangent psum in shard_map)."""
     import ml_collections
 
     import alearn.al as al
@@ -142,7 +144,8 @@ def test_al_network_pipeline_equals_train_step():
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(5, 4, 6, 6, 1)).astype(np.float32)
     labels = rng.integers(0, 10, (5, 4))
-    cfg = ml_collections.ConfigDict({"pipeline_stages": 2, "batch_size": 4})
+    cfg = ml_collections.ConfigDict({"pipeline_stages": 2, "pipeline_data": data,
+                                     "batch_size": 4})
     step = PipelinedStep(net, states, cfg)
     assert step.pipeline.groups == ((0,), (1,))
     for x, lab in zip(xs, labels):

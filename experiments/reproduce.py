@@ -147,7 +147,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry_run", action="store_true", help="list the runs, run nothing")
     p.add_argument("--data_dir", default="", help="prepared TFDS data (default $TFDS_DATA_DIR)")
     args = p.parse_args(argv)
-    ids = tables.TABLE_IDS if args.table == "all" else tuple(args.table.split(","))
+    ids = tables.TABLE_IDS if args.table == "all" else tuple(
+        tables.ALIASES.get(t, t) for t in args.table.split(","))
+    for t in ids:
+        if t in tables.AMBIGUOUS:
+            p.error(f"table id {t!r} is ambiguous (both theses have it): use one of "
+                    f"{', '.join(tables.AMBIGUOUS[t])}")
     bad = [t for t in ids if t not in tables.TABLES]
     if bad:
         p.error(f"unknown table id(s) {', '.join(bad)}; valid ids: {', '.join(tables.TABLE_IDS)}"

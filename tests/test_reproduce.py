@@ -53,11 +53,18 @@ def test_dry_run_lists_without_running(tmp_path, monkeypatch):
 
 def test_unknown_table_lists_valid_ids(capsys):
     with pytest.raises(SystemExit):
-        reproduce.parse_args(["--table=5.2", "--workdir=/tmp/x"])
+        reproduce.parse_args(["--table=5.9", "--workdir=/tmp/x"])
     err = capsys.readouterr().err
-    assert "unknown table id(s) 5.2" in err
+    assert "unknown table id(s) 5.9" in err
     for tid in tables.TABLE_IDS:
         assert tid in err
+
+
+def test_bare_thesis_numbers(capsys):
+    assert reproduce.parse_args(["--table=5.2", "--workdir=w"]).tables == ("wt5.2",)
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--table=3.2", "--workdir=w"])
+    assert "ambiguous" in capsys.readouterr().err
 
 
 def test_paper_scale_without_data_names_dataset_and_command(tmp_path, monkeypatch):

@@ -37,6 +37,11 @@ from alearn.al.schedule import Schedule
 StepFn = Callable[..., tuple[Any, Any, Any, dict]]
 
 
+def _fill(value: float, dtype: Any) -> Any:
+    """``value`` for float buffers; 0 for integer/bool ones (NaN has no integer form)."""
+    return value if jnp.issubdtype(jnp.dtype(dtype), jnp.floating) else 0
+
+
 class Pipeline:
     """Pipelined trainer of a chain of blocks ``step(state, s, y) -> (state, s, y, metrics)``.
 
@@ -113,7 +118,7 @@ class Pipeline:
     def reset_pipeline(self, fill: float = 0.0) -> None:
         """Empties the in-flight hand-overs (``fill`` their values; NaN to test masking)."""
         n, b = self.n_stages, self.micro_batch
-        inbox = {k: np.full((n, b, d), fill, np.dtype(k)) for k, d in self.act_lengths.items()}
+        inbox = {k: np.full((n, b, d), _fill(fill, k), k) for k, d in self.act_lengths.items()}
         self._inbox = self._put(inbox, P(STAGE, self.data_spec))
         self._inbox_valid = self._put(np.zeros(n, bool), P(STAGE))
         self._inbox_id = self._put(np.full(n, -1, np.int32), P(STAGE))
@@ -161,7 +166,7 @@ class Pipeline:
         if not self._pending or self.n_stages == 1:
             return None
         t = self.n_stages - 1
-        mk = lambda s: np.full((t, *s.shape[1:]), fill, s.dtype)  # noqa: E731
+        mk = lambda s: np.full((t, *s.shape[1:]), _fill(fill, s.dtype), s.dtype)  # noqa: E731
         xs = jax.tree.map(mk, self.boundaries_example[0])
         ys = jax.tree.map(mk, self.boundaries_example[1])
         return self._ticks_run(xs, ys, np.zeros(t, bool))

@@ -11,6 +11,10 @@ Commands (the measured ones, with figures, are in notes/al.md):
       --workdir=/tmp/al_mlp_al
   python -m experiments.train --config=experiments/configs/al.py:mlp,mnist5k,cpu \
       --config.rule=bp --workdir=/tmp/al_mlp_bp
+  # device pipeline, one block per device (notes/pipeline.md; al_cnn has 4 blocks):
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m experiments.train \
+      --config=experiments/configs/al.py:cnn,mnist5k,cpu --config.pipeline_stages=4 \
+      --workdir=/tmp/al_cnn_pipe
 
 Thesis settings (Ch. 3): 200 epochs, batch 32, Adam, lr 1e-4 (ResNet 1e-3) reduced at
 epochs 80, 120, 160, 180 (the factor is not stated; 0.1 here), He-normal init; MNIST

@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 from _as_models import TinyResNet
 
 from alearn import rules

@@ -69,7 +69,7 @@ def test_predsim_heads_and_layers_follow_the_local_loss():
            1e-4)
 
 
-@pytest.mark.parametrize("name", ["local_fixed", "predsim"])
+@pytest.mark.parametrize("name", ["predsim"])
 def test_local_rules_run_on_a_residual_net(name):
     model, rule = TinyResNet(), rules.create(name)
     x = jax.random.normal(KEY, (4, 8, 8, 3))

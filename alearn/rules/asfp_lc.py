@@ -139,7 +139,8 @@ class ASFPLC(ASFP):
             key = jax.random.fold_in(jax.random.key(self.seed + 1), tape.layer_index)
             d = _feedback_init.draw(key, lc.shape, "lecun_normal", 1.0, lc.dtype)
             h = dm.match(shared, op.in_shape, self.match, ctx[1])
-            tape.state.setdefault(_LOGITS, []).append(local_head(h, lc, d, jax.ShapeDtypeStruct(h.shape, h.dtype)))
+            spec = jax.ShapeDtypeStruct(h.shape, h.dtype)
+            tape.state.setdefault(_LOGITS, []).append(local_head(h, lc, d, spec))
         return ctx
 
     def on_finish(self, tape: Any, logits: Array) -> Array:

@@ -214,13 +214,19 @@ def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
                         if os.path.isdir(os.path.join(workdir, t))]
     parts = ["# alearn: reproduced tables", "", preamble] if preamble else \
         ["# alearn: reproduced tables", ""]
+    sections, flagged = [], []
     for tid in ids:
         section = render_table(tid, workdir)
+        flagged += [f"{line[:2]}`{tid}` {line[2:]}" for line in section.splitlines()
+                    if "ordering differs" in line or "DISAGREES" in line]
         scale, _, runs = _table_runs(tid, workdir)
         pngs = plots.table_plots(tid, tables.TABLES[tid].metric, workdir, runs, out)
         section += "".join(f"\n![{os.path.basename(p)}]({os.path.relpath(p, out)})\n"
                            for p in pngs)
-        parts.append(section)
+        sections.append(section)
+    parts += ["## Where our ordering of methods disagrees with the paper", "",
+              *(flagged or ["- nowhere (among the methods with a paper number)."]), ""]
+    parts += sections
     path = os.path.join(out, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(parts))

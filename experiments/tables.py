@@ -28,7 +28,7 @@ from experiments.configs import asap_foa as foa_cfg
 
 SCALES = ("cpu", "paper")
 CPU_DATASET = "mnist5k"
-CPU_EPOCHS = {"mlp": 2, "conv": 1}  # AL/FoA MLPs vs conv nets
+CPU_EPOCHS = {"mlp": 10, "conv": 1}  # AL MLPs vs conv nets
 CPU_FOA_EPOCHS = 10
 CPU_WIDTH = {"alexnet": 0.125, "resnet": 0.0625}  # AL models: al.py's cpu flag (0.25)
 

@@ -133,3 +133,43 @@ def test_report_metafeatures_ratio_difference(tmp_path):
     assert "| 2.00 | 0.73 | 0.66 | 1.11 | 0.89 |" in md
     assert "| 0.50 | 39.36 | 67.97 | 0.58 | -0.08 |" in md
     assert "agrees with the paper's claim" in md
+
+
+def test_extending_example_from_the_readme():
+    """The 'Extending' section's rule (notes/reproduce.md): a per-layer pure function."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    import alearn
+    from alearn.rules.base import Rule
+
+    @dataclasses.dataclass(frozen=True)
+    class ClippedBP(Rule):
+        name = "clipped_bp"
+        clip: float = 0.01
+
+        def residuals(self, op, x, kernel, feedback, ctx):
+            return (x, kernel)
+
+        def backward(self, op, res, g, carrier_g):
+            x, w = res
+            g = jnp.clip(g, -self.clip, self.clip)
+            return op.input_grad(g, w), op.weight_grad(x, g), {}
+
+    model = alearn.models.create("mlp", 10, widths=(16,))
+    x = jax.random.normal(jax.random.key(1), (4, 784))
+    y = jnp.arange(4)
+    v = alearn.init(model, ClippedBP(), jax.random.key(0), x)
+    ref = alearn.rule_updates(model, alearn.rules.BP(), v, x, y)
+    same = alearn.rule_updates(model, ClippedBP(clip=1e9), v, x, y)  # no clipping: BP exactly
+    for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(ref)):
+        assert jnp.allclose(a, b, atol=1e-6)
+    clipped = alearn.rule_updates(model, ClippedBP(clip=1e-4), v, x, y)
+    k = clipped["params"]["Dense_1"]["kernel"]  # output layer: dW = h^T clip(δ)
+    assert not jnp.allclose(k, ref["params"]["Dense_1"]["kernel"], atol=1e-6)
+    p0 = v["params"]["Dense_0"]
+    h = jax.nn.relu(x @ p0["kernel"] + p0["bias"])  # the output layer's input
+    bound = 1e-4 * jnp.abs(h).sum(axis=0)[:, None]  # |Σ_b h_bi clip(δ)_bj| <= 1e-4 Σ_b |h_bi|
+    assert bool(jnp.all(jnp.abs(k) <= bound + 1e-9))

@@ -8,7 +8,8 @@ Times (median of ``--steps`` jitted steps after warm-up, ``block_until_ready``):
 - ``bp_step``: the BP twin (``alearn.models`` ``al_<model>``), softmax cross-entropy, Adam
   (``alearn.train.train_step``, one device).
 
-Usage:
+Also XLA's flop counts of each compiled program (``cost_analysis``), which do not depend
+on the machine's load. Usage:
   python -m experiments.bench_al [--model=al_mlp --width_multiplier=0.25 --batch_size=32]
 Prints one JSON line.
 """
@@ -106,7 +107,13 @@ def main(argv):
            "device": str(jax.devices()[0].platform),
            "al_params": al.param_counts(net, states),
            "bp_params": alearn.models.num_params(bp_state.trainable)}
-    for _ in range(2):  # interleave to even out a shared machine's load
+    for name, fn, args in (("al_step", al_step, (states, x, labels)),
+                           ("al_forward_side", fwd, (states, x, ys)),
+                           ("al_autoencoder_side", ae, (states, y0)),
+                           ("bp_step", bp_step, (bp_state, batch))):
+        # XLA's flop count: a load-independent check of the timings
+        res[f"{name}_gflop"] = fn.lower(*args).compile().cost_analysis().get("flops", 0) / 1e9
+    for _ in range(3):  # interleave to even out a shared machine's load
         for name, fn, args in (("al_step", al_step, (states, x, labels)),
                                ("al_forward_side", fwd, (states, x, ys)),
                                ("al_autoencoder_side", ae, (states, y0)),
@@ -114,6 +121,7 @@ def main(argv):
             t = _time(fn, *args, steps=n)
             res[f"{name}_ms"] = min(res.get(f"{name}_ms", 1e9), 1e3 * t)
     res["al_over_bp"] = res["al_step_ms"] / res["bp_step_ms"]
+    res["al_over_bp_flops"] = res["al_step_gflop"] / res["bp_step_gflop"]
     res["forward_side_share"] = res["al_forward_side_ms"] / (
         res["al_forward_side_ms"] + res["al_autoencoder_side_ms"])
     print(json.dumps(res))

@@ -73,6 +73,17 @@ def test_asap_k1_with_b_equal_w_is_bp_except_frozen_first_layer(model, x):
     assert all(float(jnp.abs(a).max()) == 0.0 for a in jax.tree.leaves(out["params"][first]))
 
 
+def test_share_dense_false_gives_dense_layers_their_own_input():
+    rule = rules.create("asap", k=4, decay=0.0, share_dense=False)
+    model = TinyCNN()  # conv0 | conv1 conv2 | dense0, dense1 (own inputs)
+    v = _copy_kernels_to(alearn.init(model, rule, KEY, X_IMG))
+    ub = _updates(model, rules.BP(), v, X_IMG, Y[:4])["params"]
+    ua = _updates(model, rule, v, X_IMG, Y[:4])["params"]
+    for name in ("Dense_0", "Dense_1", "Conv_1"):
+        jax.tree.map(_close, ub[name], ua[name])
+    assert float(jnp.abs(ub["Conv_2"]["kernel"] - ua["Conv_2"]["kernel"]).max()) > 1e-4
+
+
 def _block_grads(rule, v, probe):
     model = TinyResNet()
     tv = alearn.trainable(rule, v)

@@ -59,6 +59,9 @@ class SharingRule(Rule):
       k: block size (layers per sharing group), >= 1.
       match: dimension-matching method 1, 2 or 3 (``dimension_matching``).
       seed: seed of method 3's fixed random projections (folded with the layer index).
+      share_dense: dense layers take part in sharing (True, as every layer in the thesis'
+        description); False: dense layers use their own input and leave the groups alone
+        (the official code trains its FC layers with their own inputs).
     """
 
     train_first: ClassVar[bool] = False
@@ -66,6 +69,7 @@ class SharingRule(Rule):
     k: int = 2
     match: int = 1
     seed: int = 0
+    share_dense: bool = True
 
     def __post_init__(self):
         _checks.positive_int(self.name, "k", self.k)
@@ -86,6 +90,8 @@ class SharingRule(Rule):
         if tape.layer_index == 0 and not st.get(_MARKED, False):
             st[_SHARED], st[_SINCE] = x, self.k  # layer 0 is its own group
             return x if self.train_first else None
+        if not self.share_dense and x.ndim == 2:
+            return x
         shared = st.get(_SHARED)
         new_group = shared is None or (not st.get(_MARKED, False) and st[_SINCE] >= self.k)
         if shared is not None and shared.ndim == 4 and x.ndim == 2:

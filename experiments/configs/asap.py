@@ -16,6 +16,9 @@ notes/rules_as.md). Extra ``key=value`` items:
 - ``wd=<λ>``: weight decay (Table 5.4 sweep, ResNet-34 on CIFAR-10: 0, 5e-6, 5e-5, 5e-4, 5e-3);
 - ``width=<m>``: model width multiplier (CPU runs); ``epochs=<n>``; ``lr=<rate>``.
 
+Any rule field is also a flag, e.g. ``--config.rule_hparams.share_dense=False`` (dense
+layers keep their own input; advisable for AlexNet with k=4, see notes/rules_as.md).
+
 Setup (Sec. 5.1.4): SGD momentum 0.9, λ = 5e-4, cosine annealing, batch 128, 200 epochs,
 Kaiming init. Learning rates (Table 5.1, ASAP column): 1e-4 AlexNet, 3e-3 ResNet-18 nsc,
 3e-2 ResNet-18/34; ASFP/ASFP+LC/AS/local rules use ASAP's. For the sharing rules λ is the

@@ -23,6 +23,12 @@ def _net(depth=3, assoc_trains_g=False, **kw):
     return al.network(sp, 5, IN_SHAPE, lr=1e-2, assoc_trains_g=assoc_trains_g, **kw)
 
 
+@functools.lru_cache(maxsize=None)
+def _states(depth=3):
+    """Initial states of ``_net(depth)`` (any flags: same pytree), compiled once per depth."""
+    return _net(depth=depth).init(jax.random.key(depth))
+
+
 def _batch(n=16, seed=0):
     kx, ky = jax.random.split(jax.random.key(seed))
     return jax.random.normal(kx, (n, *IN_SHAPE)), jax.random.randint(ky, (n,), 0, 5)
@@ -41,7 +47,7 @@ def _block_inputs(net, all_params, states, x, labels, i):
 @pytest.mark.parametrize("assoc_trains_g", [False, True])
 def test_gradients_never_cross_blocks(assoc_trains_g):
     net = _net(assoc_trains_g=assoc_trains_g)
-    states = net.init(jax.random.key(1))
+    states = _states(3)
     x, labels = _batch()
     all_params = [st.params for st in states]
 
@@ -68,8 +74,8 @@ def test_gradients_never_cross_blocks(assoc_trains_g):
 
 
 def test_per_block_jitted_steps_equal_whole_network_step():
-    net = _net()
-    states0 = net.init(jax.random.key(2))
+    net = _net(depth=2)
+    states0 = _states(2)
     whole = jax.jit(functools.partial(al.train_step, net))
     steps = [al.make_block_step(bd) for bd in net.blocks]
     a, b = states0, list(states0)
@@ -91,7 +97,7 @@ def test_per_block_jitted_steps_equal_whole_network_step():
 def test_block_step_is_the_adam_step_on_local_grads():
     """Forward side uses lr, autoencoder side 2x lr (seed code), from the local losses."""
     net = _net(depth=1)
-    st = net.init(jax.random.key(3))[0]
+    st = _states(1)[0]
     bd = net.blocks[0]
     x, labels = _batch()
     y0 = al.targets(net, labels)
@@ -108,23 +114,39 @@ def test_block_step_is_the_adam_step_on_local_grads():
 
 def test_inference_equals_explicit_composition():
     net = _net()
-    states = net.init(jax.random.key(4))
-    states, _ = jax.jit(functools.partial(al.train_step, net))(states, *_batch())
+    states = _states(3)
+
+    @jax.jit
+    def perturb(sts):  # move the parameters off their initial values (biases start at 0)
+        leaves, tdef = jax.tree.flatten([st.params for st in sts])
+        keys = jax.random.split(jax.random.key(5), len(leaves))
+        new = [a + 0.1 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
+        return tuple(st._replace(params=p) for st, p in zip(sts, tdef.unflatten(new)))
+
+    states = perturb(states)
     x, _ = _batch(seed=9)
-    p = [st.params for st in states]
-    f = [lambda v, i=i: net.blocks[i].f.apply({"params": p[i]["f"]}, v) for i in range(3)]
-    h = [lambda v, i=i: net.blocks[i].h.apply({"params": p[i]["h"]}, v) for i in range(3)]
-    b3 = lambda v: net.blocks[2].b.apply({"params": p[2]["b"]}, v)  # noqa: E731
-    expected = h[0](h[1](h[2](b3(f[2](f[1](f[0](x)))))))
-    scores, acts = al.prediction_path(net, states, x)
+    names = []
+
+    @jax.jit
+    def run(sts, x):
+        p = [st.params for st in sts]
+        f = [lambda v, i=i: net.blocks[i].f.apply({"params": p[i]["f"]}, v) for i in range(3)]
+        h = [lambda v, i=i: net.blocks[i].h.apply({"params": p[i]["h"]}, v) for i in range(3)]
+        b3 = lambda v: net.blocks[2].b.apply({"params": p[2]["b"]}, v)  # noqa: E731
+        expected = h[0](h[1](h[2](b3(f[2](f[1](f[0](x)))))))
+        scores, acts = al.prediction_path(net, sts, x)
+        names[:] = [n for n, _ in acts]
+        # by hand for the last layer: h_1 is sigmoid(z W + c)
+        w = p[0]["h"]["Dense_0"]
+        manual = jax.nn.sigmoid(acts[-2][1] @ w["kernel"] + w["bias"])
+        return expected, scores, manual, acts[1][1], f[1](f[0](x))
+
+    expected, scores, manual, act2, f2 = run(states, x)
     np.testing.assert_allclose(np.asarray(scores), np.asarray(expected), rtol=1e-6)
-    # by hand for the last layer: h_1 is sigmoid(z W + c)
-    z = acts[-2][1]
-    manual = jax.nn.sigmoid(z @ p[0]["h"]["Dense_0"]["kernel"] + p[0]["h"]["Dense_0"]["bias"])
     np.testing.assert_allclose(np.asarray(scores), np.asarray(manual), rtol=1e-6)
-    assert [n for n, _ in acts] == ["f1/layer1", "f2/layer1", "f3/layer1", "b3/layer1",
-                                    "b3/layer2", "h3/layer1", "h2/layer1", "h1/layer1"]
-    np.testing.assert_allclose(np.asarray(acts[1][1]), np.asarray(f[1](f[0](x))), rtol=1e-6)
+    assert names == ["f1/layer1", "f2/layer1", "f3/layer1", "b3/layer1", "b3/layer2",
+                     "h3/layer1", "h2/layer1", "h1/layer1"]
+    np.testing.assert_allclose(np.asarray(act2), np.asarray(f2), rtol=1e-6)
 
 
 def test_thesis_mlp_counts_and_bp_twin_is_the_thesis_mlp():
@@ -189,7 +211,7 @@ def test_equal_shaped_blocks_vmap_over_stacked_states():
 
 def test_al_training_lowers_local_losses_and_fits_a_small_problem():
     net = _net(depth=2)
-    states = net.init(jax.random.key(8))
+    states = _states(2)
     x, labels = _batch(n=64, seed=1)
     step = jax.jit(functools.partial(al.train_step, net))
     states, m0 = step(states, x, labels)
@@ -197,6 +219,7 @@ def test_al_training_lowers_local_losses_and_fits_a_small_problem():
         states, m = step(states, x, labels)
     assert float(m["assoc_loss"]) < 0.5 * float(m0["assoc_loss"])
     assert float(m["ae_loss"]) < 0.5 * float(m0["ae_loss"])
-    acc = float(jnp.mean(jnp.argmax(al.predict(net, states, x), -1) == labels))
+    scores = jax.jit(functools.partial(al.predict, net))(states, x)
+    acc = float(jnp.mean(jnp.argmax(scores, -1) == labels))
     assert acc > 0.9, acc
     assert isinstance(net.blocks[0].tx_forward, optax.GradientTransformation)

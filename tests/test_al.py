@@ -223,3 +223,22 @@ def test_al_training_lowers_local_losses_and_fits_a_small_problem():
     acc = float(jnp.mean(jnp.argmax(scores, -1) == labels))
     assert acc > 0.9, acc
     assert isinstance(net.blocks[0].tx_forward, optax.GradientTransformation)
+
+
+def test_batchnorm_blocks_per_block_steps_equal_whole_step_and_update_stats():
+    sp = al.ALSpec(f_layers=((("conv", 4, 1, True),), (("res", 4, 2),)),
+                   bridges=((("avgpool",), ("dense", 8)),) * 2, y_width=8)
+    net = al.network(sp, 5, IN_SHAPE, lr=1e-2)
+    states0 = net.init(jax.random.key(11))
+    x, labels = _batch()
+    a, _ = jax.jit(functools.partial(al.train_step, net))(states0, x, labels)
+    b, s, y = [], x, al.targets(net, labels)
+    for bd, st in zip(net.blocks, states0):
+        st, s, y, _ = al.make_block_step(bd)(st, s, y)
+        b.append(st)
+    for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(la), np.asarray(lb), rtol=1e-5, atol=1e-6)
+    stats0 = states0[0].model_state["f"]["batch_stats"]
+    stats1 = a[0].model_state["f"]["batch_stats"]
+    assert any(float(jnp.abs(p - q).max()) > 0 for p, q in
+               zip(jax.tree.leaves(stats0), jax.tree.leaves(stats1)))

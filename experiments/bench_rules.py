@@ -1,15 +1,18 @@
 """Benchmark: training-step time of each weight-transport rule relative to BP's.
 
 Same model, same initial weights where shared, same batch (128 random 28x28x1 images),
-same optimizer (``optax.chain(rule.transform(), sgd(0.01, momentum=0.9))``), the trainer's
-own jitted data-parallel step (``alearn.train.make_train_step``):
+same optimizer as the Table 5.2 configs (``optax.chain(rule.transform(), base)``, base = SGD
+momentum 0.9 with weight decay 5e-4 on the params; KP with ``decay_kernel=False`` so W is
+decayed once, by the base, and B by KP's transform), the trainer's own jitted data-parallel
+step (``alearn.train.make_train_step``):
 
 - MLP 784-1024-1024-10 (alearn's ``mlp`` model);
 - a small CNN (conv3x3x32-pool-conv3x3x64-pool-FC128-FC10, as in ``bench_overhead``).
 
 Each repeat times ``--steps`` steps of one rule ending in ``block_until_ready``; repeats
 cycle through the rules so machine noise hits all alike; the figure is median(rule) /
-median(bp) (also min(rule) / min(bp), less sensitive to a shared machine). WM's engaged step is timed without its mirror phase (it equals FA's); its
+median(bp) (also min(rule) / min(bp), less sensitive to a shared machine). WM's engaged
+step is timed without its mirror phase (it equals FA's); its
 mirror phase (``WM.mirror`` on all layers, one mirror step of 128 noise samples, jitted) is
 reported separately, also relative to BP's step.
 
@@ -26,7 +29,6 @@ import time
 import flax.linen as nn
 import jax
 import numpy as np
-import optax
 from absl import app, flags
 
 import alearn
@@ -55,7 +57,8 @@ class SmallCNN(nn.Module):
 
 
 def _runner(model, rule, x, y, mesh):
-    opt = train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9))
+    base = train.create_optimizer("sgd", 0.01, momentum=0.9, weight_decay=5e-4)
+    opt = train.create_rule_optimizer(rule, base)
     state = train.replicate(train.create_train_state(model, rule, opt, jax.random.key(0), x),
                             mesh)
     batch = train.shard_batch({"image": x, "label": y}, mesh)
@@ -90,7 +93,8 @@ def bench(name: str, model, rules: list[str], steps: int, repeats: int) -> dict:
     mesh = train.data_mesh()
     runs = {}
     for r in rules:
-        runs[r], mirror = _runner(model, alearn.rules.create(r), x, y, mesh)
+        hparams = {"decay_kernel": False} if r == "kp" else {}
+        runs[r], mirror = _runner(model, alearn.rules.create(r, **hparams), x, y, mesh)
         if mirror is not None:
             runs["wm_mirror_phase"] = mirror
     for fn in runs.values():

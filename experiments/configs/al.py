@@ -11,6 +11,10 @@ Commands (figures and the other runs in notes/al.md):
       --config.learning_rate=1e-3 --workdir=/tmp/al_mlp_al
   python -m experiments.train --config=experiments/configs/al.py:mlp,mnist5k,cpu \
       --config.learning_rate=1e-3 --config.rule=bp --workdir=/tmp/al_mlp_bp
+  # device pipeline, one block per device (notes/pipeline.md; al_cnn has 4 blocks):
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m experiments.train \
+      --config=experiments/configs/al.py:cnn,mnist5k,cpu --config.pipeline_stages=4 \
+      --workdir=/tmp/al_cnn_pipe
 Measured here (20 epochs, 2 shared CPU cores): AL 0.953 / BP 0.945 test accuracy at lr 1e-3
 (AL 245 s, BP 107 s wall); at the thesis lr 1e-4 AL 0.933 / BP 0.958 (94 s / 35 s) — AL
 starts slowly at 1e-4 and 20 epochs are 2,500 steps. Sigmoid experiment

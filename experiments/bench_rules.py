@@ -14,7 +14,8 @@ cycle through the rules so machine noise hits all alike; the figure is median(ru
 median(bp) (also min(rule) / min(bp), less sensitive to a shared machine). WM's engaged
 step is timed without its mirror phase (it equals FA's); its
 mirror phase (``WM.mirror`` on all layers, one mirror step of 128 noise samples, jitted) is
-reported separately, also relative to BP's step.
+reported separately, also relative to BP's step. ``xla_flops_ratio`` / ``xla_bytes_ratio``
+come from XLA's cost analysis of each compiled step (noise-free structural figures).
 
 Usage:
   python -m experiments.bench_rules [--steps=20 --repeats=7 --models=mlp,cnn]
@@ -63,6 +64,9 @@ def _runner(model, rule, x, y, mesh):
                             mesh)
     batch = train.shard_batch({"image": x, "label": y}, mesh)
     step = train.make_train_step(model, rule, opt, mesh=mesh)  # no step hook: engaged mode
+    cost = step.lower(state, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    cost = {"flops": float(cost.get("flops", 0)), "bytes": float(cost.get("bytes accessed", 0))}
 
     def run(n):
         nonlocal state
@@ -82,7 +86,7 @@ def _runner(model, rule, x, y, mesh):
                 fb = mirror_fn(params, fb, jax.random.key(i))
             jax.block_until_ready(fb)
 
-    return run, mirror
+    return run, mirror, cost
 
 
 def bench(name: str, model, rules: list[str], steps: int, repeats: int) -> dict:
@@ -91,10 +95,10 @@ def bench(name: str, model, rules: list[str], steps: int, repeats: int) -> dict:
     x = rng.normal(size=(_BATCH, 28, 28, 1)).astype(np.float32)
     y = rng.integers(0, 10, _BATCH).astype(np.int32)
     mesh = train.data_mesh()
-    runs = {}
+    runs, costs = {}, {}
     for r in rules:
         hparams = {"decay_kernel": False} if r == "kp" else {}
-        runs[r], mirror = _runner(model, alearn.rules.create(r, **hparams), x, y, mesh)
+        runs[r], mirror, costs[r] = _runner(model, alearn.rules.create(r, **hparams), x, y, mesh)
         if mirror is not None:
             runs["wm_mirror_phase"] = mirror
     for fn in runs.values():
@@ -114,6 +118,10 @@ def bench(name: str, model, rules: list[str], steps: int, repeats: int) -> dict:
             "min_ms": {k: round(v, 3) for k, v in low.items()},
             "min_ratio_to_bp": ({k: round(v / base_low, 3) for k, v in low.items()}
                                 if base_low else None),
+            "xla_flops_ratio": {k: round(c["flops"] / costs["bp"]["flops"], 3)
+                                for k, c in costs.items()} if "bp" in costs else None,
+            "xla_bytes_ratio": {k: round(c["bytes"] / costs["bp"]["bytes"], 3)
+                                for k, c in costs.items()} if "bp" in costs else None,
             "devices": f"{jax.local_device_count()} x {jax.devices()[0].platform}"}
 
 

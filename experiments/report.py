@@ -111,7 +111,7 @@ def _accuracy(table_id: str, workdir: str, manifest: dict, runs: list) -> list[s
 def _metafeatures(table_id: str, workdir: str, runs: list) -> list[str]:
     paper = paper_results.PAPER[table_id]
     lines = ["| row | method | ours: setup | test acc (%) | inter | intra | ratio | paper inter "
-             "| paper intra | paper ratio | Δ ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| paper intra | paper ratio | Δ ratio |", "|---" * 11 + "|"]
     notes = []
     for run in runs:
         res = _load(os.path.join(workdir, table_id, run.name, "results.json"))
@@ -154,7 +154,7 @@ def _memory(table_id: str, workdir: str, runs: list) -> list[str]:
                 lines.append(f"| {model} | {rule} | {r['params']:,} | {r['saved_activations']:,} "
                              f"| {tot / 1e6:.2f} | {tot / bp['access']['total']:.3f} | "
                              f"{_fmt(None if temp is None else temp / 1e6, 1)} | "
-                             f"{_fmt(None if temp is None or not bp_temp else temp / bp_temp, 3)} |")
+                             f"{_fmt(temp / bp_temp if temp and bp_temp else None, 3)} |")
             order = _order(totals)
             verdict = "agrees" if order == ["BP", "ASAP k=2", "ASAP k=4"] else "DISAGREES"
             notes.append(f"- **{model}**: accesses {' > '.join(order)} — {verdict} with the "

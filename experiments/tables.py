@@ -128,13 +128,14 @@ def _al_meta(scale: str) -> list[Run]:
 
 
 def _al_sigmoid(scale: str) -> list[Run]:
-    return [Run(f"sigmoid_mlp_{meth}", "MNIST / sigmoid MLP (8 blocks)", meth.upper(),
+    return [Run(f"sigmoid_mlp_{meth}", "MNIST / sigmoid MLP (depth 8)", meth.upper(),
                 config=_al("sigmoid_mlp", "mnist", meth, scale)) for meth in ("bp", "al")]
 
 
 def _al_pipeline(scale: str) -> list[Run]:
     cpu = scale == "cpu"
-    return [Run("al_sigmoid_mlp", "AL sigmoid MLP (8 blocks), one stage per block", "pipeline", kind="pipeline",
+    return [Run("al_sigmoid_mlp", "AL sigmoid MLP (depth 8), one stage per block", "pipeline",
+                kind="pipeline",
                 options={"model": "al_sigmoid_mlp", "width_multiplier": 0.25 if cpu else 1.0,
                          "micro_batch": 32, "micro_batches": 16 if cpu else 256,
                          "reps": 3 if cpu else 20})]

@@ -110,7 +110,8 @@ def test_report_shows_paper_numbers_and_differences(tmp_path):
     assert "| MNIST / AlexNet | BP | alexnet x0.125, mnist5k, 1 ep | 90.00 | 99.59 | -9.59 |" in md
     assert "| FA | alexnet x0.125, mnist5k, 1 ep | 95.00 | 99.14 | -4.14 |" in md
     assert "| KP | alexnet x0.125, mnist5k, 1 ep | 80.00 | 99.55 | -19.55 |" in md
-    assert "| CIFAR-10 / ResNet-18 | ASAP | resnet18 x0.0625, mnist5k, 1 ep | — | 92.19 | — |" in md
+    assert ("| CIFAR-10 / ResNet-18 | ASAP | resnet18 x0.0625, mnist5k, 1 ep | — | 92.19 | — |"
+            in md)
     assert ("ordering differs — paper BP > KP > FA; ours FA > BP > KP (reversed: FA > BP, "
             "FA > KP)" in md)
 

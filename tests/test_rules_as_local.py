@@ -15,6 +15,7 @@ KEY = jax.random.key(0)
 X = jax.random.normal(jax.random.key(1), (6, 8))
 Y = jnp.arange(6) % 3
 _updates = jax.jit(alearn.rule_updates, static_argnums=(0, 1))
+_init = jax.jit(alearn.init, static_argnums=(0, 1))
 
 
 def _close(a, b, tol=1e-5):
@@ -31,7 +32,7 @@ def _hidden(v, x, upto):
 
 def test_local_fixed_layer_learns_only_from_its_own_fixed_classifier():
     model, rule = MLP(num_classes=3, widths=(8, 8)), rules.create("local_fixed")
-    v = alearn.init(model, rule, KEY, X)
+    v = _init(model, rule, KEY, X)
     u = _updates(model, rule, v, X, Y)["params"]
     onehot = jax.nn.one_hot(Y, 3)
     for layer in (0, 1):  # layer l is trained by the head at layer l+1's input
@@ -51,7 +52,7 @@ def test_local_fixed_layer_learns_only_from_its_own_fixed_classifier():
 
 def test_predsim_heads_and_layers_follow_the_local_loss():
     model, rule = MLP(num_classes=3, widths=(8, 8)), rules.create("predsim", sim_features=4)
-    v = alearn.init(model, rule, KEY, X)
+    v = _init(model, rule, KEY, X)
     u = _updates(model, rule, v, X, Y)
     onehot = jax.nn.one_hot(Y, 3)
     fb = v["feedback"]["Dense_2"]
@@ -71,9 +72,9 @@ def test_predsim_heads_and_layers_follow_the_local_loss():
 
 @pytest.mark.parametrize("name", ["predsim"])
 def test_local_rules_run_on_a_residual_net(name):
-    model, rule = TinyResNet(), rules.create(name)
+    model, rule = TinyResNet(widths=(4, 8), strides=(1, 2)), rules.create(name)
     x = jax.random.normal(KEY, (4, 8, 8, 3))
-    v = alearn.init(model, rule, KEY, x)
+    v = _init(model, rule, KEY, x)
     u = _updates(model, rule, v, x, Y[:4])
     assert jax.tree.structure(u) == jax.tree.structure(alearn.trainable(rule, v))
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(u))

@@ -62,9 +62,11 @@ def test_unknown_table_lists_valid_ids(capsys):
 
 def test_bare_thesis_numbers(capsys):
     assert reproduce.parse_args(["--table=5.2", "--workdir=w"]).tables == ("wt5.2",)
+    assert reproduce.parse_args(["--table=3.2", "--workdir=w"]).tables == ("al3.2",)
     with pytest.raises(SystemExit):
-        reproduce.parse_args(["--table=3.2", "--workdir=w"])
-    assert "ambiguous" in capsys.readouterr().err
+        reproduce.parse_args(["--table=3.1", "--workdir=w"])
+    err = capsys.readouterr().err
+    assert "ambiguous" in err and "al3.1" in err and "wt3.1" in err
 
 
 def test_paper_scale_without_data_names_dataset_and_command(tmp_path, monkeypatch):

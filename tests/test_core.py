@@ -143,3 +143,21 @@ def test_rule_registry_errors_name_valid_choices():
 def test_unknown_hyperparameter_fails_naming_it():
     with pytest.raises(ValueError, match="unknown hyperparameter.*'?lr'?.*bp"):
         alearn.rules.create("bp", lr=0.1)
+
+
+@pytest.mark.parametrize("shape,in_axis,out_axis", [((3, 3, 16, 32), -2, -1), ((64, 10), -2, -1),
+                                                     ((10, 300), 0, 1)])
+@pytest.mark.parametrize("mode", ["fan_in", "fan_avg"])
+@pytest.mark.parametrize("dist", ["truncated_normal", "uniform"])
+def test_flat_variance_scaling_matches_jax(shape, in_axis, out_axis, mode, dist):
+    from alearn.layers import initializers
+
+    ours = initializers.variance_scaling(2.0, mode, dist, in_axis, out_axis)(
+        jax.random.key(0), shape)
+    ref = jax.nn.initializers.variance_scaling(2.0, mode, dist, in_axis=in_axis,
+                                               out_axis=out_axis)(jax.random.key(1), shape)
+    assert ours.shape == ref.shape
+    # Same distribution: std within sampling error, same bounds.
+    np.testing.assert_allclose(np.std(ours), np.std(ref), rtol=0.08)
+    assert np.abs(ours).max() <= np.abs(ref).max() * 1.1 + 1e-6
+    assert abs(float(np.mean(ours))) < 0.1 * float(np.std(ref))

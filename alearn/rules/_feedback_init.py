@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from alearn.layers import initializers
 from alearn.rules import _checks
 
 Array = jax.Array
@@ -41,6 +42,5 @@ def draw(key: Array, shape: Sequence[int], init: str, scale: float, dtype: Any =
     so B has the same distribution as a kernel initialised with ``init``.
     """
     var, mode, dist = INITS[init]
-    fn = jax.nn.initializers.variance_scaling(var, mode, dist, in_axis=in_axis,
-                                              out_axis=out_axis)
+    fn = initializers.variance_scaling(var, mode, dist, in_axis=in_axis, out_axis=out_axis)
     return scale * fn(key, tuple(shape), dtype)

@@ -139,7 +139,7 @@ def test_report_metafeatures_ratio_difference(tmp_path):
 
 
 def test_extending_example_from_the_readme():
-    """The 'Extending' section's rule (notes/reproduce.md): a per-layer pure function."""
+    """The 'Extending' section's rule (docs/notes/reproduce.md): a per-layer pure function."""
     import dataclasses
 
     import jax

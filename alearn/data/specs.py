@@ -5,7 +5,7 @@ scaled to [0, 1]. They are the values in common use (PyTorch examples and the CI
 SVHN training recipes the papers follow); they were *not* re-measured here because the
 TFDS data is not on this machine — pass ``mean=`` / ``std=`` to ``alearn.data.create`` to
 override them. MNIST's (0.1307, 0.3081) is the PyTorch-examples value; on the bundled
-``mnist5k`` training split the measured values are in notes/data.md. Tiny ImageNet's
+``mnist5k`` training split the measured values are in docs/notes/data.md. Tiny ImageNet's
 statistics are *computed* by ``python -m alearn.data.prepare_tiny_imagenet`` from its
 training split and stored next to the arrays.
 

@@ -3,7 +3,7 @@
 - ``local_fixed`` (:class:`LocalFixed`): fixed random local classifiers, Mostafa et al. 2018.
 - ``predsim`` (:class:`PredSim`): prediction + similarity-matching losses, Nøkland & Eidnes
   2019.
-- HSIC bottleneck (Pogodin & Latham 2020) is not implemented (see notes/rules_as.md).
+- HSIC bottleneck (Pogodin & Latham 2020) is not implemented (see docs/notes/rules_as.md).
 
 Both are registered in :data:`alearn.rules.RULES`; mechanics in :mod:`alearn.local.base`.
 """

@@ -3,7 +3,7 @@
 Every model is a Flax Linen module called as ``model.apply(variables, x, rule=rule,
 train=False)``; it threads a :class:`alearn.layers.Tape` through its rule-aware layers and
 has a ``width_multiplier`` field. ``create(name, num_classes, **overrides)`` builds one by
-name (see notes/models.md for architectures, grouping and parameter counts).
+name (see docs/notes/models.md for architectures, grouping and parameter counts).
 """
 
 from __future__ import annotations

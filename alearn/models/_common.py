@@ -1,6 +1,6 @@
 """Private building blocks shared by the paper models (not public API).
 
-Conventions used by every model (see notes/models.md):
+Conventions used by every model (see docs/notes/models.md):
 
 - Kernels are drawn with He (Kaiming) normal initialisation, as both papers state
   ("We initialize all weights ... by Kaiming initialization", ASAP thesis Sec. 5.1.4; "He

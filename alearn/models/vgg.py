@@ -7,7 +7,7 @@ linear classifier. On 32x32 inputs the last feature map is 1x1, so global averag
 is the identity and this equals the flatten-then-Linear(512) CIFAR head; on 64x64 Tiny
 ImageNet it averages a 2x2 map, and ceil-mode pooling lets 28x28 MNIST reach 1x1 too.
 (The Associated-Learning thesis' "VGG" is a smaller 6-conv variant of its seed code; see
-notes/models.md.)
+docs/notes/models.md.)
 """
 
 from __future__ import annotations

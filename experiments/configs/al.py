@@ -6,12 +6,12 @@ cifar10, cifar100``; ``cpu`` selects CPU-sized widths (width_multiplier 0.25) an
 ``--config.rule=al`` (default) trains the AL network ``al_<model>``; ``--config.rule=bp`` (or
 any other rule) trains its parameter-matched BP twin (same ``model``), same data and epochs.
 
-Commands (figures and the other runs in notes/al.md):
+Commands (figures and the other runs in docs/notes/al.md):
   python -m experiments.train --config=experiments/configs/al.py:mlp,mnist5k,cpu \
       --config.learning_rate=1e-3 --workdir=/tmp/al_mlp_al
   python -m experiments.train --config=experiments/configs/al.py:mlp,mnist5k,cpu \
       --config.learning_rate=1e-3 --config.rule=bp --workdir=/tmp/al_mlp_bp
-  # device pipeline, one block per device (notes/pipeline.md; al_cnn has 4 blocks):
+  # device pipeline, one block per device (docs/notes/pipeline.md; al_cnn has 4 blocks):
   XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m experiments.train \
       --config=experiments/configs/al.py:cnn,mnist5k,cpu --config.pipeline_stages=4 \
       --workdir=/tmp/al_cnn_pipe
@@ -28,7 +28,7 @@ without augmentation or regularisation; CIFAR with 2-pixel jitter and L2 5e-4 (V
 Expected (thesis, full size): MNIST MLP BP 98.6 / AL 98.7, CNN 99.4 / 99.5; CIFAR-10
 MLP 61.6/64.2, CNN 85.4/86.0, ResNet-20 90.6/89.3, ResNet-32 91.9/88.8, VGG 93.1/92.6;
 CIFAR-100 MLP 26.9/31.2, CNN 51.0/52.4, ResNet-20 63.8/60.2, ResNet-32 63.8/60.5, VGG
-70.8/67.5. Runtime: days per full-size CIFAR run on 2 CPU cores; see notes/al.md for the
+70.8/67.5. Runtime: days per full-size CIFAR run on 2 CPU cores; see docs/notes/al.md for the
 CPU-sized runs.
 """
 

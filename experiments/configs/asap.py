@@ -9,7 +9,7 @@ Rules: asap (Table 5.2's ASAP column), asfp and asfp_lc (Table 5.5), as (sharing
 transport), local_fixed and predsim (Table 5.3 local learning), and bp, fa, dfa, kp as
 references (set up as ``wt.py`` does; their Table 5.1 rates are in ``wt.py``).
 Pairs as Table 5.2 (``experiments/configs/wt.py``), plus alexnet on mnist5k (the CPU run of
-notes/rules_as.md). Extra ``key=value`` items:
+docs/notes/rules_as.md). Extra ``key=value`` items:
 
 - ``k=4``: ASAP block size 4 (Sec. 5.2.2, Fig. 5.4; ResNet-34);
 - ``match=1|2|3``: dimension-matching method (Fig. 5.1: AlexNet on CIFAR-10);
@@ -17,7 +17,7 @@ notes/rules_as.md). Extra ``key=value`` items:
 - ``width=<m>``: model width multiplier (CPU runs); ``epochs=<n>``; ``lr=<rate>``.
 
 Any rule field is also a flag, e.g. ``--config.rule_hparams.share_dense=False`` (dense
-layers keep their own input; advisable for AlexNet with k=4, see notes/rules_as.md).
+layers keep their own input; advisable for AlexNet with k=4, see docs/notes/rules_as.md).
 
 Setup (Sec. 5.1.4): SGD momentum 0.9, λ = 5e-4, cosine annealing, batch 128, 200 epochs,
 Kaiming init. Learning rates (Table 5.1, ASAP column): 1e-4 AlexNet, 3e-3 ResNet-18 nsc,
@@ -27,7 +27,7 @@ rule's ``decay`` (on kernels and B, Algorithm 1) and the base optimizer's weight
 base optimizer's weight decay.
 
 Runtime here: a 200-epoch CIFAR run is GPU work; on this 2-core CPU only small runs such as
-``asap,alexnet,mnist5k,width=0.25,epochs=3`` are practical (see notes/rules_as.md for the
+``asap,alexnet,mnist5k,width=0.25,epochs=3`` are practical (see docs/notes/rules_as.md for the
 measured accuracy and time). Expected: Table 5.2/5.5 accuracies (e.g. ASAP ResNet-18
 CIFAR-10 92.19).
 """

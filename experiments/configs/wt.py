@@ -8,7 +8,7 @@ Select ``rule,model,dataset`` after a colon, e.g.
 Rules: bp, kp, fa, dfa (Table 5.2) and sign, wm. Pairs (Table 5.2): mnist/alexnet;
 svhn/{alexnet, resnet18_nsc, resnet18}; cifar10 and cifar100/{alexnet, resnet18_nsc,
 resnet18, resnet34}; tiny_imagenet/{resnet18, resnet34}; plus mlp/mnist5k (the small
-784-1024-1024-10 experiment of notes/rules_wt.md). ``svhn`` means TFDS ``svhn_cropped``.
+784-1024-1024-10 experiment of docs/notes/rules_wt.md). ``svhn`` means TFDS ``svhn_cropped``.
 
 Setup (thesis Sec. 5.1): SGD momentum 0.9, weight decay 5e-4, cosine annealing, batch 128,
 200 epochs, Kaiming init, random crop + flip (the dataset's own augmentation policy).
@@ -41,7 +41,7 @@ PAIRS = {
     "mnist5k": ("mlp",),
 }
 # Table 5.1 learning rates by (rule, model family); sign/wm by analogy (see docstring).
-# mlp rates are ours (notes/rules_wt.md), chosen for the 5-epoch mnist5k run.
+# mlp rates are ours (docs/notes/rules_wt.md), chosen for the 5-epoch mnist5k run.
 LEARNING_RATES = {
     "alexnet": {"bp": 3e-2, "kp": 3e-2, "fa": 1e-4, "dfa": 1e-4, "sign": 1e-4, "wm": 1e-4},
     "resnet": {"bp": 3e-2, "kp": 3e-2, "fa": 3e-3, "dfa": 3e-3, "sign": 3e-2, "wm": 3e-2},

@@ -31,7 +31,8 @@ import optax
 from absl import app, flags
 
 import alearn
-from alearn import layers, train
+from alearn import train
+from experiments._bench_models import SmallCNN
 
 _STEPS = flags.DEFINE_integer("steps", 50, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed repeats per side (alternating).")
@@ -46,21 +47,6 @@ class PlainMLP(nn.Module):
         for w in (1024, 1024):
             x = nn.relu(nn.Dense(w)(x))
         return nn.Dense(10)(x)
-
-
-class SmallCNN(nn.Module):
-    """conv3x3x32-pool-conv3x3x64-pool-FC128-FC10 built from alearn's rule-pluggable layers."""
-
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
-        del train
-        tape = layers.Tape(rule, x.shape[0], self.num_classes)
-        for f in (32, 64):
-            x = nn.max_pool(nn.relu(layers.Conv(f, (3, 3))(x, tape)), (2, 2), (2, 2))
-        x = nn.relu(layers.Dense(128)(x.reshape(x.shape[0], -1), tape))
-        return tape.finish(layers.Dense(self.num_classes)(x, tape))
 
 
 class PlainCNN(nn.Module):

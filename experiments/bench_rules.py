@@ -33,28 +33,14 @@ import numpy as np
 from absl import app, flags
 
 import alearn
-from alearn import layers, train
+from alearn import train
+from experiments._bench_models import SmallCNN
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repeats per rule (cycled).")
 _MODELS = flags.DEFINE_list("models", ["mlp", "cnn"], "Which benchmarks to run (mlp, cnn).")
 _RULES = flags.DEFINE_list("rules", ["bp", "fa", "dfa", "sign", "kp", "wm"], "Rules to time.")
 _BATCH = 128
-
-
-class SmallCNN(nn.Module):
-    """conv3x3x32-pool-conv3x3x64-pool-FC128-FC10 from alearn's rule-pluggable layers."""
-
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
-        del train
-        tape = layers.Tape(rule, x.shape[0], self.num_classes)
-        for f in (32, 64):
-            x = nn.max_pool(nn.relu(layers.Conv(f, (3, 3))(x, tape)), (2, 2), (2, 2))
-        x = nn.relu(layers.Dense(128)(x.reshape(x.shape[0], -1), tape))
-        return tape.finish(layers.Dense(self.num_classes)(x, tape))
 
 
 def _runner(model, rule, x, y, mesh):

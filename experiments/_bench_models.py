@@ -1,0 +1,23 @@
+"""Small models shared by the step-time benchmarks (not a paper model)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+
+import alearn
+from alearn import layers
+
+
+class SmallCNN(nn.Module):
+    """conv3x3x32-pool-conv3x3x64-pool-FC128-FC10 built from alearn's rule-pluggable layers."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
+        del train
+        tape = layers.Tape(rule, x.shape[0], self.num_classes)
+        for f in (32, 64):
+            x = nn.max_pool(nn.relu(layers.Conv(f, (3, 3))(x, tape)), (2, 2), (2, 2))
+        x = nn.relu(layers.Dense(128)(x.reshape(x.shape[0], -1), tape))
+        return tape.finish(layers.Dense(self.num_classes)(x, tape))

@@ -118,9 +118,8 @@ def open_splits(
     out = {}
     for ours, theirs in splits.items():
         try:
-            ds = tfds.data_source(
-                tfds_name, split=theirs, data_dir=str(root), download=False, try_gcs=False
-            )
+            ds = tfds.data_source(tfds_name, split=theirs, download=False,  # never download
+                                  data_dir=str(root), try_gcs=False)
         except Exception as e:  # noqa: BLE001 — any failure here means "not usable on disk"
             raise _not_found(name, tfds_name, root, extras, f"tfds: {type(e).__name__}: {e}") from e
         source = TfdsSource(ds)

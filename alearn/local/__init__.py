@@ -3,13 +3,14 @@
 - ``local_fixed`` (:class:`LocalFixed`): fixed random local classifiers, Mostafa et al. 2018.
 - ``predsim`` (:class:`PredSim`): prediction + similarity-matching losses, Nøkland & Eidnes
   2019.
-- HSIC bottleneck (Pogodin & Latham 2020) is not implemented (see docs/notes/rules_as.md).
+- ``hsic`` (:class:`HSIC`): HSIC-bottleneck losses, Pogodin & Latham 2020.
 
-Both are registered in :data:`alearn.rules.RULES`; mechanics in :mod:`alearn.local.base`.
+All are registered in :data:`alearn.rules.RULES`; mechanics in :mod:`alearn.local.base`.
 """
 
 from alearn.local.base import LocalRule
+from alearn.local.hsic import HSIC
 from alearn.local.mostafa import LocalFixed
 from alearn.local.predsim import PredSim
 
-__all__ = ["LocalFixed", "LocalRule", "PredSim"]
+__all__ = ["HSIC", "LocalFixed", "LocalRule", "PredSim"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from types import MappingProxyType
 
+from alearn.local.hsic import HSIC
 from alearn.local.mostafa import LocalFixed
 from alearn.local.predsim import PredSim
 from alearn.rules.base import Rule
@@ -39,6 +40,7 @@ RULES = MappingProxyType({
     "asfp_lc": ASFPLC,
     "local_fixed": LocalFixed,
     "predsim": PredSim,
+    "hsic": HSIC,
 })
 
 
@@ -72,6 +74,6 @@ def create(name: str, **hparams) -> Rule:
 
 
 __all__ = [
-    "AS", "ASAP", "ASFP", "ASFPLC", "BP", "DFA", "FA", "FoA", "KP", "LocalFixed", "PredSim", "RULES", "Rule", "SignSymmetry",
+    "AS", "ASAP", "ASFP", "ASFPLC", "BP", "DFA", "FA", "FoA", "HSIC", "KP", "LocalFixed", "PredSim", "RULES", "Rule", "SignSymmetry",
     "WM", "create", "mirror_step", "names",
 ]

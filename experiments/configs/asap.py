@@ -6,7 +6,7 @@ Select ``rule,model,dataset[,key=value...]`` after a colon, e.g.
       --workdir=/tmp/asap_resnet18_cifar10
 
 Rules: asap (Table 5.2's ASAP column), asfp and asfp_lc (Table 5.5), as (sharing with weight
-transport), local_fixed and predsim (Table 5.3 local learning), and bp, fa, dfa, kp as
+transport), local_fixed, predsim and hsic (Table 5.3 local learning), and bp, fa, dfa, kp as
 references (set up as ``wt.py`` does; their Table 5.1 rates are in ``wt.py``).
 Pairs as Table 5.2 (``experiments/configs/wt.py``), plus alexnet on mnist5k (the CPU run of
 docs/notes/rules_as.md). Extra ``key=value`` items:
@@ -36,7 +36,8 @@ import ml_collections
 
 from experiments.configs import default, wt
 
-RULES = ("bp", "fa", "dfa", "kp", "as", "asap", "asfp", "asfp_lc", "local_fixed", "predsim")
+RULES = ("bp", "fa", "dfa", "kp", "as", "asap", "asfp", "asfp_lc", "local_fixed", "predsim",
+         "hsic")
 SHARING = ("as", "asap", "asfp", "asfp_lc")
 PAIRS = {**wt.PAIRS, "mnist5k": ("alexnet", "mlp")}
 # Table 5.1, ASAP column (and BP's for bp).

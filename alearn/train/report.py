@@ -95,7 +95,8 @@ def plot_curves(history: Sequence[dict], path: str, title: str = "") -> str | No
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()

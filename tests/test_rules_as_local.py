@@ -11,15 +11,10 @@ from alearn import rules
 from alearn.local import _local_loss, predsim
 from alearn.models import MLP
 
-KEY = jax.random.key(0)
-X = jax.random.normal(jax.random.key(1), (6, 8))
-Y = jnp.arange(6) % 3
-_updates = jax.jit(alearn.rule_updates, static_argnums=(0, 1))
-_init = jax.jit(alearn.init, static_argnums=(0, 1))
-
-
-def _close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
+from _local_fixtures import KEY, X, Y
+from _local_fixtures import close as _close
+from _local_fixtures import jit_init as _init
+from _local_fixtures import jit_updates as _updates
 
 
 def _hidden(v, x, upto):

@@ -15,6 +15,17 @@ plain Python object that lives inside one trace: it holds
 
 Models mark natural block boundaries with :meth:`block` (a residual block's input); rules
 that group layers (ASAP) may use those marks or the layer count.
+
+**Receivers** (:meth:`receive`): a model created with ``receivers=True`` calls
+``h = tape.receive(h)`` on every activation that later rule-aware layers read (after each
+layer's activation, and after each residual block's output activation). A rule that injects
+a signal into the backward pass at such points (DFA: ``D·δ_L``, as the ASAP authors'
+``Feedback_Receiver``) does it there, *replacing* the gradient that arrives from above, so
+nothing reaches a layer through a residual shortcut. For all other rules ``receive`` is the
+identity and creates no variables. Without receivers (``receivers=False``, e.g. models that
+only provide rule-aware layers), such a rule acts at each rule-aware layer's input instead,
+which is equivalent on plain chains (a layer's input is the previous activation) but not
+where a tensor also feeds a shortcut.
 """
 
 from __future__ import annotations
@@ -30,9 +41,12 @@ Array = jax.Array
 class Tape:
     """Forward-pass companion of one model application (see module docstring)."""
 
-    def __init__(self, rule: Any, batch_size: int, num_classes: int, dtype: Any = jnp.float32):
+    def __init__(self, rule: Any, batch_size: int, num_classes: int, dtype: Any = jnp.float32,
+                 *, receivers: bool = False):
+        """``receivers``: the model calls :meth:`receive` after its activations."""
         self.rule = rule
         self.num_classes = num_classes
+        self.receivers = bool(receivers)
         self.layer_index = 0
         self.state: dict[str, Any] = {}
         self.feedback: dict[str, Any] = {}
@@ -41,6 +55,21 @@ class Tape:
     def block(self, x: Array) -> None:
         """Marks ``x`` as the input of a block of layers (e.g. a residual block)."""
         self.rule.on_block(self, x)
+
+    def receive(self, h: Array, name: str | None = None) -> Array:
+        """A receiving point on activation ``h`` (see module docstring); returns ``h``.
+
+        Call it inside a Flax module's compact method: for rules that receive
+        (``rule.receives``) on a tape created with ``receivers=True`` it creates a
+        :class:`alearn.layers.receiver.Receiver` submodule ``name`` there, which owns the
+        rule's receiver feedback variables. Otherwise it is the identity (so a block that
+        places receivers also works inside a model whose tape has none: the rule then acts
+        at the layers' inputs).
+        """
+        if not (self.receivers and self.rule.receives):
+            return h
+        from alearn.layers.receiver import Receiver  # pylint: disable=import-outside-toplevel
+        return Receiver(name=name)(h, self)
 
     def finish(self, logits: Array) -> Array:
         """Closes the tape on the model output; routes δ_L into the carrier.

@@ -18,6 +18,10 @@ Block (post-activation, as He et al. and both authors' codes)::
     sc = x, or BN(conv1x1(x, stride s))    # shortcut_conv / shortcut_bn when shape changes
     out = act(h + sc)                      # act(h) without shortcuts
 
+Receiving points (``tape.receive``, used by DFA; identity for other rules): after the
+stem's activation (``stem_receiver``), after ``act(bn1)`` (``receiver1``) and on the
+block output (``receiver2``), where the ASAP authors' code puts its ``Feedback_Receiver``s.
+
 Projection ("option B") shortcuts are used wherever the shape changes (first block of a
 down-sampling stage), for all depths; identity elsewhere. The stride-2 conv is the first of
 the stage's first block. Global average pooling precedes the linear classifier, so any
@@ -65,17 +69,17 @@ class BasicBlock(nn.Module):
         s = (self.strides, self.strides)
         h = Conv(self.features, (3, 3), strides=s, padding=1, use_bias=False,
                  kernel_init=self.kernel_init, name="conv1")(x, tape)
-        h = act(batch_norm(train, "bn1")(h))
+        h = tape.receive(act(batch_norm(train, "bn1")(h)), "receiver1")
         h = Conv(self.features, (3, 3), padding=1, use_bias=False,
                  kernel_init=self.kernel_init, name="conv2")(h, tape)
         h = batch_norm(train, "bn2")(h)
         if not self.shortcut:
-            return act(h)
+            return tape.receive(act(h), "receiver2")
         if self.strides != 1 or x.shape[-1] != self.features:
             x = Conv(self.features, (1, 1), strides=s, padding=0, use_bias=False,
                      kernel_init=self.kernel_init, name="shortcut_conv")(x, tape)
             x = batch_norm(train, "shortcut_bn")(x)
-        return act(h + x)
+        return tape.receive(act(h + x), "receiver2")
 
 
 class ResNet(nn.Module):
@@ -116,10 +120,10 @@ class ResNet(nn.Module):
             )
         act = activation_fn(self.activation)
         m = self.width_multiplier
-        tape = Tape(rule, x.shape[0], self.num_classes)
+        tape = Tape(rule, x.shape[0], self.num_classes, receivers=True)
         x = Conv(scaled(self.widths[0], m), (3, 3), padding=1, use_bias=False,
                  kernel_init=self.kernel_init, name="stem_conv")(x, tape)
-        x = act(batch_norm(train, "stem_bn")(x))
+        x = tape.receive(act(batch_norm(train, "stem_bn")(x)), "stem_receiver")
         for s, (n, w) in enumerate(zip(self.stage_sizes, self.widths)):
             for b in range(n):
                 stride = 2 if (s > 0 and b == 0) else 1

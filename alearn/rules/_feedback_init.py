@@ -7,6 +7,7 @@ kernel: FA's B and W are independent draws from the same family of distributions
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import jax
@@ -17,7 +18,11 @@ from alearn.rules import _checks
 
 Array = jax.Array
 
-# name -> (variance scale, fan mode, distribution), as in jax.nn.initializers.
+# name -> (variance scale, fan mode, distribution), as in jax.nn.initializers; the last two
+# are the ASAP authors' feedback initialisations (code/building_blocks.py):
+# - "normal_fan_in": N(0, 1/fan_in), untruncated; for DFA's D fan_in = classes, i.e. the
+#   authors' Feedback_Receiver ``normal_(std=sqrt(1/connect_features))``;
+# - "uniform_unit": U(-1, 1) whatever the shape, the authors' Linear_FA ``weight_fa``.
 INITS = {
     "lecun_normal": (1.0, "fan_in", "truncated_normal"),
     "lecun_uniform": (1.0, "fan_in", "uniform"),
@@ -25,6 +30,8 @@ INITS = {
     "he_uniform": (2.0, "fan_in", "uniform"),
     "glorot_normal": (1.0, "fan_avg", "truncated_normal"),
     "glorot_uniform": (1.0, "fan_avg", "uniform"),
+    "normal_fan_in": (1.0, "fan_in", "normal"),
+    "uniform_unit": None,
 }
 
 
@@ -41,6 +48,9 @@ def draw(key: Array, shape: Sequence[int], init: str, scale: float, dtype: Any =
     The default axes treat ``shape`` like a forward kernel (dense (in, out) or conv HWIO),
     so B has the same distribution as a kernel initialised with ``init``.
     """
+    if INITS[init] is None:  # uniform_unit
+        flat = jax.random.uniform(key, (math.prod(tuple(shape)),), dtype, -1.0, 1.0)
+        return scale * flat.reshape(tuple(shape))
     var, mode, dist = INITS[init]
     fn = initializers.variance_scaling(var, mode, dist, in_axis=in_axis, out_axis=out_axis)
     return scale * fn(key, tuple(shape), dtype)

@@ -13,7 +13,8 @@ and forward-pass values (DFA's error carrier, shared activations) travel in the 
 
 Hooks (override what the rule changes; the defaults are exact backpropagation):
 
-- ``feedback_names`` / ``init_feedback``: feedback variables a layer must own.
+- ``feedback_names`` / ``init_feedback``: feedback variables a layer must own;
+  ``layer_feedback_names(tape)`` may narrow them per tape (default: ``feedback_names``).
 - ``on_block(tape, x)``: called by models at block boundaries (e.g. a residual block's input).
 - ``on_finish(tape, logits)``: called by ``Tape.finish`` on the model output (identity by
   default; ASFP+LC attaches its local classifiers' errors there).
@@ -22,6 +23,10 @@ Hooks (override what the rule changes; the defaults are exact backpropagation):
 - ``residuals(op, x, kernel, feedback, ctx)``: exactly what the backward pass keeps alive.
 - ``backward(op, res, g, carrier_g)`` -> ``(dx, dkernel, dfeedback)``: ``g`` is the error
   at the layer's output (δ_l), ``carrier_g`` the output error δ_L when the rule uses a carrier.
+- Receivers (``receives``, ``receiver_feedback_names``, ``init_receiver_feedback``,
+  ``receiver_residuals``, ``receiver_backward``): what the rule does at the receiving
+  points a model places after its activations (``Tape.receive``; DFA's ``D·δ_L``).
+  Defaults: no receivers (``Tape.receive`` is then the identity and creates nothing).
 - ``transform()``: the parameter-side part as an ``optax.GradientTransformation`` applied
   to the tree ``{"params": ..., "feedback": ...}`` before the optimizer.
 """
@@ -47,9 +52,33 @@ class Rule:
     feedback_names: ClassVar[tuple[str, ...]] = ()
     trains_feedback: ClassVar[bool] = False
     needs_carrier: ClassVar[bool] = False
+    receives: ClassVar[bool] = False
+    receiver_feedback_names: ClassVar[tuple[str, ...]] = ()
 
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         raise NotImplementedError(f"rule {self.name!r} declares no feedback variable {name!r}")
+
+    def layer_feedback_names(self, tape: Any) -> tuple[str, ...]:
+        """Feedback variables a rule-aware layer owns on ``tape`` (default: all declared)."""
+        del tape
+        return self.feedback_names
+
+    def init_receiver_feedback(self, name: str, key: Array, shape: tuple[int, ...],
+                               num_classes: int, dtype: Any) -> Array:
+        """Draws receiver feedback variable ``name`` for an activation of ``shape``."""
+        del key, shape, num_classes, dtype
+        raise NotImplementedError(f"rule {self.name!r} declares no receiver variable {name!r}")
+
+    def receiver_residuals(self, h: Array, feedback: dict) -> Any:
+        """What a receiver's backward keeps alive (default: nothing)."""
+        del h, feedback
+        return None
+
+    def receiver_backward(self, res: Any, g: Array, carrier_g: Array | None
+                          ) -> tuple[Array, dict]:
+        """``(gradient sent down, feedback cotangents)`` at a receiver; default: pass ``g``."""
+        del res, carrier_g
+        return g, {}
 
     def on_block(self, tape: Any, x: Array) -> None:
         del tape, x

@@ -16,47 +16,87 @@ from alearn.rules.base import Rule
 Array = jax.Array
 
 
+def _project(carrier_g: Array, d: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+    """``δ_L D`` reshaped to an activation of ``shape`` (batch first)."""
+    return jnp.dot(carrier_g.astype(d.dtype), d).reshape(shape).astype(dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class DFA(Rule):
     """Direct feedback alignment: the output error reaches every layer through a fixed D.
 
-    Eq. 2.5: ``δ_l = φ'(a_l) ⊙ (D_l δ_L)``, ``ΔW_l = δ_l h_{l-1}ᵀ``. On the tape, layer j
-    owns ``feedback/D`` of shape (classes, prod(input shape without batch)) and its
-    backward sends ``reshape(δ_L D)`` to its input instead of ``W_jᵀ δ_j``; the activation
-    (and pooling, normalisation) between layers supplies φ' by ordinary autodiff. So the
-    thesis' D_l is the D of layer l+1; the output layer is no exception (its input gets
-    ``δ_L D``), and the first layer's input error is discarded. Convolutions project to
-    the flattened input shape. ``W_jᵀ δ_j`` is never computed and W is not kept alive.
+    Eq. 2.5: ``δ_l = φ'(a_l) ⊙ (D_l δ_L)``, ``ΔW_l = δ_l h_{l-1}ᵀ``. The signal ``δ_L D`` is
+    delivered at *receiving points* that replace whatever gradient arrives from above:
+
+    - models that place receivers (``Tape(..., receivers=True)``, ``tape.receive(h)`` after
+      their activations: alearn's ResNets, after every conv's activation and every block's
+      output, as the ASAP authors' ``Feedback_Receiver``): each receiver owns
+      ``feedback/D`` of shape (classes, prod(h shape without batch)) and sends
+      ``reshape(δ_L D)`` down; the rule-aware layers send nothing (zeros) to their inputs,
+      so no gradient leaks through residual shortcuts;
+    - on other tapes, each rule-aware layer owns ``feedback/D`` sized to its *input* and
+      sends ``reshape(δ_L D)`` there instead of ``W_jᵀ δ_j`` — the same thing on a plain
+      chain (a layer's input is the previous activation, after pooling/flattening).
+
+    The activation (BN, pooling) between a receiver and the layer below supplies φ' by
+    ordinary autodiff. The first layer's input error is discarded. ``W_jᵀ δ_j`` is never
+    computed and W is not kept alive.
 
     Attributes:
-      feedback_init: initialiser family of D, with fan-in = number of classes.
+      feedback_init: initialiser family of D with fan-in = number of classes;
+        "normal_fan_in" = N(0, 1/classes), the authors' code (default).
       feedback_scale: multiplier on the drawn D (> 0).
     """
 
     name = "dfa"
     feedback_names = ("D",)
     needs_carrier = True
+    receives = True
+    receiver_feedback_names = ("D",)
 
-    feedback_init: str = "he_normal"
+    feedback_init: str = "normal_fan_in"
     feedback_scale: float = 1.0
 
     def __post_init__(self):
         _feedback_init.validate(self.name, self.feedback_init, self.feedback_scale)
 
+    def _draw(self, key: Array, shape: tuple[int, ...], num_classes: int, dtype: Any) -> Array:
+        return _feedback_init.draw(key, (num_classes, math.prod(shape[1:])), self.feedback_init,
+                                   self.feedback_scale, dtype, in_axis=0, out_axis=1)
+
+    def layer_feedback_names(self, tape: Any) -> tuple[str, ...]:
+        return () if tape.receivers else ("D",)
+
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         if name != "D":
             return super().init_feedback(name, key, op, num_classes)
-        shape = (num_classes, math.prod(op.in_shape[1:]))
-        return _feedback_init.draw(key, shape, self.feedback_init, self.feedback_scale,
-                                   op.dtype, in_axis=0, out_axis=1)
+        return self._draw(key, op.in_shape, num_classes, op.dtype)
+
+    def init_receiver_feedback(self, name: str, key: Array, shape: tuple[int, ...],
+                               num_classes: int, dtype: Any) -> Array:
+        if name != "D":
+            return super().init_receiver_feedback(name, key, shape, num_classes, dtype)
+        return self._draw(key, shape, num_classes, dtype)
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
         del op, kernel, ctx
-        return (x, feedback["D"])
+        return (x, feedback.get("D"))
 
     def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):
         x, d = res
         if carrier_g is None:
             raise ValueError("DFA needs the tape's carrier (rule.needs_carrier must be True)")
-        dx = jnp.dot(carrier_g.astype(d.dtype), d).reshape(x.shape).astype(x.dtype)
+        if d is None:  # the model's receivers deliver δ_L D; nothing passes through layers
+            dx = jnp.zeros_like(x)
+        else:
+            dx = _project(carrier_g, d, x.shape, x.dtype)
         return dx, op.weight_grad(x, g), {}
+
+    def receiver_residuals(self, h: Array, feedback: dict) -> Any:
+        del h
+        return feedback["D"]
+
+    def receiver_backward(self, res: Any, g: Array, carrier_g: Array | None):
+        if carrier_g is None:
+            raise ValueError("DFA needs the tape's carrier (rule.needs_carrier must be True)")
+        return _project(carrier_g, res, g.shape, g.dtype), {}

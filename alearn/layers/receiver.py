@@ -1,0 +1,72 @@
+"""Receiving points: where a rule injects a signal into the backward pass of an activation.
+
+A model created with ``Tape(..., receivers=True)`` calls ``tape.receive(h)`` after its
+activations (see :mod:`alearn.layers.tape`). For a rule with ``receives = True`` that
+creates a :class:`Receiver`: the forward pass is the identity on ``h``; the backward pass
+is ``rule.receiver_backward``, which sees the gradient ``g`` arriving from above and the
+output error δ_L (the cotangent of the tape's carrier) and returns the gradient that goes
+on down. DFA (ASAP thesis eq. 2.5, the authors' ``Feedback_Receiver``) returns ``D·δ_L``
+and drops ``g``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from alearn.layers.linear import _marker, _match
+
+Array = jax.Array
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def rule_receiver(rule: Any, h: Array, feedback: dict, carrier: Array | None):
+    """Returns ``(h, carrier)``; the VJP is ``rule.receiver_backward``.
+
+    The cotangent of ``carrier`` passes through unchanged (every receiver and layer sees
+    δ_L); the cotangent of ``feedback`` is the rule's update for the receiver's feedback
+    variables (``None``: not trained).
+    """
+    del rule, feedback
+    return h, carrier
+
+
+def _fwd(rule, h, feedback, carrier):
+    markers = (_marker(h), jax.tree.map(_marker, feedback))
+    return (h, carrier), (rule.receiver_residuals(h, feedback), markers)
+
+
+def _bwd(rule, res, cotangents):
+    res, (mh, mfb) = res
+    g, carrier_g = cotangents
+    dh, dfeedback = rule.receiver_backward(res, g, carrier_g)
+    dfeedback = {k: _match(dfeedback.get(k), mfb[k]) for k in mfb}
+    return _match(dh, mh), dfeedback, carrier_g
+
+
+rule_receiver.defvjp(_fwd, _bwd)
+
+
+class Receiver(nn.Module):
+    """One receiving point; owns the rule's receiver feedback variables ("feedback").
+
+    Variables named ``rule.receiver_feedback_names`` are drawn at init by
+    ``rule.init_receiver_feedback(name, key, h.shape, num_classes, dtype)`` from the
+    ``"params"`` RNG stream. Created by :meth:`alearn.layers.Tape.receive`.
+    """
+
+    @nn.compact
+    def __call__(self, h: Array, tape: Any) -> Array:
+        rule = tape.rule
+        feedback = {}
+        for name in rule.receiver_feedback_names:
+            var = self.variable(
+                "feedback", name,
+                lambda n=name: rule.init_receiver_feedback(
+                    n, self.make_rng("params"), tuple(h.shape), tape.num_classes, h.dtype))
+            feedback[name] = var.value
+        h, tape.carrier = rule_receiver(rule, h, feedback, tape.carrier)
+        return h

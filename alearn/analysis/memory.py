@@ -93,6 +93,26 @@ class _Recorder(Rule):
     def init_feedback(self, name, key, op, num_classes):
         return self.inner.init_feedback(name, key, op, num_classes)
 
+    def layer_feedback_names(self, tape):
+        return self.inner.layer_feedback_names(tape)
+
+    @property
+    def receives(self):  # type: ignore[override]
+        return self.inner.receives
+
+    @property
+    def receiver_feedback_names(self):  # type: ignore[override]
+        return self.inner.receiver_feedback_names
+
+    def init_receiver_feedback(self, name, key, shape, num_classes, dtype):
+        return self.inner.init_receiver_feedback(name, key, shape, num_classes, dtype)
+
+    def receiver_residuals(self, h, feedback):
+        return self.inner.receiver_residuals(h, feedback)
+
+    def receiver_backward(self, res, g, carrier_g):
+        return self.inner.receiver_backward(res, g, carrier_g)
+
     def on_block(self, tape, x):
         self.inner.on_block(tape, x)
 

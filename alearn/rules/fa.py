@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from alearn.layers.ops import LinearOp
+from alearn.layers.ops import ConvOp, LinearOp
 from alearn.rules import _feedback_init
 from alearn.rules.base import Rule
 
@@ -24,8 +24,14 @@ class FA(Rule):
     ``feedback_scale``. The backward pass keeps only (x, B) alive, never W.
 
     Attributes:
-      feedback_init: initialiser family of B (see ``_feedback_init.INITS``).
+      feedback_init: initialiser family of B (see ``_feedback_init.INITS``; the authors'
+        code draws FC layers' B from "uniform_unit", U(−1, 1)).
       feedback_scale: multiplier on the drawn B (> 0).
+      paper_code_fa_conv: comparison only, off by default. Reproduces the ASAP authors'
+        ``Conv2d_FA``, whose feedback weight is the forward weight tensor itself
+        (aliasing): convolutions then send the error down through W, i.e. train by exact
+        BP, while dense layers keep their random B. Use it to see how much of the papers'
+        FA conv results comes from that aliasing (docs/notes/rules_wt.md).
     """
 
     name = "fa"
@@ -33,9 +39,13 @@ class FA(Rule):
 
     feedback_init: str = "he_normal"
     feedback_scale: float = 1.0
+    paper_code_fa_conv: bool = False
 
     def __post_init__(self):
         _feedback_init.validate(self.name, self.feedback_init, self.feedback_scale)
+        if not isinstance(self.paper_code_fa_conv, bool):
+            raise ValueError(f"rule {self.name!r}: paper_code_fa_conv="
+                             f"{self.paper_code_fa_conv!r} must be a bool")
 
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         del num_classes
@@ -45,7 +55,9 @@ class FA(Rule):
                                    self.feedback_scale, op.dtype)
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
-        del op, kernel, ctx
+        del ctx
+        if self.paper_code_fa_conv and isinstance(op, ConvOp):
+            return (x, kernel)  # the authors' aliasing: conv feedback = W (BP)
         return (x, feedback["B"])
 
     def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):

@@ -106,6 +106,9 @@ class WM(FA):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.paper_code_fa_conv:
+            raise ValueError("rule 'wm': paper_code_fa_conv=True is a switch of rule 'fa' only "
+                             "(the authors' FA conv aliasing); WM learns its own B")
         _checks.positive(self.name, "noise_std", self.noise_std)
         _checks.positive(self.name, "mirror_lr", self.mirror_lr)
         _checks.non_negative(self.name, "mirror_decay", self.mirror_decay)

@@ -5,8 +5,10 @@
 
 The full optimizer a trainer applies to ``alearn.trainable(rule, variables)`` is
 ``optax.chain(rule.transform(), base)`` (:func:`create_rule_optimizer`). Weight decay of the
-base optimizer touches the ``"params"`` subtree only; decay of feedback weights (KP's
-lambda) belongs to the rule's transform.
+base optimizer touches the ``"params"`` subtree by default (kernels, biases and BatchNorm,
+as the ASAP authors' SGD does to the forward net); decay of feedback weights (KP's lambda)
+belongs to the rule's transform unless ``weight_decay_mask="all"``.
+:func:`check_rule_weight_decay` rejects combinations that decay a weight twice.
 """
 
 from __future__ import annotations
@@ -22,11 +24,36 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 
 
+#: What the base optimizer's weight decay touches (``create_optimizer(weight_decay_mask=)``):
+#: "params": every forward parameter -- kernels, biases, BatchNorm scale/shift (default);
+#: "kernels": conv/dense kernels only; "all": params and trained feedback weights (KP's and
+#: ASAP's B), as the ASAP authors' torch SGD ``weight_decay`` over every parameter with a
+#: gradient. Fixed feedback weights are never in the optimizer's tree.
+WEIGHT_DECAY_MASKS = ("params", "kernels", "all")
+
+
 def _params_only(tree: Any) -> Any:
     """Weight-decay mask: True on the ``"params"`` subtree, False elsewhere (feedback)."""
     if isinstance(tree, dict) and "params" in tree:
         return {k: jax.tree.map(lambda _, on=(k == "params"): on, v) for k, v in tree.items()}
     return jax.tree.map(lambda _: True, tree)
+
+
+def _kernels_only(tree: Any) -> Any:
+    """Weight-decay mask: True on ``kernel`` leaves of the ``"params"`` subtree."""
+    params = _params_only(tree)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, on: bool(on) and getattr(path[-1], "key", None) == "kernel", params)
+
+
+def _decay_mask(which: str) -> Callable[[Any], Any]:
+    key = str(which).lower()
+    masks = {"params": _params_only, "kernels": _kernels_only,
+             "all": lambda tree: jax.tree.map(lambda _: True, tree)}
+    if key not in masks:
+        raise ValueError(f"unknown weight_decay_mask {which!r}; choose one of: "
+                         f"{', '.join(WEIGHT_DECAY_MASKS)}")
+    return masks[key]
 
 
 def create_schedule(schedule: str, learning_rate: float, *, steps_per_epoch: int,
@@ -63,7 +90,7 @@ def create_schedule(schedule: str, learning_rate: float, *, steps_per_epoch: int
 def create_optimizer(optimizer: str = "sgd", learning_rate: float = 0.1, *,
                      schedule: str = "constant", steps_per_epoch: int = 1, epochs: int = 1,
                      momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                     decay_epochs: Sequence[int] = (), decay_factor: float = 0.1,
+                     weight_decay_mask: str = "params", decay_epochs: Sequence[int] = (), decay_factor: float = 0.1,
                      b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
                      ) -> optax.GradientTransformation:
     """The base optimizer of the papers, with its schedule.
@@ -76,28 +103,33 @@ def create_optimizer(optimizer: str = "sgd", learning_rate: float = 0.1, *,
       schedule: see :func:`create_schedule`.
       steps_per_epoch, epochs, decay_epochs, decay_factor: schedule arguments.
       momentum, nesterov: SGD momentum (heavy ball unless ``nesterov``).
-      weight_decay: coefficient; for sgd/adam it is added to the update of the ``"params"``
-        subtree before the optimizer (``g + wd * w``, ASAP's ``λW``), for adamw decoupled.
+      weight_decay: coefficient; for sgd/adam it is added to the update before the
+        optimizer (``g + wd * w``, ASAP's ``λW``, torch SGD's ``weight_decay``), for adamw
+        decoupled.
+      weight_decay_mask: which leaves decay: "params" (every forward parameter incl. biases
+        and BatchNorm, default), "kernels", or "all" (also trained feedback weights, as the
+        ASAP authors' SGD); see ``WEIGHT_DECAY_MASKS``.
       b1, b2, eps: Adam moments.
 
     Raises:
-      ValueError: unknown optimizer or schedule name (lists the valid ones).
+      ValueError: unknown optimizer, schedule or mask name (lists the valid ones).
     """
     name = str(optimizer).lower()
     if name not in OPTIMIZERS:
         raise ValueError(
             f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    mask = _decay_mask(weight_decay_mask)
     lr = create_schedule(schedule, learning_rate, steps_per_epoch=steps_per_epoch,
                          epochs=epochs, decay_epochs=decay_epochs, decay_factor=decay_factor)
     if name == "adamw":
         return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                           mask=_params_only)
+                           mask=mask)
     if name == "adam":
         base = optax.adam(lr, b1=b1, b2=b2, eps=eps)
     else:
         base = optax.sgd(lr, momentum=momentum or None, nesterov=nesterov)
     if weight_decay:
-        return optax.chain(optax.add_decayed_weights(weight_decay, mask=_params_only), base)
+        return optax.chain(optax.add_decayed_weights(weight_decay, mask=mask), base)
     return base
 
 
@@ -107,15 +139,38 @@ def create_rule_optimizer(rule: Rule, base: optax.GradientTransformation
     return optax.chain(rule.transform(), base)
 
 
+def check_rule_weight_decay(rule: Rule, weight_decay: float, weight_decay_mask: str = "params"
+                            ) -> None:
+    """Rejects a base weight decay that the rule's own decay would duplicate or unbalance.
+
+    Rules that decay weights themselves define ``check_base_weight_decay(weight_decay,
+    decays_feedback)`` (KP: W and B must each decay once, by the same λ); others pass.
+
+    Raises:
+      ValueError: from the rule, explaining the combination and how to fix it.
+    """
+    check = getattr(rule, "check_base_weight_decay", None)
+    if callable(check):
+        _decay_mask(weight_decay_mask)  # a bad mask name fails with the valid list first
+        check(float(weight_decay), str(weight_decay_mask).lower() == "all")
+
+
 def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int
                           ) -> optax.GradientTransformation:
-    """Builds the full optimizer from a config (fields as in experiments/configs/default.py)."""
+    """Builds the full optimizer from a config (fields as in experiments/configs/default.py).
+
+    Raises:
+      ValueError: bad names, or a weight decay the rule would apply twice
+        (:func:`check_rule_weight_decay`).
+    """
     get: Callable[[str, Any], Any] = lambda k, d: config.get(k, d)  # noqa: E731
+    mask = get("weight_decay_mask", "params")
+    check_rule_weight_decay(rule, get("weight_decay", 0.0), mask)
     base = create_optimizer(
         get("optimizer", "sgd"), get("learning_rate", 0.1),
         schedule=get("schedule", "constant"), steps_per_epoch=steps_per_epoch,
         epochs=get("epochs", 1), momentum=get("momentum", 0.0),
         nesterov=get("nesterov", False), weight_decay=get("weight_decay", 0.0),
-        decay_epochs=tuple(get("decay_epochs", ()) or ()),
+        weight_decay_mask=mask, decay_epochs=tuple(get("decay_epochs", ()) or ()),
         decay_factor=get("decay_factor", 0.1))
     return create_rule_optimizer(rule, base)

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 import alearn
-from alearn.train.optim import OPTIMIZERS, SCHEDULES
+from alearn.train.optim import OPTIMIZERS, SCHEDULES, check_rule_weight_decay
 
 # Rule families trained by their own loop instead of the generic rule-pluggable one:
 # config.rule -> "module:function" with the signature train_and_evaluate(config, workdir).
@@ -58,7 +58,9 @@ def validate_config(config: Any) -> None:
         if str(value).lower() not in valid:
             raise ValueError(f"unknown {field} {value!r}; choose one of: {', '.join(valid)}")
     if str(config.rule).lower() not in FAMILY_TRAINERS:
-        alearn.rules.create(config.rule, **_as_dict(config.get("rule_hparams", None)))
+        rule = alearn.rules.create(config.rule, **_as_dict(config.get("rule_hparams", None)))
+        check_rule_weight_decay(rule, config.get("weight_decay", 0.0),
+                                config.get("weight_decay_mask", "params"))
     for field in ("epochs", "batch_size"):
         if int(config.get(field, 1)) < 1:
             raise ValueError(f"config.{field} must be >= 1, got {config.get(field)!r}")

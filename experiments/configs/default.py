@@ -36,6 +36,8 @@ def get_config(rule: str = "bp") -> ml_collections.ConfigDict:
     # What to train.
     c.rule = rule
     c.rule_hparams = rule_defaults(rule)
+    if str(rule).lower() == "kp":  # no base weight decay here: KP decays W and B itself
+        c.rule_hparams.decay_kernel = True
     c.model = "mlp"
     c.model_kwargs = ml_collections.ConfigDict({"widths": (1024, 1024)})
     c.dataset = "mnist5k"
@@ -50,7 +52,8 @@ def get_config(rule: str = "bp") -> ml_collections.ConfigDict:
     c.learning_rate = 1e-3
     c.momentum = 0.9  # sgd only
     c.nesterov = False
-    c.weight_decay = 0.0  # on "params" only
+    c.weight_decay = 0.0
+    c.weight_decay_mask = "params"  # params (incl. biases, BN) | kernels | all (+ trained B)
     c.schedule = "constant"  # constant | cosine | step
     c.decay_epochs = (80, 120, 160, 180)  # step schedule only
     c.decay_factor = 0.1

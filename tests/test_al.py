@@ -77,7 +77,7 @@ def test_gradients_never_cross_blocks(assoc_trains_g):
 
 
 def _dense_ref_blocks(depth):
-    """The blocks of ``_net`` written out: f = ELU(dense), g, h = σ(dense), b = σ∘dense∘σ∘dense."""
+    """``_net``'s blocks by hand: f = ELU(dense), g, h = σ(dense), b = σ∘dense∘σ∘dense."""
     elu, sig = jax.nn.elu, jax.nn.sigmoid
     d = lambda p, name, x: ref.dense(p[name], x)  # noqa: E731
     blk = ref.RefBlock(f=lambda p, st, x: (elu(d(p, "Dense_0", x)), st),

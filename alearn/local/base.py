@@ -5,7 +5,8 @@ Nøkland & Eidnes 2019). Mechanics on the tape:
 
 - every rule-aware layer l >= 1 hosts a local head on its input h (= the output of layer
   l-1 after its batch norm, nonlinearity and pooling); a head is skipped when its input is
-  the very array the previous head read (a ResNet block's conv1 and projection shortcut);
+  an array that already hosts a head or that the previous layer read (a ResNet block's
+  conv1 and projection shortcut read the same block input: one head, hosted by conv1);
 - the head's loss needs the labels: heads are tied to the logits by
   :func:`alearn.local._local_loss.attach` in ``on_finish``; the local error reaches h and
   the head's parameters (feedback variables of the hosting layer);
@@ -45,8 +46,9 @@ class LocalRule(Rule):
         raise NotImplementedError
 
     def context(self, tape: Any, x: Array, op: LinearOp) -> Any:
-        if tape.layer_index > 0 and tape.state.get(_LAST) is not x:
-            heads = tape.state.setdefault(_HEADS, [])
+        heads = tape.state.setdefault(_HEADS, [])
+        if (tape.layer_index > 0 and tape.state.get(_LAST) is not x
+                and all(h is not x for h, _ in heads)):
             heads.append((x, self.head_params(tape.feedback)))
         tape.state[_LAST] = x
         return None

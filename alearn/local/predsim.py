@@ -28,7 +28,7 @@ def _loss(h: Array, params: tuple, y: Array, max_features: int, beta: float) -> 
     lc, sim = params
     f = _local_loss.pool_features(h, max_features)
     pred = _local_loss.cross_entropy(f @ lc, y)
-    similarity = jnp.mean((_cosine(f @ sim) - y @ y.T) ** 2)
+    similarity = jnp.mean((_cosine(f @ sim) - _cosine(y)) ** 2)  # ‖S(h W) − S(Y)‖² / n²
     return (1.0 - beta) * pred + beta * similarity
 
 
@@ -39,7 +39,9 @@ class PredSim(LocalRule):
     ``pred`` is the cross-entropy of a learned linear classifier on the pooled output
     (``feedback/LC``); ``sim`` is the mean squared difference between the batch's
     cosine-similarity matrix of a learned projection of the pooled output
-    (``feedback/SIM``, ``sim_features`` wide) and the label similarity ``Y Yᵀ``. Both heads
+    (``feedback/SIM``, ``sim_features`` wide) and ``S(Y)``, the same adjusted cosine
+    similarity of the one-hot labels (1 within a class, −1/(C−1) across; the paper's
+    L_sim and the authors' ``similarity_matrix(y_onehot)``, not ``Y Yᵀ``). Both heads
     train by their exact local gradients; no error crosses a layer. Simplification of the
     paper: the similarity branch is a learned linear map of the (average-pooled) output
     instead of a 3x3 convolution followed by pooling and standardisation.

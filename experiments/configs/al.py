@@ -92,16 +92,16 @@ def get_config(arg: str = "mlp") -> ml_collections.ConfigDict:
     named = [p for p in rest if p in DATASETS]
     if len(named) > 1:
         raise ValueError(f"two datasets {named} in {arg!r}; give one")
-    cpu, bp = "cpu" in rest, "bp" in rest
+    cpu = "cpu" in rest
     dataset = named[0] if named else ("mnist5k" if cpu else "mnist")
     cifar = dataset.startswith("cifar")
     c = default.get_config("bp")
-    c.rule = "bp" if bp else "al"
+    c.rule = "al"
     c.rule_hparams = ml_collections.ConfigDict()  # AL's own knobs live in al_hparams
-    lam, scope = _l2(model, dataset, bp)
+    lam, scope = _l2(model, dataset, bp=False)
     c.al_hparams = ml_collections.ConfigDict(
         {"ae_lr_mult": 2.0, "assoc_trains_g": False, "assoc_reduction": "mean",
-         "l2_scope": scope if not bp else "f"})
+         "l2_scope": scope})
     c.model = f"al_{model}"
     kwargs = {"width_multiplier": 0.25 if cpu else 1.0,
               "baseline": "authors" if "authors" in rest else "matched"}
@@ -121,16 +121,31 @@ def get_config(arg: str = "mlp") -> ml_collections.ConfigDict:
     c.epochs = 20 if cpu else 200
     c.batch_size = 32
     c.optimizer = "adam"
-    c.learning_rate = 1e-3 if (bp and model.startswith("resnet")) else 1e-4
+    c.learning_rate = 1e-4
     c.schedule = "step"
     c.decay_fractions = DECAY_FRACTIONS
     c.decay_factors = DECAY_FACTORS
     c.decay_epochs = ()  # the boundaries are decay_fractions of the steps (any epochs)
-    c.weight_decay = lam
-    c.weight_decay_on = scope if bp else "kernels"  # BP baseline's mask (generic trainer)
+    c.weight_decay = lam  # AL: on the kernels al_hparams.l2_scope names
+    c.weight_decay_on = "kernels"  # the generic trainer's mask (BP rows, see ``bp``)
+    bp_lam, bp_on = _l2(model, dataset, bp=True)
+    # What the BP baseline of the authors' code uses; ``as_bp`` / the ``bp`` flag apply it.
+    c.bp = ml_collections.ConfigDict({
+        "learning_rate": 1e-3 if model.startswith("resnet") else 1e-4,
+        "weight_decay": bp_lam, "weight_decay_on": bp_on})
     c.eval_train = True
     # AL device pipeline (alearn.al.pipeline): N stages, one block group per device;
     # on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N. 0 = one device.
     c.pipeline_stages = 0
     c.pipeline_data = 1
+    return as_bp(c) if "bp" in rest else c
+
+
+def as_bp(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of AL ``config`` that trains its BP baseline with ``config.bp``'s lr and L2."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.rule = "bp"
+    c.learning_rate = float(c.bp.learning_rate)
+    c.weight_decay = float(c.bp.weight_decay)
+    c.weight_decay_on = str(c.bp.weight_decay_on)
     return c

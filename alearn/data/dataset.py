@@ -214,7 +214,8 @@ class Dataset:
                 images = augment_lib.per_image_standardize(images)
             elif not self.pixel_norm:
                 images = self.normalize(images)
-            yield {"image": np.asarray(images, np.float32), "label": np.asarray(labels, np.int32)}
+            yield {"image": np.asarray(images, np.float32),
+                   "label": np.asarray(labels, np.int32)}
 
     def _subtract_pixel_mean(self, raw: np.ndarray) -> np.ndarray:
         x = np.asarray(raw, np.float32)

@@ -80,7 +80,7 @@ def _l2(model: str, dataset: str, bp: bool) -> tuple[float, str]:
 
 
 def get_config(arg: str = "mlp") -> ml_collections.ConfigDict:
-    """AL (or its BP baseline) for ``arg`` = "<model>[,<dataset>][,cpu][,bp][,authors][,jitter2]"."""
+    """AL (or its BP baseline) for "<model>[,<dataset>][,cpu][,bp][,authors][,jitter2]"."""
     parts = [p.strip().lower() for p in arg.split(",") if p.strip()] or ["mlp"]
     model, rest = parts[0], parts[1:]
     if model not in MODELS:

@@ -1,4 +1,4 @@
-"""The thesis' AL models and their parameter-matched BP baselines, from one spec each.
+"""The thesis' AL models and their BP baselines (matched twins or the code's), one spec each.
 
 Block boundaries (thesis Ch. 3 and the seed code; ``w`` = width multiplier applied to
 every width):
@@ -25,7 +25,8 @@ every width):
 The BP twin of every model is f_1 … f_N, b_N, h_N … h_1 as one feed-forward net
 (:class:`alearn.al.stack.MatchedBP`): equal parameter counts by construction
 (``baseline="matched"``, default). ``baseline="authors"`` is the BP net of the authors'
-code instead: for VGG, BatchNorm on every layer and no FC1024-FC1024 (convs, then
+code instead (He-normal init here; the code leaves its dense layers at glorot): for VGG,
+BatchNorm on every layer and no FC1024-FC1024 (convs, then
 Dense(5y)-Dense(y)-3x Dense(y), each with BN, then the logits); for ResNet, the same
 residual stages, global average pool, then the same BN dense head. Those two are *not*
 parameter-matched (VGG on CIFAR-10: 10,596,070 vs AL's 12,198,094 effective). The code's

@@ -25,7 +25,7 @@ every width):
 The BP twin of every model is f_1 … f_N, b_N, h_N … h_1 as one feed-forward net
 (:class:`alearn.al.stack.MatchedBP`): equal parameter counts by construction
 (``baseline="matched"``, default). ``baseline="authors"`` is the BP net of the authors'
-code instead (He-normal init here; the code leaves its dense layers at glorot): for VGG,
+code instead (He-normal init here; the code leaves its BP VGG dense layers at glorot): for VGG,
 BatchNorm on every layer and no FC1024-FC1024 (convs, then
 Dense(5y)-Dense(y)-3x Dense(y), each with BN, then the logits); for ResNet, the same
 residual stages, global average pool, then the same BN dense head. Those two are *not*

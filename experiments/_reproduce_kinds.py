@@ -74,16 +74,16 @@ def al_compare(run: Run, rundir: str) -> None:
     from alearn.analysis import tsne
     from alearn.train import setup
     from experiments.al_compare import _bp_state
+    from experiments.configs import al as al_cfg
 
     results = {}
     for method in ("al", "bp"):
-        c = copy.deepcopy(run.config)
+        c = al_cfg.as_bp(run.config) if method == "bp" else copy.deepcopy(run.config)
         c.rule = method
         sub = os.path.join(rundir, method)
         results[method] = (_read(sub) or train(Run(method, "", "", config=c), sub))
     al_net, al_states, ds = al_train.restore(run.config, os.path.join(rundir, "al"))
-    bp_config = copy.deepcopy(run.config)
-    bp_config.rule = "bp"
+    bp_config = al_cfg.as_bp(run.config)
     model, rule, bp_state = _bp_state(bp_config, os.path.join(rundir, "bp"), ds)
     batch = next(ds.batches("test", run.options["num_examples"], shuffle=False, augment=False))
     x, labels = batch["image"], batch["label"]

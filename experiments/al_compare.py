@@ -23,6 +23,17 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+def _for(base, rule: str):
+    """``base`` for ``rule``: the BP side takes ``base.bp``'s lr and L2 when present."""
+    from experiments.configs import al as al_cfg
+
+    if rule == "bp" and "bp" in base:
+        return al_cfg.as_bp(base)
+    config = copy.deepcopy(base)
+    config.rule = rule
+    return config
+
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "AL config (experiments/configs/al.py).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _N = flags.DEFINE_integer("num_examples", 1000, "Test examples for distances and t-SNE.")
@@ -56,13 +67,11 @@ def main(argv):
 
     base = _CONFIG.value
     results = {}
-    for rule in ("al", "bp"):
-        config = copy.deepcopy(base)
-        config.rule = rule
+    for rule in ("al", "bp"):  # BP: its own lr / L2 (configs/al.py ``bp``) when the config has them
+        config = _for(base, rule)
         results[rule] = train_and_evaluate(config, os.path.join(_WORKDIR.value, rule))
     al_net, al_states, ds = al_train.restore(base, os.path.join(_WORKDIR.value, "al"))
-    bp_config = copy.deepcopy(base)
-    bp_config.rule = "bp"
+    bp_config = _for(base, "bp")
     model, rule, bp_state = _bp_state(bp_config, os.path.join(_WORKDIR.value, "bp"), ds)
 
     batch = next(ds.batches("test", _N.value, shuffle=False, augment=False))

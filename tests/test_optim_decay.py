@@ -36,5 +36,5 @@ def test_weight_decay_mask_selects_leaves(mask, optimizer):
 
 def test_unknown_weight_decay_mask_lists_valid_ones():
     with pytest.raises(ValueError, match="unknown weight_decay_mask 'bias'; choose one of: "
-                                         "params, kernels, all"):
+                                         "params, kernels, conv_kernels, all"):
         create_optimizer("sgd", 0.1, weight_decay=1e-4, weight_decay_mask="bias")

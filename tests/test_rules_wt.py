@@ -357,7 +357,7 @@ def test_paper_code_fa_conv_sends_conv_errors_through_w():
     ({"decay_kernel": False, "weight_decay": 1e-3}, 5e-4, "params",
      "W decays by 0.0005 per step but B by 0.001"),
     ({"decay_kernel": False}, 5e-4, "weights",
-     "unknown weight_decay_mask 'weights'; choose one of: params, kernels, all"),
+     "unknown weight_decay_mask 'weights'; choose one of: params, kernels, conv_kernels, all"),
 ])
 def test_kp_weight_decay_combinations_rejected_in_configs(hparams, wd, mask, needle):
     from experiments.configs import default

@@ -5,7 +5,8 @@ Thesis: Kao, "Associated Learning" (papers/associated-learning-thesis.txt), eqs.
 API (pure pytrees; the device pipeline builds on this):
 
 - ``BlockDef(f, g, h, b, tx_forward, tx_ae, assoc_trains_g, assoc_reduction,
-  weight_decay, name)``: static description of one block; f/g/h/b are any Flax modules
+  weight_decay, l2_scope, name)`` (defaults = the authors' code: ``assoc_reduction="mean"``,
+  L2 on f's kernels only): static description of one block; f/g/h/b are any Flax modules
   (``train=`` is passed when their ``__call__`` accepts it). Frozen, hashed by identity,
   so it is a valid ``jax.jit`` static argument.
 - ``BlockState(params, model_state, opt_forward, opt_ae)``: NamedTuple pytree;
@@ -25,8 +26,9 @@ API (pure pytrees; the device pipeline builds on this):
   affiliated / total, Sec. 2.6).
 - Models: ``create(name, num_classes, input_shape, width_multiplier=..., lr=..., ...)`` for
   ``al_mlp, al_cnn, al_vgg, al_resnet20, al_resnet32, al_sigmoid_mlp``;
-  ``BASELINES[name](num_classes=..., width_multiplier=...)`` is its parameter-matched BP model (also
-  registered in ``alearn.models``).
+  ``BASELINES[name](num_classes=..., width_multiplier=..., baseline="matched"|"authors")``
+  is its BP model: the parameter-matched twin or the authors' code's (also registered in
+  ``alearn.models``).
 - Training: ``train_and_evaluate(config, workdir)`` (``config.rule == "al"``).
 """
 
@@ -39,6 +41,7 @@ from alearn.al.block import (
     block_losses,
     block_step,
     init_block,
+    l2_penalty,
     make_block_step,
 )
 from alearn.al.models import BASELINES, SPECS, ALBaseline, ALSpec, bp_baseline, create, network, spec
@@ -61,6 +64,6 @@ def train_and_evaluate(config, workdir: str, **kwargs) -> dict:
 __all__ = [
     "ALBaseline", "ALNetwork", "ALSpec", "BASELINES", "BlockDef", "BlockState", "MatchedBP", "SPECS",
     "Stack", "apply_fn", "associated_loss", "autoencoder_loss", "block_losses", "block_step",
-    "bp_baseline", "create", "init_block", "make_block_step", "network", "param_counts",
-    "predict", "prediction_path", "spec", "targets", "train_and_evaluate", "train_step",
+    "bp_baseline", "create", "init_block", "l2_penalty", "make_block_step", "network",
+    "param_counts", "predict", "prediction_path", "spec", "targets", "train_and_evaluate", "train_step",
 ]

@@ -6,9 +6,14 @@ Thesis (associated-learning-thesis.txt) Sec. 2.3–2.5:
 - associated loss ``L_i = ‖b_i(s_i) − y_i‖²`` (2.7), trains f_i and b_i;
 - autoencoder loss ``L'_i = MSE(h_i(g_i(y_{i-1})), y_{i-1})`` (2.6), trains g_i and h_i.
 
-Reductions: ``L_i`` with ``assoc_reduction="sum"`` is the squared norm per example
-(sum over features) averaged over the batch — eq. 2.7 literally; ``"mean"`` averages over
-features too (``tf.losses.mean_squared_error``, the seed code). ``L'_i`` is the mean over
+Reductions: ``L_i`` with ``assoc_reduction="mean"`` (default, the authors' code:
+``tf.losses.mean_squared_error``) is the mean over batch and features; ``"sum"`` is the
+squared norm per example (sum over features) averaged over the batch — eq. 2.7 literally,
+which makes every L2 coefficient (y width)× weaker relative to the loss.
+L2 (``weight_decay`` λ, loss += λ/2 ‖W‖², tf ``l2_regularizer``) acts on kernels only (never
+biases or BatchNorm parameters); ``l2_scope`` picks which: ``"f"`` (default, the code: f's
+kernels, bridges never), ``"f_conv"`` (f's conv kernels only: the code's VGG_AL, whose
+dense f layers are not regularised), ``"f_and_b"`` (f and bridge kernels). ``L'_i`` is the mean over
 batch and features (eq. 2.6 "MSE"). Inputs ``s_{i-1}``, ``y_{i-1}`` cross
 ``jax.lax.stop_gradient``; ``y_i`` is stop-gradiented inside ``L_i`` unless
 ``assoc_trains_g`` (journal version). The block's state is a pure pytree
@@ -28,7 +33,8 @@ import jax.numpy as jnp
 import optax
 
 Array = jax.Array
-REDUCTIONS = ("sum", "mean")
+REDUCTIONS = ("mean", "sum")
+L2_SCOPES = ("f", "f_conv", "f_and_b")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -43,8 +49,11 @@ class BlockDef:
       tx_forward: optimizer of the forward side (f, b); the thesis uses Adam(1e-4).
       tx_ae: optimizer of the autoencoder side (g, h); the seed code uses 2x the lr.
       assoc_trains_g: let L_i also train g_i (journal version); default False (seed code).
-      assoc_reduction: "sum" (eq. 2.7: ‖·‖² per example, batch mean) or "mean" (seed MSE).
-      weight_decay: L2 coefficient λ on f and b kernels, loss += λ/2 ‖W‖² (tf l2_regularizer).
+      assoc_reduction: "mean" (default, the code's MSE) or "sum" (eq. 2.7: ‖·‖² per
+        example, batch mean).
+      weight_decay: L2 coefficient λ, loss += λ/2 ‖W‖² (tf l2_regularizer) on the kernels
+        ``l2_scope`` names.
+      l2_scope: "f" (default: f kernels), "f_conv" (f conv kernels), "f_and_b" (f and b).
       name: label used in error messages and metrics.
     """
 
@@ -57,14 +66,18 @@ class BlockDef:
     tx_ae: optax.GradientTransformation = dataclasses.field(
         default_factory=lambda: optax.adam(2e-4))
     assoc_trains_g: bool = False
-    assoc_reduction: str = "sum"
+    assoc_reduction: str = "mean"
     weight_decay: float = 0.0
+    l2_scope: str = "f"
     name: str = "block"
 
     def __post_init__(self):
         if self.assoc_reduction not in REDUCTIONS:
             raise ValueError(f"unknown assoc_reduction {self.assoc_reduction!r}; choose one "
                              f"of: {', '.join(REDUCTIONS)}")
+        if self.l2_scope not in L2_SCOPES:
+            raise ValueError(f"unknown l2_scope {self.l2_scope!r}; choose one of: "
+                             f"{', '.join(L2_SCOPES)}")
 
 
 class BlockState(NamedTuple):
@@ -118,10 +131,21 @@ def init_block(bd: BlockDef, key: Array, s_in: Array, y_in: Array
     return state, s_out, y_out
 
 
-def _l2(tree: Any) -> Array:
+def _l2(tree: Any, conv_only: bool = False) -> Array:
+    """‖W‖² over the kernels of ``tree`` (conv kernels only: rank 4); biases and BN never."""
     leaves = [x for path, x in jax.tree_util.tree_leaves_with_path(tree)
-              if "kernel" in jax.tree_util.keystr(path)]
+              if "kernel" in jax.tree_util.keystr(path) and (not conv_only or x.ndim == 4)]
     return sum((jnp.sum(x * x) for x in leaves), jnp.zeros(()))
+
+
+def l2_penalty(bd: BlockDef, params: dict) -> Array:
+    """``λ/2 ‖W‖²`` over the kernels ``bd.l2_scope`` names (0 when ``weight_decay`` is 0)."""
+    if not bd.weight_decay:
+        return jnp.zeros(())
+    sq = _l2(params["f"], conv_only=bd.l2_scope == "f_conv")
+    if bd.l2_scope == "f_and_b":
+        sq = sq + _l2(params["b"])
+    return 0.5 * bd.weight_decay * sq
 
 
 def associated_loss(bd: BlockDef, params: dict, model_state: dict, s_in: Array, y_in: Array,
@@ -135,8 +159,7 @@ def associated_loss(bd: BlockDef, params: dict, model_state: dict, s_in: Array, 
     sq = (z - target) ** 2
     loss = sq.reshape(sq.shape[0], -1).sum(-1).mean() if bd.assoc_reduction == "sum" \
         else sq.mean()
-    if bd.weight_decay:
-        loss = loss + 0.5 * bd.weight_decay * (_l2(params["f"]) + _l2(params["b"]))
+    loss = loss + l2_penalty(bd, params)
     return loss, (s, y, {"f": f_state, "b": b_state})
 
 

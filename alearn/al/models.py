@@ -1,4 +1,4 @@
-"""The thesis' AL models and their parameter-matched BP baselines, from one spec each.
+"""The thesis' AL models and their BP baselines (matched twins or the code's), one spec each.
 
 Block boundaries (thesis Ch. 3 and the seed code; ``w`` = width multiplier applied to
 every width):
@@ -10,16 +10,27 @@ every width):
   y width 256, bridge flatten-Dense(1280)-Dense(256). BP twin: 8 convs, FC1280,
   4x FC256, FC10 — exactly the thesis CNN.
 - ``al_vgg``: blocks [c128 c256 pool] [c256 c512 pool] [c512 pool c512 pool]
-  [flatten FC1024 FC1024], y width 500, bridge flatten-Dense(2500)-Dense(500).
+  [flatten FC1024 FC1024], y width 300 (``y_width``; the code: 300 on CIFAR-10, 500 on
+  CIFAR-100), bridge flatten-Dense(5y)-Dense(y).
 - ``al_resnet20`` / ``al_resnet32`` (n = 3 / 5): blocks [conv16+BN] [stage 16 x n]
-  [stage 32 x n, /2] [stage 64 x n, /2], y width 500, bridge global-avg-pool-Dense(2500)-
-  Dense(500) (the seed code flattens the feature map instead; pooling keeps b_1 small).
+  [stage 32 x n, /2] [stage 64 x n, /2], y width 300 (500 on CIFAR-100). Options (the
+  authors' code is the default): ``bridge="flatten"`` (b_i flattens the whole feature map
+  into Dense(5y)-Dense(y); ``"avgpool"`` pools globally first, keeping b_1 small) and
+  ``res_act="both"`` (residual block ``act(act(BN(conv2)) + x)``; ``"after"`` is He et
+  al.'s ``act(BN(conv2) + x)``).
 - ``al_sigmoid_mlp``: the sigmoid experiment: ``depth`` (4) blocks of ``layers_per_block``
   (3) Dense(width) sigmoid layers, y width = width, bridge one Dense(width). BP twin:
   4·3 + 1 + 3 + 1 = 17 sigmoid layers; each AL gradient path crosses at most 4.
 
 The BP twin of every model is f_1 … f_N, b_N, h_N … h_1 as one feed-forward net
-(:class:`alearn.al.stack.MatchedBP`): equal parameter counts by construction.
+(:class:`alearn.al.stack.MatchedBP`): equal parameter counts by construction
+(``baseline="matched"``, default). ``baseline="authors"`` is the BP net of the authors'
+code instead (He-normal init here; the code leaves its BP VGG dense layers at glorot): for VGG,
+BatchNorm on every layer and no FC1024-FC1024 (convs, then
+Dense(5y)-Dense(y)-3x Dense(y), each with BN, then the logits); for ResNet, the same
+residual stages, global average pool, then the same BN dense head. Those two are *not*
+parameter-matched (VGG on CIFAR-10: 10,596,070 vs AL's 12,198,094 effective). The code's
+MLP and CNN baselines are the matched twins, so ``"authors"`` equals ``"matched"`` there.
 """
 
 from __future__ import annotations
@@ -70,7 +81,18 @@ def cnn_spec(width_multiplier: float = 1.0, y_width: int = 256) -> ALSpec:
     return ALSpec(f, (bridge,) * 4, y)
 
 
-def vgg_spec(width_multiplier: float = 1.0, y_width: int = 500) -> ALSpec:
+BRIDGES = ("flatten", "avgpool")
+RES_ACTS = ("both", "after")
+BASELINE_KINDS = ("matched", "authors")
+
+
+def _choice(name: str, value: str, valid: tuple) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
+    return value
+
+
+def vgg_spec(width_multiplier: float = 1.0, y_width: int = 300) -> ALSpec:
     c = lambda n: ("conv", _w(n, width_multiplier), 1, False)  # noqa: E731
     pool, y, d = ("maxpool",), _w(y_width, width_multiplier), _w(1024, width_multiplier)
     f = ((c(128), c(256), pool), (c(256), c(512), pool), (c(512), pool, c(512), pool),
@@ -79,13 +101,16 @@ def vgg_spec(width_multiplier: float = 1.0, y_width: int = 500) -> ALSpec:
     return ALSpec(f, (bridge,) * 4, y)
 
 
-def resnet_spec(n: int, width_multiplier: float = 1.0, y_width: int = 500) -> ALSpec:
+def resnet_spec(n: int, width_multiplier: float = 1.0, y_width: int = 300,
+                bridge: str = "flatten", res_act: str = "both") -> ALSpec:
     c = [_w(k, width_multiplier) for k in (16, 32, 64)]
-    stage = lambda ch, s: (("res", ch, s),) + (("res", ch, 1),) * (n - 1)  # noqa: E731
+    pre = _choice("res_act", res_act, RES_ACTS) == "both"
+    stage = lambda ch, s: (("res", ch, s, pre),) + (("res", ch, 1, pre),) * (n - 1)  # noqa: E731
     f = ((("conv", c[0], 1, True),), stage(c[0], 1), stage(c[1], 2), stage(c[2], 2))
     y = _w(y_width, width_multiplier)
-    bridge = (("avgpool",), ("dense", 5 * y), ("dense", y))
-    return ALSpec(f, (bridge,) * 4, y)
+    first = ("flatten",) if _choice("bridge", bridge, BRIDGES) == "flatten" else ("avgpool",)
+    b = (first, ("dense", 5 * y), ("dense", y))
+    return ALSpec(f, (b,) * 4, y)
 
 
 def sigmoid_mlp_spec(width_multiplier: float = 1.0, depth: int = 4, width: int = 256,
@@ -117,7 +142,7 @@ def spec(name: str, **overrides) -> ALSpec:
 def network(sp: ALSpec, num_classes: int, input_shape: tuple[int, ...], *,
             lr: float | optax.Schedule = 1e-4, ae_lr_mult: float = 2.0,
             weight_decay: float = 0.0, assoc_trains_g: bool = False,
-            assoc_reduction: str = "sum",
+            assoc_reduction: str = "mean", l2_scope: str = "f",
             optimizer: Callable[..., optax.GradientTransformation] = optax.adam) -> ALNetwork:
     """Builds the :class:`ALNetwork` of ``sp``; ``lr`` may be an optax schedule."""
     ae_lr = (lambda t: ae_lr_mult * lr(t)) if callable(lr) else ae_lr_mult * lr
@@ -131,7 +156,7 @@ def network(sp: ALSpec, num_classes: int, input_shape: tuple[int, ...], *,
             b=Stack(sp.bridges[i], sp.b_act),
             tx_forward=optimizer(lr), tx_ae=optimizer(ae_lr),
             assoc_trains_g=assoc_trains_g, assoc_reduction=assoc_reduction,
-            weight_decay=weight_decay, name=f"block{i + 1}"))
+            weight_decay=weight_decay, l2_scope=l2_scope, name=f"block{i + 1}"))
     return ALNetwork(tuple(blocks), tuple(input_shape), num_classes)
 
 
@@ -142,9 +167,34 @@ def bp_layers(sp: ALSpec, num_classes: int) -> tuple:
     return layers
 
 
-def bp_baseline(sp: ALSpec, num_classes: int) -> MatchedBP:
-    """The parameter-matched BP baseline of ``sp`` (thesis Ch. 3)."""
-    return MatchedBP(num_classes=num_classes, layers=bp_layers(sp, num_classes), act=sp.bp_act)
+def authors_bp_layers(name: str, sp: ALSpec, num_classes: int) -> tuple:
+    """The authors' BP baseline of AL model ``name`` as a flat layer-spec tuple.
+
+    VGG: the AL convs with BatchNorm on each, no FC1024 layers; ResNet: stem and stages,
+    global average pool. Both then Dense(5y)-Dense(y)-3x Dense(y), each Dense + BN + act,
+    and the logits. MLP / CNN / sigmoid MLP: the matched twin (the code's are exact).
+    """
+    y = sp.y_width
+    head = (("dense", 5 * y, True), ("dense", y, True)) + (("dense", y, True),) * 3
+    head += (("dense", num_classes),)
+    key = str(name).lower()
+    if key == "al_vgg":
+        convs = tuple(("conv", l[1], l[2], True) if l[0] == "conv" else l
+                      for l in sum(sp.f_layers[:3], ()))
+        return convs + (("flatten",),) + head
+    if key in ("al_resnet20", "al_resnet32"):
+        return sum(sp.f_layers, ()) + (("avgpool",),) + head
+    return bp_layers(sp, num_classes)
+
+
+def bp_baseline(sp: ALSpec, num_classes: int, name: str = "", baseline: str = "matched"
+                ) -> MatchedBP:
+    """The BP baseline of ``sp``: parameter-matched (thesis Ch. 3) or the authors' code's."""
+    if _choice("baseline", baseline, BASELINE_KINDS) == "authors":
+        layers = authors_bp_layers(name, sp, num_classes)
+    else:
+        layers = bp_layers(sp, num_classes)
+    return MatchedBP(num_classes=num_classes, layers=layers, act=sp.bp_act)
 
 
 def create(name: str, num_classes: int, input_shape: tuple[int, ...], *,
@@ -156,10 +206,12 @@ def create(name: str, num_classes: int, input_shape: tuple[int, ...], *,
 
 
 class ALBaseline(nn.Module):
-    """The parameter-matched BP baseline of AL model ``model`` (an ``alearn.models`` model).
+    """The BP baseline of AL model ``model`` (an ``alearn.models`` model).
 
     Registered in ``alearn.models`` under the AL model's name, so ``--config.model=al_mlp
-    --config.rule=bp`` (or any other rule) trains the BP twin of ``al_mlp``.
+    --config.rule=bp`` (or any other rule) trains the BP twin of ``al_mlp``. The spec
+    fields (width, y_width, bridge, ...) are the AL model's, so the twin follows them;
+    ``baseline`` is "matched" (default) or "authors" (see the module docstring).
     """
 
     num_classes: int
@@ -168,13 +220,23 @@ class ALBaseline(nn.Module):
     width: int = 0  # 0: the spec's default (al_mlp, al_sigmoid_mlp)
     depth: int = 0  # 0: the spec's default (al_sigmoid_mlp)
     layers_per_block: int = 0  # 0: the spec's default (al_sigmoid_mlp)
+    y_width: int = 0  # 0: the spec's default (al_cnn, al_vgg, al_resnet*)
+    bridge: str = ""  # "": the spec's default (al_resnet*)
+    res_act: str = ""  # "": the spec's default (al_resnet*)
+    baseline: str = "matched"
+
+    def _spec(self) -> ALSpec:
+        extra = {k: getattr(self, k) for k in SPEC_FIELDS if getattr(self, k)}
+        return spec(self.model, width_multiplier=self.width_multiplier, **extra)
 
     @nn.compact
     def __call__(self, x, *, rule=BP(), train: bool = False):
-        extra = {k: v for k, v in (("width", self.width), ("depth", self.depth),
-                                   ("layers_per_block", self.layers_per_block)) if v}
-        sp = spec(self.model, width_multiplier=self.width_multiplier, **extra)
-        return bp_baseline(sp, self.num_classes).copy(name="bp")(x, rule=rule, train=train)
+        net = bp_baseline(self._spec(), self.num_classes, self.model, self.baseline)
+        return net.copy(name="bp")(x, rule=rule, train=train)
+
+
+# ALBaseline fields that are spec overrides (passed to ``spec`` when non-zero / non-empty).
+SPEC_FIELDS = ("width", "depth", "layers_per_block", "y_width", "bridge", "res_act")
 
 
 # model name -> BP twin factory (num_classes, width_multiplier) for alearn.models' registry.

@@ -8,10 +8,13 @@ count" holds by construction (thesis Ch. 3). Layers are the rule-pluggable
 
 Layer specs (tuples, hashable so they can be Flax module fields):
 
-- ``("dense", width)``: Dense, then the activation;
+- ``("dense", width[, batchnorm])``: Dense, [BatchNorm], then the activation (BatchNorm:
+  the authors' BP VGG / ResNet heads);
 - ``("conv", features, stride, batchnorm)``: 3x3 SAME conv, [BatchNorm], activation;
-- ``("res", features, stride)``: ResNet basic block (conv-BN-act, conv-BN, projection
-  1x1 conv shortcut when the shape changes, add, act);
+- ``("res", features, stride[, pre_add_act])``: ResNet basic block (conv-BN-act, conv-BN,
+  [act], projection 1x1 conv shortcut when the shape changes, add, act). ``pre_add_act``
+  True is the authors' code, ``act(act(BN(conv2)) + x)``; False (or absent) is He et al.'s
+  ``act(BN(conv2) + x)``;
 - ``("maxpool",)``: 2x2/2 max pool; ``("avgpool",)``: global average pool;
 - ``("flatten",)``.
 
@@ -82,13 +85,15 @@ class Stack(nn.Module):
             fn = activation(self.final_act) if (i == last and self.final_act) else act
             if kind == "dense":
                 x = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
-                x = fn(Dense(spec[1], kernel_init=self.kernel_init)(x, tape))
+                x = Dense(spec[1], kernel_init=self.kernel_init)(x, tape)
+                x = fn(self._bn(x, train) if len(spec) > 2 and spec[2] else x)
             elif kind == "conv":
                 _, feats, stride, bn = spec
                 x = Conv(feats, (3, 3), (stride, stride), kernel_init=self.kernel_init)(x, tape)
                 x = fn(self._bn(x, train) if bn else x)
             elif kind == "res":
-                x = self._res(x, spec[1], spec[2], fn, train, tape)
+                x = self._res(x, spec[1], spec[2], fn, train, tape,
+                              pre_add_act=len(spec) > 3 and bool(spec[3]))
             elif kind == "maxpool":
                 x = nn.max_pool(x, (2, 2), (2, 2))
             elif kind == "avgpool":
@@ -103,14 +108,19 @@ class Stack(nn.Module):
         return x
 
     def _res(self, x: Array, feats: int, stride: int, fn: Callable, train: bool,
-             tape: Tape) -> Array:
-        """ResNet basic block (He et al. 2016, option B projection shortcut)."""
+             tape: Tape, pre_add_act: bool = False) -> Array:
+        """ResNet basic block (He et al. 2016, option B projection shortcut).
+
+        ``pre_add_act``: also activate the residual branch before the add (authors' code).
+        """
         tape.block(x)
         act = activation(self.act)
         y = Conv(feats, (3, 3), (stride, stride), kernel_init=self.kernel_init)(x, tape)
         y = act(self._bn(y, train))
         y = Conv(feats, (3, 3), (1, 1), kernel_init=self.kernel_init)(y, tape)
         y = self._bn(y, train)
+        if pre_add_act:
+            y = act(y)
         if stride != 1 or x.shape[-1] != feats:
             x = Conv(feats, (1, 1), (stride, stride), kernel_init=self.kernel_init)(x, tape)
         return fn(y + x)

@@ -8,10 +8,12 @@ the per-device pipeline is ``alearn.al``'s pipeline module).
 
 Config fields used: ``model`` (an AL model, e.g. ``al_mlp``), ``model_kwargs``
 (``width_multiplier``), ``dataset``, ``batch_size``, ``epochs``, ``optimizer`` ("adam"),
-``learning_rate``, ``schedule``/``decay_epochs``/``decay_factor``, ``weight_decay`` (L2 on
-f and b kernels), ``seed``, and ``al_hparams`` (not ``rule_hparams``, which the BP twin's
-rule validates): ``ae_lr_mult`` (2.0, seed code),
-``assoc_trains_g`` (False), ``assoc_reduction`` ("sum").
+``learning_rate``, ``schedule``/``decay_epochs``/``decay_factor`` (or ``decay_fractions``
+/ ``decay_factors``, the authors' code), ``weight_decay`` (L2 λ/2‖W‖² on the kernels
+``al_hparams.l2_scope`` names), ``seed``, and ``al_hparams`` (not ``rule_hparams``, which
+the BP twin's rule validates): ``ae_lr_mult`` (2.0, the code), ``assoc_trains_g`` (False),
+``assoc_reduction`` ("mean", the code; "sum" = eq. 2.7), ``l2_scope`` ("f", the code).
+``model_kwargs.baseline`` selects the BP twin's kind and is ignored by the AL network.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from alearn.al import models
 from alearn.al.network import ALNetwork, param_counts, predict, train_step
 from alearn.train import report, setup
 from alearn.train.checkpoint import Checkpointer
-from alearn.train.optim import create_schedule
+from alearn.train.optim import create_schedule, schedule_factor
 
-HPARAMS = {"ae_lr_mult": 2.0, "assoc_trains_g": False, "assoc_reduction": "sum"}
+HPARAMS = {"ae_lr_mult": 2.0, "assoc_trains_g": False, "assoc_reduction": "mean",
+           "l2_scope": "f"}
 _OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 
 
@@ -60,15 +63,17 @@ def build(config: Any, num_classes: int, input_shape: tuple[int, ...], steps_per
     lr = create_schedule(config.get("schedule", "constant"), float(config.learning_rate),
                          steps_per_epoch=steps_per_epoch, epochs=int(config.epochs),
                          decay_epochs=tuple(config.get("decay_epochs", ()) or ()),
-                         decay_factor=float(config.get("decay_factor", 0.1)))
+                         decay_factor=schedule_factor(config),
+                         decay_fractions=tuple(config.get("decay_fractions", ()) or ()))
     kwargs = {k: v for k, v in _dict(config.get("model_kwargs", None)).items() if v}
+    kwargs.pop("baseline", None)  # the BP twin's kind (ALBaseline), not an AL spec field
     wm = float(kwargs.pop("width_multiplier", 1.0))
     return models.create(config.model, num_classes, input_shape, width_multiplier=wm,
                          spec_overrides=kwargs, lr=lr, ae_lr_mult=float(hp["ae_lr_mult"]),
                          weight_decay=float(config.get("weight_decay", 0.0)),
                          assoc_trains_g=bool(hp["assoc_trains_g"]),
                          assoc_reduction=str(hp["assoc_reduction"]),
-                         optimizer=_OPTIMIZERS[opt])
+                         l2_scope=str(hp["l2_scope"]), optimizer=_OPTIMIZERS[opt])
 
 
 def accuracy(net: ALNetwork, states: Any, dataset: Any, split: str,

@@ -8,7 +8,10 @@ for batch in ds.batches("train", 128, epoch=3):   # {"image": f32 (B,H,W,C), "la
 
 ``create(name, *, data_dir=None, seed=0, **options)``; options (all datasets):
 ``augment`` (policy name, see ``alearn.data.augment``), ``crop_padding`` (int),
-``normalize`` ("unit": pixels in [0, 1]; "standardize": (x - mean) / std per channel),
+``normalize`` ("unit": pixels in [0, 1]; "standardize": (x - mean) / std per channel;
+"pixel_mean": [0, 1] pixels minus the per-pixel training mean, the AL authors' MNIST code;
+"pixel_mean_per_image": that, then augmentation on the mean-subtracted floats, then
+per-image standardisation of train and test images, the AL authors' CIFAR code),
 ``mean`` / ``std`` (override the constants of ``alearn.data.specs``). TFDS datasets also take
 ``in_memory`` (default True: decode each split once at ``create``, ~85 us per 32x32 PNG here,
 then batches are numpy gathers; False: decode every batch from the array_record files with
@@ -30,7 +33,7 @@ _KIND_OPTIONS = {
     "tiny_imagenet": (),
     "synthetic": ("num_classes", "image_shape", "num_train", "num_test", "noise", "data_seed"),
 }
-NORMALIZATIONS = ("unit", "standardize")
+NORMALIZATIONS = ("unit", "standardize", "pixel_mean", "pixel_mean_per_image")
 
 
 def names() -> list[str]:
@@ -106,8 +109,10 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
         num_train=len(sources["train"]),
         num_test=len(sources["test"]),
     )
+    pixel_norm = normalize if normalize.startswith("pixel_mean") else ""
     return Dataset(info, sources, seed=seed, augment=policy,
-                   crop_padding=options.get("crop_padding", spec.crop_padding), mean=mean, std=std)
+                   crop_padding=options.get("crop_padding", spec.crop_padding), mean=mean,
+                   std=std, pixel_norm=pixel_norm)
 
 
 __all__ = [

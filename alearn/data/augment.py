@@ -14,15 +14,22 @@ Policies (the ``augment=`` option of ``alearn.data.create``):
 * ``"crop_flip"``: crop then flip — ASAP thesis Sec. 5.1 on CIFAR-10/100 and Tiny ImageNet
     ("random crop and random horizontal flip"; padding 4 as in the usual CIFAR recipe).
 * ``"jitter2"``: random shift by up to 2 pixels with zero fill, no flip — the Associated
-    Learning thesis on CIFAR ("2-pixel jittering", Sec. 3.2.2). This is ``"crop"`` with
-    padding 2.
+    Learning thesis *text* on CIFAR ("2-pixel jittering", Sec. 3.2.2). This is ``"crop"``
+    with padding 2.
+* ``"crop_flip_contrast"``: crop (padding ``crop_padding``, 4 in the code), flip, then
+    contrast with a factor uniform in [0.2, 1.8] per image (``tf.image.random_contrast``:
+    ``(x - m_c) * f + m_c`` with ``m_c`` the image's channel mean) — the AL authors' CIFAR
+    code. Used with ``normalize="pixel_mean_per_image"`` (``alearn.data.create``), the
+    augmentation runs on mean-subtracted floats, as in that code (the crop's zero fill is
+    then the mean pixel), and every image is standardised afterwards.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-POLICIES = ("none", "flip", "crop", "crop_flip", "jitter2")
+POLICIES = ("none", "flip", "crop", "crop_flip", "jitter2", "crop_flip_contrast")
+CONTRAST_RANGE = (0.2, 1.8)
 
 
 def translate(images: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
@@ -77,6 +84,35 @@ def random_hflip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def adjust_contrast(images: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """``(x - m) * f + m`` per image, ``m`` its per-channel mean (tf.image.adjust_contrast)."""
+    x = np.asarray(images, np.float32)
+    m = x.mean(axis=(1, 2), keepdims=True)
+    f = np.asarray(factors, np.float32).reshape(-1, 1, 1, 1)
+    return (x - m) * f + m
+
+
+def random_contrast(images: np.ndarray, rng: np.random.Generator,
+                    lower: float = CONTRAST_RANGE[0], upper: float = CONTRAST_RANGE[1]
+                    ) -> np.ndarray:
+    """Contrast factor uniform in ``[lower, upper)`` per image (tf.image.random_contrast)."""
+    if not 0 <= lower <= upper:
+        raise ValueError(f"need 0 <= lower <= upper, got lower={lower}, upper={upper}")
+    return adjust_contrast(images, rng.uniform(lower, upper, size=images.shape[0]))
+
+
+def per_image_standardize(images: np.ndarray) -> np.ndarray:
+    """``(x - mean) / max(std, 1/sqrt(N))`` per image over its N = H*W*C values.
+
+    tf.image.per_image_standardization (the AL authors' CIFAR code, train and test).
+    """
+    x = np.asarray(images, np.float32)
+    n = np.prod(x.shape[1:])
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    std = x.std(axis=(1, 2, 3), keepdims=True)
+    return (x - mean) / np.maximum(std, np.float32(1.0 / np.sqrt(n)))
+
+
 def apply_policy(
         policy: str, images: np.ndarray, rng: np.random.Generator, *, crop_padding: int = 4
 ) -> np.ndarray:
@@ -91,4 +127,7 @@ def apply_policy(
         return random_hflip(random_translate(images, crop_padding, rng), rng)
     if policy == "jitter2":
         return random_translate(images, 2, rng)
+    if policy == "crop_flip_contrast":
+        return random_contrast(random_hflip(random_translate(images, crop_padding, rng), rng),
+                               rng)
     raise ValueError(f"unknown augmentation policy {policy!r}; choose one of: {', '.join(POLICIES)}")

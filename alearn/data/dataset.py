@@ -64,8 +64,30 @@ def _check_nonneg_int(name: str, value: int) -> int:
     return int(value)
 
 
+PIXEL_MEAN_MODES = ("pixel_mean", "pixel_mean_per_image")
+
+
+def pixel_mean(source: "Source", chunk: int = 10000) -> np.ndarray:
+    """Per-pixel mean (H, W, C) of a split's images scaled to [0, 1] (float64 sums)."""
+    n, total = len(source), None
+    for start in range(0, n, chunk):
+        images, _ = source.gather(np.arange(start, min(n, start + chunk)))
+        x = np.asarray(images, np.float64)
+        x = x / 255.0 if np.asarray(images).dtype == np.uint8 else x
+        part = x.sum(axis=0)
+        total = part if total is None else total + part
+    return (total / max(n, 1)).astype(np.float32)
+
+
 class Dataset:
-    """Train / test splits with the paper preprocessing; see ``alearn.data.create``."""
+    """Train / test splits with the paper preprocessing; see ``alearn.data.create``.
+
+    ``pixel_norm``: ``""`` (default) maps raw pixels by the per-channel ``mean`` / ``std``
+    and augments raw pixels first; ``"pixel_mean"`` subtracts the per-pixel mean of the
+    training images (pixels in [0, 1]; the AL authors' MNIST code); ``"pixel_mean_per_image"``
+    subtracts it, augments the mean-subtracted floats, then standardises every image
+    (train and test; the AL authors' CIFAR code).
+    """
 
     def __init__(
         self,
@@ -77,6 +99,7 @@ class Dataset:
         crop_padding: int = 4,
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
+        pixel_norm: str = "",
     ):
         if augment not in augment_lib.POLICIES:
             raise ValueError(
@@ -97,6 +120,11 @@ class Dataset:
         self._scale = (1.0 / std).astype(np.float32)
         self._shift = (-mean / std).astype(np.float32)
         self._sources = dict(sources)
+        if pixel_norm and pixel_norm not in PIXEL_MEAN_MODES:
+            raise ValueError(f"unknown pixel_norm {pixel_norm!r}; choose one of: '', "
+                             f"{', '.join(PIXEL_MEAN_MODES)}")
+        self.pixel_norm = pixel_norm
+        self.pixel_mean = pixel_mean(self._source("train")) if pixel_norm else None
 
     def __repr__(self) -> str:
         return (
@@ -175,9 +203,22 @@ class Dataset:
         for b in range(num):
             idx = order[b * batch_size:(b + 1) * batch_size]
             images, labels = source.gather(idx)
+            if self.pixel_norm:  # the AL code: subtract the pixel mean, then augment
+                images = self._subtract_pixel_mean(images)
             if augment and self.augment_policy != "none":
                 rng = np.random.default_rng([self.seed, epoch, split_id, 1, b])
                 images = augment_lib.apply_policy(
                     self.augment_policy, images, rng, crop_padding=self.crop_padding
                 )
-            yield {"image": self.normalize(images), "label": np.asarray(labels, np.int32)}
+            if self.pixel_norm == "pixel_mean_per_image":
+                images = augment_lib.per_image_standardize(images)
+            elif not self.pixel_norm:
+                images = self.normalize(images)
+            yield {"image": np.asarray(images, np.float32),
+                   "label": np.asarray(labels, np.int32)}
+
+    def _subtract_pixel_mean(self, raw: np.ndarray) -> np.ndarray:
+        x = np.asarray(raw, np.float32)
+        if np.asarray(raw).dtype == np.uint8:
+            x = x / np.float32(255.0)
+        return x - self.pixel_mean

@@ -26,10 +26,11 @@ SCHEDULES = ("constant", "cosine", "step")
 
 #: What the base optimizer's weight decay touches (``create_optimizer(weight_decay_mask=)``):
 #: "params": every forward parameter -- kernels, biases, BatchNorm scale/shift (default);
-#: "kernels": conv/dense kernels only; "all": params and trained feedback weights (KP's and
-#: ASAP's B), as the ASAP authors' torch SGD ``weight_decay`` over every parameter with a
-#: gradient. Fixed feedback weights are never in the optimizer's tree.
-WEIGHT_DECAY_MASKS = ("params", "kernels", "all")
+#: "kernels": conv/dense kernels only; "conv_kernels": conv (rank-4) kernels only (the AL
+#: authors' BP VGG); "all": params and trained feedback weights (KP's and ASAP's B), as the
+#: ASAP authors' torch SGD ``weight_decay`` over every parameter with a gradient. Fixed
+#: feedback weights are never in the optimizer's tree.
+WEIGHT_DECAY_MASKS = ("params", "kernels", "conv_kernels", "all")
 
 
 def _params_only(tree: Any) -> Any:
@@ -39,16 +40,23 @@ def _params_only(tree: Any) -> Any:
     return jax.tree.map(lambda _: True, tree)
 
 
-def _kernels_only(tree: Any) -> Any:
-    """Weight-decay mask: True on ``kernel`` leaves of the ``"params"`` subtree."""
-    params = _params_only(tree)
-    return jax.tree_util.tree_map_with_path(
-        lambda path, on: bool(on) and getattr(path[-1], "key", None) == "kernel", params)
+def _kernel_mask(conv_only: bool) -> Callable[[Any], Any]:
+    """Mask: True on ``"params"`` leaves named ``kernel`` (rank 4 only if ``conv_only``)."""
+    def mask(tree: Any) -> Any:
+        outer = _params_only(tree)
+
+        def on(path, leaf, keep):
+            named = jax.tree_util.keystr(path).endswith("['kernel']")
+            return bool(keep) and named and (not conv_only or leaf.ndim == 4)
+        return jax.tree_util.tree_map_with_path(on, tree, outer)
+    return mask
 
 
-def _decay_mask(which: str) -> Callable[[Any], Any]:
+def decay_mask(which: str = "params") -> Callable[[Any], Any]:
+    """The weight-decay mask named ``which`` (one of ``WEIGHT_DECAY_MASKS``)."""
     key = str(which).lower()
-    masks = {"params": _params_only, "kernels": _kernels_only,
+    masks = {"params": _params_only, "kernels": _kernel_mask(False),
+             "conv_kernels": _kernel_mask(True),
              "all": lambda tree: jax.tree.map(lambda _: True, tree)}
     if key not in masks:
         raise ValueError(f"unknown weight_decay_mask {which!r}; choose one of: "
@@ -58,7 +66,8 @@ def _decay_mask(which: str) -> Callable[[Any], Any]:
 
 def create_schedule(schedule: str, learning_rate: float, *, steps_per_epoch: int,
                     epochs: int, decay_epochs: Sequence[int] = (),
-                    decay_factor: float = 0.1) -> optax.Schedule:
+                    decay_factor: float | Sequence[float] = 0.1,
+                    decay_fractions: Sequence[float] = ()) -> optax.Schedule:
     """A per-step learning-rate schedule.
 
     Args:
@@ -69,7 +78,11 @@ def create_schedule(schedule: str, learning_rate: float, *, steps_per_epoch: int
       steps_per_epoch: optimizer steps in one epoch (converts epochs to steps).
       epochs: total epochs (cosine horizon).
       decay_epochs: epoch boundaries of the step schedule.
-      decay_factor: multiplier applied at each boundary.
+      decay_factor: multiplier applied at each boundary, or one multiplier per boundary
+        (the AL authors' code: 0.1, 0.1, 0.1, 0.5).
+      decay_fractions: boundaries as fractions of all ``epochs * steps_per_epoch`` steps
+        (the AL code: 0.4, 0.6, 0.8, 0.9, i.e. epochs 80/120/160/180 of 200); when given,
+        ``decay_epochs`` is ignored.
 
     Raises:
       ValueError: unknown schedule name (lists the valid ones) or bad sizes.
@@ -83,14 +96,28 @@ def create_schedule(schedule: str, learning_rate: float, *, steps_per_epoch: int
         return optax.constant_schedule(learning_rate)
     if name == "cosine":
         return optax.cosine_decay_schedule(learning_rate, decay_steps=epochs * steps_per_epoch)
-    boundaries = {int(e) * steps_per_epoch: float(decay_factor) for e in sorted(decay_epochs)}
+    total = epochs * steps_per_epoch
+    steps = ([int(round(float(f) * total)) for f in decay_fractions] if decay_fractions
+             else [int(e) * steps_per_epoch for e in decay_epochs])
+    if any(f < 0 or f > 1 for f in map(float, decay_fractions)):
+        raise ValueError(f"decay_fractions must lie in [0, 1], got {tuple(decay_fractions)}")
+    factors = ([float(decay_factor)] * len(steps) if isinstance(decay_factor, (int, float))
+               else [float(f) for f in decay_factor])
+    if len(factors) != len(steps):
+        raise ValueError(f"{len(factors)} decay factors {tuple(factors)} for {len(steps)} "
+                         f"boundaries; give one factor or one per boundary")
+    boundaries: dict[int, float] = {}
+    for step, factor in sorted(zip(steps, factors)):  # equal boundaries multiply
+        boundaries[step] = boundaries.get(step, 1.0) * factor
     return optax.piecewise_constant_schedule(learning_rate, boundaries)
 
 
 def create_optimizer(optimizer: str = "sgd", learning_rate: float = 0.1, *,
                      schedule: str = "constant", steps_per_epoch: int = 1, epochs: int = 1,
                      momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                     weight_decay_mask: str = "params", decay_epochs: Sequence[int] = (), decay_factor: float = 0.1,
+                     weight_decay_mask: str = "params", decay_epochs: Sequence[int] = (),
+                     decay_factor: float | Sequence[float] = 0.1,
+                     decay_fractions: Sequence[float] = (),
                      b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
                      ) -> optax.GradientTransformation:
     """The base optimizer of the papers, with its schedule.
@@ -101,14 +128,15 @@ def create_optimizer(optimizer: str = "sgd", learning_rate: float = 0.1, *,
         ``"adamw"`` (decoupled weight decay).
       learning_rate: initial learning rate.
       schedule: see :func:`create_schedule`.
-      steps_per_epoch, epochs, decay_epochs, decay_factor: schedule arguments.
+      steps_per_epoch, epochs, decay_epochs, decay_factor, decay_fractions: schedule
+        arguments.
       momentum, nesterov: SGD momentum (heavy ball unless ``nesterov``).
       weight_decay: coefficient; for sgd/adam it is added to the update before the
         optimizer (``g + wd * w``, ASAP's ``λW``, torch SGD's ``weight_decay``), for adamw
         decoupled.
       weight_decay_mask: which leaves decay: "params" (every forward parameter incl. biases
-        and BatchNorm, default), "kernels", or "all" (also trained feedback weights, as the
-        ASAP authors' SGD); see ``WEIGHT_DECAY_MASKS``.
+        and BatchNorm, default), "kernels", "conv_kernels", or "all" (also trained feedback
+        weights, as the ASAP authors' SGD); see ``WEIGHT_DECAY_MASKS``.
       b1, b2, eps: Adam moments.
 
     Raises:
@@ -118,12 +146,12 @@ def create_optimizer(optimizer: str = "sgd", learning_rate: float = 0.1, *,
     if name not in OPTIMIZERS:
         raise ValueError(
             f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    mask = _decay_mask(weight_decay_mask)
+    mask = decay_mask(weight_decay_mask)
     lr = create_schedule(schedule, learning_rate, steps_per_epoch=steps_per_epoch,
-                         epochs=epochs, decay_epochs=decay_epochs, decay_factor=decay_factor)
+                         epochs=epochs, decay_epochs=decay_epochs, decay_factor=decay_factor,
+                         decay_fractions=decay_fractions)
     if name == "adamw":
-        return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                           mask=mask)
+        return optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
     if name == "adam":
         base = optax.adam(lr, b1=b1, b2=b2, eps=eps)
     else:
@@ -151,8 +179,14 @@ def check_rule_weight_decay(rule: Rule, weight_decay: float, weight_decay_mask: 
     """
     check = getattr(rule, "check_base_weight_decay", None)
     if callable(check):
-        _decay_mask(weight_decay_mask)  # a bad mask name fails with the valid list first
+        decay_mask(weight_decay_mask)  # a bad mask name fails with the valid list first
         check(float(weight_decay), str(weight_decay_mask).lower() == "all")
+
+
+def schedule_factor(config: Any) -> float | tuple[float, ...]:
+    """``config.decay_factors`` (one per boundary) when set, else ``config.decay_factor``."""
+    factors = tuple(config.get("decay_factors", ()) or ())
+    return factors if factors else float(config.get("decay_factor", 0.1))
 
 
 def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int
@@ -172,5 +206,6 @@ def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int
         epochs=get("epochs", 1), momentum=get("momentum", 0.0),
         nesterov=get("nesterov", False), weight_decay=get("weight_decay", 0.0),
         weight_decay_mask=mask, decay_epochs=tuple(get("decay_epochs", ()) or ()),
-        decay_factor=get("decay_factor", 0.1))
+        decay_factor=schedule_factor(config),
+        decay_fractions=tuple(get("decay_fractions", ()) or ()))
     return create_rule_optimizer(rule, base)

@@ -111,7 +111,7 @@ def _conv_bn_ref_blocks():
 
 # Whose kernels alearn.al's L2 covers (BlockDef.weight_decay). Issue 17 moves it to the f
 # kernels only (the authors' code): update this tuple together with that change.
-AL_L2_PARTS = ("f", "b")
+AL_L2_PARTS = ("f",)
 
 
 def _knobs(net, lr, ae_lr_mult=2.0, l2_parts=AL_L2_PARTS):

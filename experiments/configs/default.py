@@ -53,7 +53,8 @@ def get_config(rule: str = "bp") -> ml_collections.ConfigDict:
     c.momentum = 0.9  # sgd only
     c.nesterov = False
     c.weight_decay = 0.0
-    c.weight_decay_mask = "params"  # params (incl. biases, BN) | kernels | conv_kernels | all (+ trained B)
+    # params (incl. biases, BN) | kernels | conv_kernels | all (+ trained B)
+    c.weight_decay_mask = "params"
     c.schedule = "constant"  # constant | cosine | step
     c.decay_epochs = (80, 120, 160, 180)  # step schedule only
     c.decay_factor = 0.1

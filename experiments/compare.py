@@ -8,8 +8,9 @@ workdir -- ``metrics.jsonl`` (one record per epoch) and, once finished, ``result
 and writes to ``--out`` (default ``./compare``):
 
 - ``compare.png``: test and train accuracy and loss per epoch, one line per run, and, where a
-  run logged them (``--config.alignment=True``), the mean angle between each rule's update
-  and the BP gradient and the mean feedback-vs-forward (B vs W) angle over layers;
+  run logged them (``--config.alignment=True``), the angle between each rule's update and the
+  BP gradient and the feedback-vs-forward (B vs W) angle, averaged over layers (layers at 0
+  throughout, such as the output layer whose update is BP's under every rule, left out);
 - ``compare.md``: per run the final and best test accuracy, final train accuracy, training
   throughput (samples/s, compile time excluded) and wall time, plus whether it finished.
 
@@ -50,9 +51,18 @@ def load_run(workdir: str, label: str = "") -> dict:
     return {"label": label, "workdir": workdir, "history": history, "results": results}
 
 
-def _mean_angle(record: dict, prefix: str) -> float | None:
-    vals = [v for k, v in record.items() if k.startswith(prefix) and isinstance(v, (int, float))]
+def _mean_angle(record: dict, prefix: str, skip: frozenset = frozenset()) -> float | None:
+    vals = [v for k, v in record.items()
+            if k.startswith(prefix) and k not in skip and isinstance(v, (int, float))]
     return sum(vals) / len(vals) if vals else None
+
+
+def _always_zero(history: list[dict], prefix: str) -> frozenset:
+    """Layers whose angle is 0 in every record (the output layer's update is BP's under every
+    rule), left out of the mean unless every layer is (BP itself)."""
+    keys = {k for r in history for k in r if k.startswith(prefix)}
+    zero = {k for k in keys if all(abs(r.get(k, 0.0)) < 1e-3 for r in history)}
+    return frozenset(zero) if zero != keys else frozenset()
 
 
 def _fmt(v, spec: str = ".2f", scale: float = 1.0) -> str:
@@ -92,12 +102,13 @@ def figure(runs: Sequence[dict], path: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = [("test_accuracy", "test accuracy (%)", 100), ("train_accuracy",
                                                            "train accuracy (%)", 100),
               ("test_loss", "test loss", 1), ("train_loss", "train loss", 1)]
-    angle_panels = [(p, t) for p, t in ((UPDATE, "update vs BP gradient (deg, mean)"),
-                                        (FEEDBACK, "feedback B vs W (deg, mean)"))
+    angle_panels = [(p, t) for p, t in ((UPDATE, "update vs BP gradient (deg)"),
+                                        (FEEDBACK, "feedback B vs W (deg)"))
                     if any(_mean_angle(r, p) is not None for run in runs for r in run["history"])]
     n = len(panels) + len(angle_panels)
     cols = 3 if n > 4 else 2
@@ -117,14 +128,16 @@ def figure(runs: Sequence[dict], path: str) -> str:
             ax.set_title(title)
         for ax, (prefix, title) in zip(flat[len(panels):], angle_panels):
             for i, run in enumerate(runs):
+                skip = _always_zero(run["history"], prefix)
                 pts = [(r["epoch"], a) for r in run["history"]
-                       if (a := _mean_angle(r, prefix)) is not None]
+                       if (a := _mean_angle(r, prefix, skip)) is not None]
                 if pts:
                     ax.plot(*zip(*pts), marker="o", ms=4, color=colors(i % 10),
                             label=run["label"])
             ax.set_ylim(bottom=0)
             ax.set_title(title)
         for ax in flat[:n]:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
             if ax.lines:

@@ -63,3 +63,14 @@ def test_compare_errors_name_the_problem(tmp_path, capsys):
     run = _run(tmp_path / "r", _hist([0.5]))
     with pytest.raises(ValueError, match="2 labels for 1 workdirs"):
         compare.compare([run], str(tmp_path / "o"), ["a", "b"])
+
+
+def test_layers_at_zero_throughout_are_left_out_of_the_mean():
+    hist = [{"update_vs_bp/h": 60.0, "update_vs_bp/out": 0.0},
+            {"update_vs_bp/h": 50.0, "update_vs_bp/out": 0.0}]
+    skip = compare._always_zero(hist, compare.UPDATE)
+    assert skip == {"update_vs_bp/out"}
+    assert compare._mean_angle(hist[1], compare.UPDATE, skip) == 50.0
+    bp = [{"update_vs_bp/h": 0.0, "update_vs_bp/out": 0.0}]
+    assert compare._mean_angle(bp[0], compare.UPDATE, compare._always_zero(bp, compare.UPDATE)) \
+        == 0.0

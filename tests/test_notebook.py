@@ -81,7 +81,8 @@ def test_install_cell_installs_a_wheel_past_a_clone_folder(tmp_path):
                       flags=re.M)
     assert n == 1, "the install cell has no ALEARN_SOURCE form field"
     script = work / "cell.py"
-    script.write_text(_HIDE_EDITABLE + cell + "\nimport alearn.train\nprint('FROM', alearn.__file__)\n")
+    script.write_text(_HIDE_EDITABLE + cell
+                      + "\nimport alearn.train\nprint('FROM', alearn.__file__)\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(site), PIP_TARGET=str(site), PIP_NO_DEPS="1", PIP_NO_INDEX="1",
                PIP_DISABLE_PIP_VERSION_CHECK="1")

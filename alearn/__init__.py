@@ -1,11 +1,32 @@
-"""alearn: neural-network training with learning rules beyond end-to-end backprop."""
+"""alearn: neural-network training with learning rules beyond end-to-end backprop.
+
+``layers``, ``models`` and ``rules`` are imported with the package; ``data``, ``analysis``,
+``train`` and ``al`` are imported on first attribute access (``alearn.data.create(...)``
+works after a bare ``import alearn``) so that ``import alearn`` does not pay for them.
+"""
+
+import importlib
 
 from alearn import layers, models, rules
 from alearn._api import cross_entropy, init, loss_and_updates, rule_updates, trainable
 
 __version__ = "0.1.0"
 
+_LAZY = ("al", "analysis", "data", "train")
+
 __all__ = [
-    "cross_entropy", "init", "layers", "loss_and_updates", "models", "rule_updates",
-    "rules", "trainable",
+    "al", "analysis", "cross_entropy", "data", "init", "layers", "loss_and_updates", "models",
+    "rule_updates", "rules", "train", "trainable",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f"alearn.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'alearn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -18,7 +18,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-_DPI = 72
+# Readable at 100 % zoom in a markdown viewer: 100 dpi, 11-12 pt text (the legend 10 pt).
+_DPI = 100
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11,
+                     "legend.fontsize": 10, "xtick.labelsize": 10, "ytick.labelsize": 10})
 
 
 def _jsonl(path: str) -> list[dict]:
@@ -51,15 +54,15 @@ def curves(tid: str, workdir: str, runs: list, out: str) -> list[str]:
                 rows.setdefault(run.row, []).append((label, hist))
     if not rows:
         return []
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.8 * len(rows), 3.8), squeeze=False)
     for ax, (row, items) in zip(axes[0], rows.items()):
         for label, hist in items:
             ax.plot([r["epoch"] for r in hist], [100 * r["test_accuracy"] for r in hist],
                     marker="o", label=label)
-        ax.set_title(row, fontsize=8)
+        ax.set_title(row)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
-        ax.legend(fontsize=6)
+        ax.legend()
         ax.grid(alpha=0.3)
     return [_save(fig, os.path.join(out, f"{tid}_curves.png"))]
 
@@ -75,18 +78,18 @@ def alignment(tid: str, workdir: str, runs: list, out: str) -> list[str]:
                 series.append((f"{run.row}: {label}", pts))
     if not series:
         return []
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     for label, pts in series:
         ax.plot(*zip(*pts), marker="o", label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean angle update vs BP (deg)")
-    ax.legend(fontsize=6)
+    ax.legend()
     ax.grid(alpha=0.3)
     return [_save(fig, os.path.join(out, f"{tid}_alignment.png"))]
 
 
 def foa_angles(tid: str, workdir: str, runs: list, out: str) -> list[str]:
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     any_ = False
     for run in runs:
         path = os.path.join(workdir, tid, run.name, "angles.json")
@@ -103,8 +106,8 @@ def foa_angles(tid: str, workdir: str, runs: list, out: str) -> list[str]:
         return []
     ax.set_xlabel("epoch")
     ax.set_ylabel("angle W vs C (deg)")
-    ax.set_title("Fig. 3.2: Forward Alignment, W vs fixed C", fontsize=8)
-    ax.legend(fontsize=6)
+    ax.set_title("Fig. 3.2: Forward Alignment, W vs fixed C")
+    ax.legend()
     ax.grid(alpha=0.3)
     return [_save(fig, os.path.join(out, f"{tid}_fig3.2_angles.png"))]
 
@@ -150,17 +153,17 @@ def pipeline_chart(tid: str, workdir: str, runs: list, out: str) -> list[str]:
         with open(path) as f:
             res = json.load(f)
         n, stages = min(res["micro_batches"], 12), res["blocks"]
-        fig, ax = plt.subplots(figsize=(6, 0.4 * stages + 1.2))
+        fig, ax = plt.subplots(figsize=(9, 0.5 * stages + 1.6))
         cmap = plt.get_cmap("tab20")
         for s in range(stages):
             for m in range(n):  # stage s trains micro-batch m at tick m + s
                 ax.barh(s, 1, left=m + s, color=cmap(m % 20), edgecolor="white")
-                ax.text(m + s + 0.5, s, str(m), ha="center", va="center", fontsize=6)
-        ax.set_yticks(range(stages), [f"stage {s}" for s in range(stages)], fontsize=7)
+                ax.text(m + s + 0.5, s, str(m), ha="center", va="center", fontsize=9)
+        ax.set_yticks(range(stages), [f"stage {s}" for s in range(stages)])
         ax.invert_yaxis()
         ax.set_xlabel(f"tick ({n} micro-batches, {n + stages - 1} ticks; sequential AL: "
-                      f"{n * stages} block steps)", fontsize=7)
-        ax.set_title("AL pipeline schedule: stage s runs micro-batch t - s at tick t", fontsize=8)
+                      f"{n * stages} block steps)")
+        ax.set_title("AL pipeline schedule: stage s runs micro-batch t - s at tick t")
         paths.append(_save(fig, os.path.join(out, f"{tid}_schedule.png")))
     return paths
 

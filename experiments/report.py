@@ -7,7 +7,10 @@ a markdown table (ours, the paper's, the difference ours − paper, in percentag
 accuracies), an ordering check of the methods per row against the paper's (or the paper's
 claim where it prints no numbers), and plots written to ``--out``: test accuracy per epoch
 per rule, alignment angles, t-SNE panels, memory-access bars and the pipeline schedule.
-Writes ``<out>/README.md``.
+Writes ``<out>/README.md``. Cells that are under-trained (test accuracy within a few points
+of chance, still rising in the last epoch, or a single epoch) are marked in the table and
+left out of the ordering check. For runs with no paper number (your own
+``experiments.train`` runs) use ``python -m experiments.compare --workdirs=a,b,c``.
 """
 
 from __future__ import annotations
@@ -52,16 +55,44 @@ def _chain(values: dict[str, float], tol: float = 0.005) -> str:
     return " ".join(out)
 
 
+# A cell is under-trained (shown, not ranked) when its test accuracy is within CHANCE_MARGIN
+# points of chance, its last epoch still gained RISING points or more, or it ran one epoch.
+CHANCE_MARGIN = 5.0
+RISING = 1.0
+
+
+def under_trained(history: list[dict], num_classes: int) -> str | None:
+    """Why a run's accuracy cannot be ranked yet (None: it can, or there is no curve)."""
+    accs = [100.0 * r["test_accuracy"] for r in history
+            if isinstance(r.get("test_accuracy"), (int, float))]
+    if not accs:
+        return None
+    chance = 100.0 / num_classes
+    if accs[-1] - chance < CHANCE_MARGIN:
+        return f"near chance ({chance:.0f} %)"
+    if len(accs) == 1:
+        return "1 epoch, no curve to judge"
+    if accs[-1] - accs[-2] >= RISING:
+        return f"still rising (+{accs[-1] - accs[-2]:.1f} in the last epoch)"
+    return None
+
+
 def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str], float],
-                   tol: float = 0.005) -> list[str]:
+                   tol: float = 0.005, untrained: dict[tuple[str, str], str] | None = None
+                   ) -> list[str]:
     """Per row, whether our ranking of methods (those with a paper number) matches the paper's.
 
     A pair disagrees when the paper ranks a above b and ours ranks b strictly above a
-    (ties, within ``tol`` points, are reported as ties, not as disagreements).
+    (ties, within ``tol`` points, are reported as ties, not as disagreements). Cells in
+    ``untrained`` ((row, method) -> reason, see :func:`under_trained`) are listed, not ranked.
     """
     notes = []
+    untrained = untrained or {}
     for row, vals in ours.items():
-        common = {m: v for m, v in vals.items() if (row, m) in paper}
+        skipped = [f"{m} ({untrained[(row, m)]})" for m in vals if (row, m) in untrained]
+        if skipped:
+            notes.append(f"- **{row}**: not ranked, under-trained: {'; '.join(skipped)}.")
+        common = {m: v for m, v in vals.items() if (row, m) in paper and (row, m) not in untrained}
         if len(common) < 2:
             continue
         theirs = {m: paper[(row, m)] for m in common}
@@ -89,23 +120,39 @@ def _table_runs(table_id: str, workdir: str) -> tuple[str, dict, list]:
 
 def _accuracy(table_id: str, workdir: str, manifest: dict, runs: list) -> list[str]:
     paper = paper_results.PAPER.get(table_id, {})
-    lines = ["| row | method | ours: setup | ours (%) | paper (%) | Δ ours − paper | wall (s) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| row | method | ours: setup | ours (%) | paper (%) | Δ ours − paper | wall (s) "
+             "| trained enough to rank? |", "|---|---|---|---|---|---|---|---|"]
     ours: dict[str, dict[str, float]] = {}
+    untrained: dict[tuple[str, str], str] = {}
     for run in runs:
-        res = _load(os.path.join(workdir, table_id, run.name, "results.json"))
+        rundir = os.path.join(workdir, table_id, run.name)
+        res = _load(os.path.join(rundir, "results.json"))
         acc = None if res is None or res.get("test_accuracy") is None \
             else 100.0 * float(res["test_accuracy"])
+        why = None
         if acc is not None:
             ours.setdefault(run.row, {})[run.col] = acc
+            why = under_trained(plots._jsonl(os.path.join(rundir, "metrics.jsonl")),
+                                _num_classes(run))
+            if why:
+                untrained[(run.row, run.col)] = why
         p = paper.get((run.row, run.col))
         wall = manifest.get("runs", {}).get(run.name, {}).get("wall_time_s")
+        verdict = "—" if acc is None else (f"**no**: {why}" if why else "yes")
         lines.append(f"| {run.row} | {run.col} | {run.setup()} | {_fmt(acc)} | {_fmt(p)} "
-                     f"| {_fmt(_diff(acc, p))} | {_fmt(wall, 0)} |")
-    notes = ordering_notes(ours, paper) if paper else [
-        "- ours, per row (no paper numbers): " + "; ".join(f"{r}: {_chain(v)}"
-                                                           for r, v in ours.items())]
+                     f"| {_fmt(_diff(acc, p))} | {_fmt(wall, 0)} | {verdict} |")
+    notes = ordering_notes(ours, paper, untrained=untrained) if paper else [
+        "- ours, per row (no paper numbers; under-trained cells left out): " + "; ".join(
+            f"{r}: {_chain(k)}" for r, v in ours.items()
+            if (k := {m: a for m, a in v.items() if (r, m) not in untrained}))]
     return lines + [""] + notes
+
+
+def _num_classes(run) -> int:
+    from alearn.data import specs
+
+    name = run.config.dataset if run.config is not None else ""
+    return specs.SPECS[name].num_classes if name in specs.SPECS else 10
 
 
 def _metafeatures(table_id: str, workdir: str, runs: list) -> list[str]:
@@ -225,12 +272,23 @@ def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
                            for p in pngs)
         sections.append(section)
     parts += ["## Where our ordering of methods disagrees with the paper", "",
-              *(flagged or ["- nowhere (among the methods with a paper number)."]), ""]
+              *(flagged or ["- nowhere (among the methods with a paper number that trained "
+                             "enough to rank)."]), ""]
     parts += sections
     path = os.path.join(out, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(parts))
     return path
+
+
+def training_runs(workdir: str) -> list[str]:
+    """``workdir`` itself or its sub-folders that hold an ``experiments.train`` run."""
+    if os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+        return [workdir]
+    if not os.path.isdir(workdir):
+        return []
+    return [os.path.join(workdir, d) for d in sorted(os.listdir(workdir))
+            if os.path.exists(os.path.join(workdir, d, "metrics.jsonl"))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,6 +302,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [t for t in ids or [] if t not in tables.TABLES]
     if bad:
         p.error(f"unknown table id(s) {', '.join(bad)}; valid ids: {', '.join(tables.TABLE_IDS)}")
+    if not ids and not any(os.path.isdir(os.path.join(a.workdir, t)) for t in tables.TABLE_IDS):
+        runs = training_runs(a.workdir)
+        hint = (f"python -m experiments.compare --workdirs={','.join(runs)}" if runs else
+                "python -m experiments.compare --workdirs=<run dir>,<run dir>,...")
+        print(f"{a.workdir} holds no experiments.reproduce table (no folder named after a table "
+              f"id: {', '.join(tables.TABLE_IDS)}), so there is no paper number to compare "
+              f"with. To compare training runs with each other:\n  {hint}", file=sys.stderr)
+        return 1
     pre = open(a.preamble).read() if a.preamble else ""
     path = write_report(a.workdir, a.out or os.path.join(a.workdir, "report"), ids, pre)
     print(path)

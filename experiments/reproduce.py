@@ -22,7 +22,7 @@ from typing import Sequence
 
 from absl import logging
 
-from experiments import tables
+from experiments import _estimate, tables
 from experiments.tables import Run
 
 RESULTS = "results.json"
@@ -110,8 +110,10 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
                 "setup": run.setup(), "status": "done" if done else "todo", "dir": rundir}
         report.append(item)
         if dry_run:
+            est = _estimate.estimate(table_id, run, scale)
+            item["estimate_s"] = est
             print(f"[{item['status']}] {table_id}/{run.name}: {run.row} | {run.col} | "
-                  f"{item['setup']}", file=out)
+                  f"{item['setup']} | est. {_estimate.fmt(est)}", file=out)
             continue
         if done:
             logging.info("skipping %s (results exist)", rundir)
@@ -127,6 +129,8 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
         with open(manifest_path, "w") as f:
             json.dump(manifest, f, indent=1)
         print(f"{table_id}/{run.name}: {wall:.1f} s", file=out)
+    if dry_run:
+        _print_estimate(table_id, scale, report, out)
     if not dry_run:
         walls = [v.get("wall_time_s", 0.0) for v in manifest["runs"].values()]
         manifest["total_wall_time_s"] = sum(walls)
@@ -134,6 +138,19 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
         with open(manifest_path, "w") as f:
             json.dump(manifest, f, indent=1)
     return report
+
+
+def _print_estimate(table_id: str, scale: str, items: list[dict], out) -> None:
+    """One line: the table's estimated wall time (``experiments/_estimate.py``'s model)."""
+    todo = [i for i in items if i["status"] == "todo"]
+    known = [i["estimate_s"] for i in todo if i["estimate_s"] is not None]
+    how = ("measured per run on the 2-core dev machine, docs/results" if scale == "cpu" else
+           "on the 2-core CPU, scaled from the cpu-scale per-epoch costs: not a machine for this "
+           "scale, and no accelerator measurement is stored yet")
+    unknown = len(todo) - len(known)
+    print(f"{table_id}: {len(todo)} of {len(items)} runs to do, estimated "
+          f"{_estimate.fmt(sum(known)) if known else 'unknown'} ({how})"
+          + (f"; {unknown} run(s) without an estimate" if unknown else ""), file=out)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

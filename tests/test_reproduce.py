@@ -46,7 +46,8 @@ def test_dry_run_lists_without_running(tmp_path, monkeypatch):
     out = io.StringIO()
     items = reproduce.reproduce("wt5.2", "paper", str(tmp_path), dry_run=True, out=out)
     lines = out.getvalue().strip().splitlines()
-    assert len(lines) == len(items) == 70  # 14 Table 5.2 rows x 5 rules
+    assert len(lines) - 1 == len(items) == 70  # 14 Table 5.2 rows x 5 rules, + the estimate
+    assert lines[-1].startswith("wt5.2: 70 of 70 runs to do, estimated ~")
     assert "wt5.2/cifar10" not in lines[0] and "[todo] wt5.2/alexnet_mnist_bp" in lines[0]
     assert not os.listdir(tmp_path)
 

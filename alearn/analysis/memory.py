@@ -194,10 +194,10 @@ def plot_access(rows: dict[str, dict[str, dict[str, int]]], path: str,
             bottoms.append(bottom)
             x += 1.0
         x += 0.6
-    ax.set_xticks(xs, labels, fontsize=7)
+    ax.set_xticks(xs, labels, fontsize=10)
     ax.set_ylabel("accesses (millions of scalars)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=12)
+    ax.legend(fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

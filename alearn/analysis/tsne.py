@@ -58,7 +58,7 @@ def plot_tsne(rows: Sequence[tuple[str, Sequence[tuple[str, Any]]]], labels: Any
             name, feats = panels[c]
             xy = embed(feats, seed)
             ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=3, vmin=0, vmax=9)
-            ax.set_title(f"{row_name}: {name}", fontsize=9)
+            ax.set_title(f"{row_name}: {name}", fontsize=11)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -82,6 +82,8 @@ def _train_epoch(ctx: dict, state, epoch: int, bar) -> tuple[Any, dict]:
         n = len(batch["label"])
         state, metrics = ctx["train_step"](state, shard_batch(batch, mesh))
         ctx["step"] += 1
+        if ctx["align_every"] and ctx["step"] % ctx["align_every"] == 0:
+            ctx["align_log"](state)
         if pending is not None:
             check(pending)
         pending = (ctx["step"], n, metrics)
@@ -132,7 +134,23 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     # Optional alignment diagnostics (config.alignment): angles on one fixed training batch.
     align_batch = (next(iter(ds.batches("train", batch_size, epoch=0, augment=False)))
                    if config.get("alignment", False) else None)
+    align_every = int(config.get("alignment_every", 0)) if align_batch is not None else 0
+    if align_every < 0:
+        raise ValueError(f"config.alignment_every={align_every}: use 0 (once per epoch) or a "
+                         "positive number of steps")
+    align_writer = (report.MetricsWriter(workdir, tensorboard=False, filename="alignment.jsonl")
+                    if align_every else None)
+    if align_writer is not None:
+        align_writer.truncate(start)
+
+    def align_log(st):  # every config.alignment_every steps, to alignment.jsonl
+        align_writer.write({"step": ctx["step"], "epoch": ctx["step"] / steps_per_epoch,
+                            **alignment.alignment_angles(
+            model, rule, jax.device_get(st.variables()), align_batch["image"],
+            align_batch["label"])})
+
     ctx = dict(dataset=ds, mesh=mesh, batch_size=batch_size, workdir=workdir,
+               align_every=align_every, align_log=align_log,
                eval_batch_size=int(config.get("eval_batch_size", 1000)),
                train_step=make_train_step(model, rule, optimizer, mesh=mesh,
                                           step_hook=setup.step_hook_for(rule, model)),
@@ -184,6 +202,9 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
                        title=f"{config.rule} / {config.model} / {config.dataset}")
     if align_batch is not None and any(k.startswith(alignment.UPDATE)
                                        for r in history for k in r):
-        alignment.plot_alignment(align0 + history, os.path.join(workdir, "alignment.png"),
-                                 title=f"{config.rule} / {config.model} / {config.dataset}")
+        steps = align_writer.history() if align_writer is not None else []
+        alignment.plot_alignment(
+            [{**h, "step": 0} for h in align0] + steps if steps else align0 + history,
+            os.path.join(workdir, "alignment.png"), x="step" if steps else "epoch",
+            title=f"{config.rule} / {config.model} / {config.dataset}")
     return results

@@ -30,9 +30,9 @@ def _jsonable(value: Any) -> Any:
 class MetricsWriter:
     """Appends one JSON object per epoch to ``<workdir>/metrics.jsonl`` (and TensorBoard)."""
 
-    def __init__(self, workdir: str, tensorboard: bool = True):
+    def __init__(self, workdir: str, tensorboard: bool = True, filename: str = "metrics.jsonl"):
         os.makedirs(workdir, exist_ok=True)
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, filename)
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter  # imported lazily: optional output

@@ -62,5 +62,6 @@ def get_config(rule: str = "bp") -> ml_collections.ConfigDict:
     c.checkpoint_keep = 3
     c.tensorboard = True
     c.alignment = False  # log per-layer alignment angles each epoch + alignment.png
+    c.alignment_every = 0  # with alignment: also every N steps to alignment.jsonl (0 = off)
     c.progress_bar = True
     return c

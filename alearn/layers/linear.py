@@ -61,7 +61,7 @@ def _bwd(rule, op, res, cotangents):
     res, (mx, mk, mfb) = res
     g, carrier_g = cotangents
     dx, dkernel, dfeedback = rule.backward(op, res, g, carrier_g)
-    dfeedback = {k: _match(dfeedback.get(k), mfb[k]) for k in rule.feedback_names}
+    dfeedback = {k: _match(dfeedback.get(k), mfb[k]) for k in mfb}
     return _match(dx, mx), _match(dkernel, mk), dfeedback, None, carrier_g
 
 
@@ -82,7 +82,7 @@ def apply_rule(module: nn.Module, op: LinearOp, x: Array, kernel: Array, tape: T
         )
     rule = tape.rule
     feedback = {}
-    for name in rule.feedback_names:
+    for name in rule.layer_feedback_names(tape, op):
         var = module.variable(
             "feedback",
             name,

@@ -13,7 +13,9 @@ and forward-pass values (DFA's error carrier, shared activations) travel in the 
 
 Hooks (override what the rule changes; the defaults are exact backpropagation):
 
-- ``feedback_names`` / ``init_feedback``: feedback variables a layer must own.
+- ``feedback_names`` / ``init_feedback``: feedback variables a layer must own;
+  ``layer_feedback_names(tape, op)`` may give a layer other names by its position (the
+  sharing rules' untrained first layer owns only a ``frozen`` marker).
 - ``on_block(tape, x)``: called by models at block boundaries (e.g. a residual block's input).
 - ``on_finish(tape, logits)``: called by ``Tape.finish`` on the model output (identity by
   default; ASFP+LC attaches its local classifiers' errors there).
@@ -50,6 +52,11 @@ class Rule:
 
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         raise NotImplementedError(f"rule {self.name!r} declares no feedback variable {name!r}")
+
+    def layer_feedback_names(self, tape: Any, op: LinearOp) -> tuple[str, ...]:
+        """The feedback variables of the layer about to run (``feedback_names`` here)."""
+        del tape, op
+        return self.feedback_names
 
     def on_block(self, tape: Any, x: Array) -> None:
         del tape, x

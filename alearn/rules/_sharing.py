@@ -5,7 +5,7 @@ Every rule-aware layer gets one of three roles, decided in the forward pass:
 - **frozen**: the first rule-aware layer (input = data) is not trained ("input of the first
   layer has considerably smaller dimension ... can't be shared activation", Sec. 5.1.1;
   the authors' code detaches the stem). It is *declared* frozen by position: it owns a
-  zero-size ``feedback/frozen`` marker instead of feedback weights, and the rule's
+  one-element ``feedback/frozen`` marker instead of feedback weights, and the rule's
   transform (:func:`freeze_and_decay`) zeroes every update of a module holding that
   marker (kernel, bias, B; no decay). A layer whose kernel update happens to be zero (a
   dead ReLU below it) is *not* frozen. AS with ``grouping="block_input"`` trains the first
@@ -132,7 +132,7 @@ class SharingRule(Rule):
 
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         if name == FROZEN:
-            return jnp.zeros((0,), op.dtype)
+            return jnp.zeros((1,), op.dtype)  # orbax cannot save zero-size arrays
         if name == B_FIXED:  # the authors' Linear_FA: weight_fa.uniform_(-1, 1)
             return jax.random.uniform(key, op.kernel_shape, op.dtype, -1.0, 1.0)
         return super().init_feedback(name, key, op, num_classes)
@@ -204,7 +204,7 @@ class SharingRule(Rule):
     def frozen_backward(op: LinearOp, g: Array) -> tuple:
         """Nothing passes the untrained first layer (the authors' code detaches it)."""
         return (jnp.zeros(op.in_shape, g.dtype), jnp.zeros(op.kernel_shape, g.dtype),
-                {FROZEN: jnp.zeros((0,), g.dtype)})
+                {FROZEN: jnp.zeros((1,), g.dtype)})
 
     @staticmethod
     def fa_backward(op: LinearOp, x: Array, b: Array, g: Array) -> tuple:

@@ -1,4 +1,4 @@
-"""Residual-net oracles for AS, ASAP, ASFP, ASFP+LC and FoA (issue 10).
+"""Conv-net oracles for AS, ASAP, ASFP, ASFP+LC and FoA (issue 10): residual nets, AlexNet.
 
 Every expected update is computed here independently of the rules: a plain-JAX copy of
 ``_as_models.TinyResNet`` (``lax.conv``, no alearn layer) gives BP's error δ at every
@@ -237,3 +237,54 @@ def test_authors_code_needs_an_even_k_on_residual_nets():
     with pytest.raises(ValueError, match="even k.*k=3"):
         jax.eval_shape(lambda: alearn.init(TinyResNet(), rules.create("asap", k=3),
                                            jax.random.key(0), X))
+
+
+def _bn(z, p):
+    axes = tuple(range(z.ndim - 1))
+    mean = z.mean(axis=axes)
+    var = (z * z).mean(axis=axes) - mean * mean
+    return (z - mean) / jnp.sqrt(var + 1e-5) * p["scale"] + p["bias"]
+
+
+def _pool(h):
+    n, hh, ww, c = h.shape
+    return h.reshape(n, hh // 2, 2, ww // 2, 2, c).max(axis=(2, 4))
+
+
+def _plain_alexnet(p, x, probes):
+    """The authors' AlexNet by hand (5x5 convs, BN everywhere incl. logits, 2x2 max-pool)."""
+    inputs, h = {}, x
+    for i in range(3):
+        inputs[f"conv{i}"] = h
+        z = _conv(h, p[f"conv{i}"]["kernel"]) + probes[f"conv{i}"]
+        h = _pool(jax.nn.relu(_bn(z, p[f"bn_conv{i}"])))
+    h = h.reshape(h.shape[0], -1)
+    for j in range(2):
+        inputs[f"fc{j}"] = h
+        h = jax.nn.relu(_bn(h @ p[f"fc{j}"]["kernel"] + probes[f"fc{j}"], p[f"bn_fc{j}"]))
+    inputs["classifier"] = h
+    logits = _bn(h @ p["classifier"]["kernel"] + probes["classifier"], p["bn_out"])
+    return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), Y]), inputs
+
+
+def test_asap_alexnet_conv1_and_conv2_share_conv0_pooled_output_fc_by_fa():
+    """Authors' ASAP AlexNet: conv0 frozen; conv1 and conv2 use conv0's pooled output
+    (tile + max-pool for conv2); the FC layers train by plain FA (own input, fixed B)."""
+    model = alearn.models.create("alexnet", 3, conv_widths=(2, 4, 8), dense_widths=(6, 6))
+    rule = rules.create("asap", decay=0.0)
+    x = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
+    v = _with_b_equal_w(alearn.init(model, rule, jax.random.key(0), x))
+    shapes = {"conv0": (4, 8, 8, 2), "conv1": (4, 4, 4, 4), "conv2": (4, 2, 2, 8),
+              "fc0": (4, 6), "fc1": (4, 6), "classifier": (4, 3)}
+    probes = {k: jnp.zeros(s) for k, s in shapes.items()}
+    deltas, inputs = jax.grad(lambda pr: _plain_alexnet(v["params"], x, pr), has_aux=True)(probes)
+    u = jax.jit(functools.partial(alearn.rule_updates, model, rule))(v, x, Y)
+    p, w = u["params"], v["params"]
+    assert float(jnp.abs(p["conv0"]["kernel"]).max()) == 0.0
+    pooled0 = inputs["conv1"]  # conv0's pooled output
+    _close(p["conv1"]["kernel"], _wgrad(pooled0, deltas["conv1"], w["conv1"]["kernel"]))
+    _close(p["conv2"]["kernel"], _wgrad(np_match(pooled0, (4, 2, 2, 4)), deltas["conv2"],
+                                        w["conv2"]["kernel"]))
+    for name in ("fc0", "fc1", "classifier"):
+        _close(p[name]["kernel"], np.asarray(inputs[name]).T @ np.asarray(deltas[name]))
+        assert float(jnp.abs(u["feedback"][name]["B_fixed"]).max()) == 0.0

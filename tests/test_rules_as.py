@@ -230,3 +230,14 @@ def test_asfp_lc_local_classifier_gets_its_own_cross_entropy_error():
     # with the local loss, layers below the classifier see an extra error
     assert float(jnp.abs(u["params"]["Dense_1"]["kernel"]
                          - uf["params"]["Dense_1"]["kernel"]).max()) > 1e-4
+
+
+def test_asap_config_learning_rates_follow_table_5_1():
+    from experiments.configs import asap as asap_config
+    table_5_1 = {("mnist", "alexnet"): 1e-4, ("svhn", "alexnet"): 1e-4,
+                 ("svhn", "resnet18_nsc"): 3e-3, ("svhn", "resnet18"): 3e-3,
+                 ("cifar10", "resnet18"): 3e-2, ("cifar10", "resnet34"): 3e-2,
+                 ("cifar100", "resnet18_nsc"): 3e-3, ("tiny_imagenet", "resnet18"): 3e-2}
+    for (data, model), lr in table_5_1.items():
+        for rule in ("asap", "asfp"):
+            assert asap_config.get_config(f"{rule},{model},{data}").learning_rate == lr

@@ -93,6 +93,9 @@ class _Recorder(Rule):
     def init_feedback(self, name, key, op, num_classes):
         return self.inner.init_feedback(name, key, op, num_classes)
 
+    def layer_feedback_names(self, tape, op):
+        return self.inner.layer_feedback_names(tape, op)
+
     def on_block(self, tape, x):
         self.inner.on_block(tape, x)
 

@@ -70,7 +70,7 @@ class PlainAlexNet(nn.Module):
     def __call__(self, x, train=False):
         bn = lambda name: nn.BatchNorm(use_running_average=not train, name=name, **BN)
         for i, f in enumerate(self.convs):
-            x = nn.Conv(f, (3, 3), padding=((2, 2), (2, 2)), use_bias=False, name=f"conv{i}")(x)
+            x = nn.Conv(f, (5, 5), padding=((2, 2), (2, 2)), use_bias=False, name=f"conv{i}")(x)
             x = _pool(nn.relu(bn(f"bn_conv{i}")(x)))
         x = x.reshape(x.shape[0], -1)
         for j, w in enumerate(self.dense):
@@ -137,8 +137,7 @@ CASES = {
     "conv": (models.create("cnn", 5, conv_widths=(3, 4, 5), conv_strides=(1, 2, 2),
                            dense_widths=(7, 6), activation="elu"),
              PlainCNN(((3, 1), (4, 2), (5, 2)), (7, 6), 5), (6, 9, 9, 2)),
-    "conv_bn_pool": (models.create("alexnet", 5, conv_widths=(3, 4), dense_widths=(6,),
-                                   output_bn=True),
+    "conv_bn_pool": (models.create("alexnet", 5, conv_widths=(3, 4), dense_widths=(6,)),
                      PlainAlexNet((3, 4), (6,), 5), (6, 7, 7, 2)),
     "vgg_bn": (models.create("vgg16", 5, config=(3, "M", 4, 4, "M")),
                PlainVGG((3, "M", 4, 4, "M"), 5), (6, 8, 8, 3)),

@@ -14,19 +14,26 @@ def test_saved_activations_counts_what_each_rule_keeps():
     b = 4
     bp = memory.saved_activations(model, rules.BP(), (b, 20))
     assert bp == b * (20 + 4 * 32)  # BP: every layer's input
-    # ASAP k=2: layer 0 untrained (keeps nothing); groups {1,2}, {3,4} keep one input each
-    assert memory.saved_activations(model, rules.create("asap", k=2), (b, 20)) == b * 2 * 32
-    assert memory.saved_activations(model, rules.create("asap", k=4), (b, 20)) == b * 32
-    # AS trains layer 0 with its own input; ASFP keeps every input plus the shared ones
-    assert memory.saved_activations(model, rules.create("as", k=2), (b, 20)) == b * (20 + 64)
-    assert memory.saved_activations(model, rules.create("asfp", k=2), (b, 20)) == bp - b * 20
+    # ASAP k=2, dense layers sharing: layer 0 untrained (keeps nothing); groups {1,2},
+    # {3,4} keep one input each
+    share = {"dense": "shared"}
+    assert memory.saved_activations(model, rules.create("asap", k=2, **share), (b, 20)) == b * 64
+    assert memory.saved_activations(model, rules.create("asap", k=4, **share), (b, 20)) == b * 32
+    # default dense layers train by plain FA: their own inputs (layer 0 still frozen)
+    assert memory.saved_activations(model, rules.create("asap", k=2), (b, 20)) == bp - b * 20
+    # AS ("block_input") trains layer 0 with its own input; ASFP keeps every input
+    assert memory.saved_activations(model, rules.create("as", k=2, grouping="block_input",
+                                                        **share), (b, 20)) == b * (20 + 64)
+    assert memory.saved_activations(model, rules.create("asfp", k=2, **share),
+                                    (b, 20)) == bp - b * 20
 
 
 def test_residual_net_shares_one_array_per_block():
     model = TinyResNet(widths=(4, 4, 8), strides=(1, 1, 2))
     shape = (2, 8, 8, 3)
-    # three blocks, k=2: one block input each (8x8x4); the dense head, fed a conv map that
-    # does not flatten to its input, starts its own group (its 8 inputs)
+    # three blocks, k=2 (authors' grouping): conv1/shortcut keep the previous block input,
+    # conv2 this block's, so the three block inputs (8x8x4) are kept once each; the dense
+    # head trains by FA with its own input (its 8 inputs)
     n = memory.saved_activations(model, rules.create("asap", k=2), shape)
     assert n == 2 * (3 * 8 * 8 * 4 + 8)
     bp = memory.saved_activations(model, rules.BP(), shape)

@@ -21,6 +21,7 @@ TINY_MODELS = {
     "mlp": (1 / 64, MNIST),
     "cnn": (1 / 8, MNIST),
     "alexnet": (1 / 16, MNIST),
+    "alexnet_thesis": (1 / 16, CIFAR),
     "vgg16": (1 / 16, CIFAR),
     "resnet20": (1 / 4, CIFAR),
     "resnet32": (1 / 4, CIFAR),
@@ -219,11 +220,19 @@ def test_full_width_parameter_counts():
         _conv(1, c, 2 * c) + 4 * c for c in (64, 128, 256))
     assert count("resnet20") == _resnet_count((3,) * 3, (16, 32, 64), 3, 10) == 272_474
     assert count("resnet32", classes=100) == _resnet_count((5,) * 3, (16, 32, 64), 3, 100)
-    # ASAP AlexNet on CIFAR-10: 32 -(pad 2, 3x3)-> 34 -pool-> 17 -> 19 -> 10 -> 12 -> 6.
+    # ASAP thesis-text AlexNet on CIFAR-10: 32 -(pad 2, 3x3)-> 34 -pool-> 17 -> 19 -> 10 ->
+    # 12 -> 6; classifier with bias, no logit BN.
     alexnet = (_conv(3, 3, 64) + 2 * 64 + _conv(3, 64, 128) + 2 * 128 + _conv(3, 128, 256)
                + 2 * 256 + 6 * 6 * 256 * 1024 + 2 * 1024 + 1024 * 1024 + 2 * 1024 + 1024 * 10 + 10)
-    assert count("alexnet") == alexnet == 10_871_370
-    assert count("alexnet", hwc=MNIST) == alexnet - _conv(3, 2, 64)  # one input channel
+    assert count("alexnet_thesis") == alexnet == 10_871_370
+    assert count("alexnet_thesis", hwc=MNIST) == alexnet - _conv(3, 2, 64)  # one input channel
+    # The authors' code (the default): 5x5 kernels keep the size, 32 -> 16 -> 8 -> 4,
+    # flatten 4096; BN on the logits instead of a classifier bias.
+    authors = (_conv(5, 3, 64) + 2 * 64 + _conv(5, 64, 128) + 2 * 128 + _conv(5, 128, 256)
+               + 2 * 256 + 4 * 4 * 256 * 1024 + 2 * 1024 + 1024 * 1024 + 2 * 1024 + 1024 * 10
+               + 2 * 10)
+    assert count("alexnet") == authors == 6_286_932
+    assert count("alexnet", hwc=MNIST) == authors - _conv(5, 2, 64)  # 28 -> 14 -> 7 -> 4
     # AL thesis CNN on MNIST: 28 -> 14 -> 7, flatten 3136 -> 1280 -> 256 x 4 -> 10.
     cnn = (_conv(3, 1, 32, True) + 3 * _conv(3, 32, 32, True) + _conv(3, 32, 64, True)
            + 3 * _conv(3, 64, 64, True) + 3136 * 1280 + 1280 + 1280 * 256 + 256

@@ -93,8 +93,8 @@ class _Recorder(Rule):
     def init_feedback(self, name, key, op, num_classes):
         return self.inner.init_feedback(name, key, op, num_classes)
 
-    def layer_feedback_names(self, tape):
-        return self.inner.layer_feedback_names(tape)
+    def layer_feedback_names(self, tape, op):
+        return self.inner.layer_feedback_names(tape, op)
 
     @property
     def receives(self):  # type: ignore[override]

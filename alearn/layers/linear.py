@@ -82,7 +82,7 @@ def apply_rule(module: nn.Module, op: LinearOp, x: Array, kernel: Array, tape: T
         )
     rule = tape.rule
     feedback = {}
-    for name in rule.layer_feedback_names(tape):
+    for name in rule.layer_feedback_names(tape, op):
         var = module.variable(
             "feedback",
             name,

@@ -28,7 +28,8 @@ _RESNET18 = dict(stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512))
 MODELS = MappingProxyType({
     "mlp": MLP,
     "cnn": CNN,
-    "alexnet": AlexNet,
+    "alexnet": AlexNet,  # the authors' code: 5x5 kernels, BN on the logits
+    "alexnet_thesis": functools.partial(AlexNet, kernel_size=3, output_bn=False),
     "vgg16": functools.partial(VGG, config=VGG16_CONFIG),
     "resnet20": functools.partial(ResNet, stage_sizes=(3, 3, 3), widths=(16, 32, 64)),
     "resnet32": functools.partial(ResNet, stage_sizes=(5, 5, 5), widths=(16, 32, 64)),

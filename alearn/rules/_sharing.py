@@ -1,35 +1,45 @@
 """Shared-activation bookkeeping for AS, ASAP, ASFP and ASFP+LC (ASAP thesis Ch. 4).
 
-How layers are grouped (the "blocks" of size k of eqs. 4.1-4.6):
+Every rule-aware layer gets one of three roles, decided in the forward pass:
 
-- Layer 0 (the first rule-aware layer, whose input is the data) is its own group. AS
-  trains it with its own input (so AS with k = 1 is exactly BP); ASAP/ASFP do not train
-  it ("input of the first layer has considerably smaller dimension ... can't be shared
-  activation", Sec. 5.1.1): its kernel update is exactly zero and the rule's transform
-  then freezes the whole module (bias included, no decay).
-- Layer counting (models that never call ``tape.block``: MLP, AlexNet): from layer 1 on,
-  every k consecutive layers form a group, and the group shares the real input of its
-  first layer. k = 2 on AlexNet (conv1..3, fc1..3): {conv1}, {conv2, conv3}, {fc1, fc2},
-  {fc3}.
-- Block marks (models that call ``tape.block(x)`` at every residual block input: the
-  ResNets): once a model has marked a block, only marks start groups: a mark takes its
-  ``x`` as the new shared activation when at least k layers have used the current one
-  (always at the first mark). With two convs per basic block, k = 2 shares each block's
-  input among the block's layers (conv1, conv2 and the projection shortcut), k = 4 shares
-  the input of every other block among two blocks. Layers after the last mark (the
-  classifier) belong to the last group.
-- A dense layer whose shared activation is a conv map that does not flatten exactly to
-  its input starts a new group with its own input (no meaningful correspondence between a
-  pooled map and dense features; the dense head's inputs are small).
+- **frozen**: the first rule-aware layer (input = data) is not trained ("input of the first
+  layer has considerably smaller dimension ... can't be shared activation", Sec. 5.1.1;
+  the authors' code detaches the stem). It is *declared* frozen by position: it owns a
+  one-element ``feedback/frozen`` marker instead of feedback weights, and the rule's
+  transform (:func:`freeze_and_decay`) zeroes every update of a module holding that
+  marker (kernel, bias, B; no decay). A layer whose kernel update happens to be zero (a
+  dead ReLU below it) is *not* frozen. AS with ``grouping="block_input"`` trains the first
+  layer with its own input instead (so AS with k = 1 is exactly BP).
+- **dense FA** (``dense="fa"``, the authors' code): a dense layer trains by plain feedback
+  alignment: own input, fixed random ``feedback/B_fixed`` (uniform(-1, 1), the code's
+  default), never updated. Other ``dense`` choices: ``"own_input"`` (dense layers keep
+  their own input and get the rule's own update, e.g. ASAP's ``ΔW = ΔB = δ xᵀ``) and
+  ``"shared"`` (dense layers take part in the counted groups as every layer in the
+  thesis' description).
+- **sharing**: the layer forms its update from a shared activation (see ``GROUPINGS``).
+
+Groupings (``grouping``):
+
+- ``"authors_code"`` (default): the authors' released code. Residual nets (models that
+  call ``tape.block(x)`` at every block input): a block's layers that read the block input
+  (conv1 and the projection shortcut) use the *previous* block's shared activation (block
+  0: its own input, the stem output); the other layers (conv2) use *this* block's. A block
+  takes its input as a new shared activation every ``k // 2`` blocks (k = 2: every block,
+  k = 4: every other block, counted over the whole net), otherwise it passes the previous
+  one on; ``k`` must be even there. Plain chains (no marks: MLP, AlexNet): from layer 1 on,
+  every ``k`` consecutive conv layers share the input of the group's first layer (AlexNet
+  k = 2: conv1 and conv2 both use conv0's pooled output).
+- ``"block_input"`` (alearn's first reading): every layer of a residual block uses that
+  block's input (a mark takes its input as the new shared activation once >= k layers used
+  the current one), so conv1's update is exact; plain chains are counted as above.
+
+With ``dense="shared"``, counted groups run over dense layers too, and a dense layer whose
+shared activation is a conv map that does not flatten exactly to its input starts a new
+group with its own input.
 
 The shared activation is stored once in ``tape.state`` and the same traced array is
-handed to every layer of its group, so the compiled step keeps one copy of it; the layer's
-real input is not a residual of ASAP (that is the memory saving of Ch. 6).
-
-Difference from the official code (Woo et al.): in its ResNet, conv1 of block m uses the
-input of block m-1 and conv2 the input of block m (groups offset by one layer, Algorithm 1
-indexing); here all layers of block m use block m's input, so conv1's update is exact and
-eq. 5.3 holds for every layer of the block.
+handed to every layer that uses it, so the compiled step keeps one copy; the layer's real
+input is not a residual of ASAP (the memory saving of Ch. 6).
 """
 
 from __future__ import annotations
@@ -48,7 +58,26 @@ from alearn.rules.base import Rule
 
 Array = jax.Array
 
+GROUPINGS = {
+    "authors_code": "conv1/shortcut use the previous block's input, conv2 this block's",
+    "block_input": "every layer of a residual block uses that block's input",
+}
+DENSE = {
+    "fa": "own input, fixed random B (plain feedback alignment)",
+    "own_input": "own input, the rule's own update",
+    "shared": "dense layers take part in the counted groups",
+}
+FROZEN = "frozen"  # feedback marker of the untrained first layer
+B_FIXED = "B_fixed"  # fixed feedback of dense FA layers
+
 _SHARED, _SINCE, _MARKED = "as/shared", "as/since", "as/marked"
+_PREV, _BLOCK_X, _BLOCKS, _NEW = "as/previous", "as/block_x", "as/blocks", "as/new"
+
+
+def _choice(rule: str, field: str, value: Any, valid: Mapping) -> None:
+    if value not in valid:
+        raise ValueError(f"rule {rule!r}: {field}={value!r} is not valid; choose one of: "
+                         + ", ".join(f"{k} ({v})" for k, v in valid.items()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,65 +85,134 @@ class SharingRule(Rule):
     """Common fields and bookkeeping of the activation-sharing rules (private base).
 
     Attributes:
-      k: block size (layers per sharing group), >= 1.
+      k: block size (layers per sharing group), >= 1 (even for ``authors_code`` on
+        residual nets).
       match: dimension-matching method 1, 2 or 3 (``dimension_matching``).
       seed: seed of method 3's fixed random projections (folded with the layer index).
-      share_dense: dense layers take part in sharing (True, as every layer in the thesis'
-        description); False: dense layers use their own input and leave the groups alone
-        (the official code trains its FC layers with their own inputs).
+      grouping: ``"authors_code"`` or ``"block_input"`` (module docstring).
+      dense: how dense layers train: ``"fa"``, ``"own_input"`` or ``"shared"``.
     """
 
-    train_first: ClassVar[bool] = False
+    dense_choices: ClassVar[tuple[str, ...]] = ("fa", "own_input", "shared")
 
     k: int = 2
     match: int = 1
     seed: int = 0
-    share_dense: bool = True
+    grouping: str = "authors_code"
+    dense: str = "fa"
 
     def __post_init__(self):
         _checks.positive_int(self.name, "k", self.k)
         dm.validate(self.name, self.match)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"rule {self.name!r}: seed={self.seed!r} must be an integer")
+        _choice(self.name, "grouping", self.grouping, GROUPINGS)
+        _choice(self.name, "dense", self.dense, {d: DENSE[d] for d in self.dense_choices})
+
+    # --- roles ---------------------------------------------------------------------------
+    def freezes_first(self) -> bool:
+        """Whether the first rule-aware layer is declared frozen (ASAP/ASFP: always)."""
+        return True
+
+    def role(self, tape: Any, op: LinearOp) -> str:
+        """"frozen", "fa" (dense FA) or "sharing" for the layer about to run."""
+        if tape.layer_index == 0 and not tape.state.get(_MARKED) and self.freezes_first():
+            return "frozen"
+        if len(op.in_shape) == 2 and self.dense == "fa":
+            return "fa"
+        return "sharing"
+
+    def layer_feedback_names(self, tape: Any, op: LinearOp) -> tuple[str, ...]:
+        role = self.role(tape, op)
+        if role == "frozen":
+            return (FROZEN,)
+        if role == "fa":
+            return (B_FIXED,)
+        return self.feedback_names
+
+    def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
+        if name == FROZEN:
+            return jnp.zeros((1,), op.dtype)  # orbax cannot save zero-size arrays
+        if name == B_FIXED:  # the authors' Linear_FA: weight_fa.uniform_(-1, 1)
+            return jax.random.uniform(key, op.kernel_shape, op.dtype, -1.0, 1.0)
+        return super().init_feedback(name, key, op, num_classes)
 
     # --- forward bookkeeping -------------------------------------------------------------
+    def _take(self, st: dict, x: Array) -> None:
+        """``x`` becomes the current shared activation (a new group starts)."""
+        st[_SHARED], st[_SINCE] = x, 0
+        st[_NEW] = x
+
     def on_block(self, tape: Any, x: Array) -> None:
         st = tape.state
         st[_MARKED] = True
-        if _SHARED not in st or st.get(_SINCE, self.k) >= self.k:
-            st[_SHARED], st[_SINCE] = x, 0
+        if self.grouping == "block_input":
+            if _SHARED not in st or st.get(_SINCE, self.k) >= self.k:
+                self._take(st, x)
+            return
+        if self.k % 2:
+            raise ValueError(f"rule {self.name!r}: grouping='authors_code' on a residual net "
+                             f"needs an even k (two convs per block), got k={self.k}")
+        m = st.get(_BLOCKS, 0)
+        st[_BLOCKS] = m + 1
+        st[_BLOCK_X] = x
+        if m == 0 or _SHARED not in st:
+            st[_PREV] = x  # block 0: the stem output is its own "previous" activation
+            self._take(st, x)
+            return
+        st[_PREV] = st[_SHARED]
+        if m % (self.k // 2) == 0:
+            self._take(st, x)
 
-    def shared_for(self, tape: Any, x: Array) -> Array | None:
-        """The shared activation layer ``tape.layer_index`` uses (None: untrained layer 0)."""
+    def shared_for(self, tape: Any, x: Array) -> Array:
+        """The (unmatched) shared activation a sharing-role layer uses."""
         st = tape.state
         if tape.layer_index == 0 and not st.get(_MARKED, False):
             st[_SHARED], st[_SINCE] = x, self.k  # layer 0 is its own group
-            return x if self.train_first else None
-        if not self.share_dense and x.ndim == 2:
             return x
+        if x.ndim == 2 and self.dense != "shared":
+            return x
+        if st.get(_MARKED) and self.grouping == "authors_code":
+            if x.ndim == 4 and x is st.get(_BLOCK_X):
+                return st[_PREV]
+            if x.ndim == 4:
+                return st[_SHARED]
         shared = st.get(_SHARED)
-        new_group = shared is None or (not st.get(_MARKED, False) and st[_SINCE] >= self.k)
-        if shared is not None and shared.ndim == 4 and x.ndim == 2:
-            new_group = new_group or shared[0].size != x.shape[-1]
-        if new_group:
-            st[_SHARED], st[_SINCE] = x, 0
+        no_flat = (shared is not None and shared.ndim == 4 and x.ndim == 2
+                   and shared[0].size != x.shape[-1])  # no exact flattening: own input
+        if shared is None or no_flat or (not st.get(_MARKED, False) and st[_SINCE] >= self.k):
+            self._take(st, x)
         st[_SINCE] += 1
         return st[_SHARED]
 
     def context(self, tape: Any, x: Array, op: LinearOp) -> Any:
+        if self.role(tape, op) != "sharing":
+            return None
         shared = self.shared_for(tape, x)
         proj = None
-        if shared is not None and self.match == 3 and tuple(shared.shape) != op.in_shape:
+        if self.match == 3 and tuple(shared.shape) != op.in_shape:
             key = jax.random.fold_in(jax.random.key(self.seed), tape.layer_index)
             proj = dm.projection(key, shared.shape, op.in_shape, op.dtype)
         return (shared, proj)
 
-    def matched(self, op: LinearOp, ctx: Any) -> Array | None:
+    def matched(self, op: LinearOp, ctx: Any) -> Array:
         """The shared activation brought to the layer input's shape (in the backward pass)."""
         shared, proj = ctx
-        if shared is None:
-            return None
         return dm.match(shared, op.in_shape, self.match, proj)
+
+    @staticmethod
+    def frozen_backward(op: LinearOp, g: Array) -> tuple:
+        """Nothing passes the untrained first layer (the authors' code detaches it)."""
+        return (jnp.zeros(op.in_shape, g.dtype), jnp.zeros(op.kernel_shape, g.dtype),
+                {FROZEN: jnp.zeros((1,), g.dtype)})
+
+    @staticmethod
+    def fa_backward(op: LinearOp, x: Array, b: Array, g: Array) -> tuple:
+        """Plain FA for a dense layer: ``dx = g Bᵀ``, ``ΔW = xᵀ g``, B fixed."""
+        return op.input_grad(g, b), op.weight_grad(x, g), {B_FIXED: jnp.zeros_like(b)}
+
+    def transform(self) -> optax.GradientTransformation:
+        return freeze_and_decay(0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,43 +241,42 @@ class AsymmetricSharingRule(SharingRule):
         return freeze_and_decay(self.decay)
 
 
-def _frozen(node: Mapping) -> Array:
-    return jnp.all(node["kernel"] == 0)
-
-
-def _frozen_paths(node: Any, path: tuple = ()) -> dict:
-    """{module path: frozen flag} for every params module with a kernel."""
-    out = {}
+def _frozen_paths(node: Any, path: tuple = ()) -> set:
+    """Module paths whose feedback holds the ``frozen`` marker."""
+    out = set()
     if isinstance(node, Mapping):
-        if "kernel" in node and not isinstance(node["kernel"], Mapping):
-            out[path] = _frozen(node)
+        if FROZEN in node:
+            out.add(path)
         for k, v in node.items():
-            out.update(_frozen_paths(v, path + (k,)))
+            out |= _frozen_paths(v, path + (k,))
     return out
 
 
-def _walk(upd: Any, par: Any, frozen: dict, decay: float, leaf: str, path: tuple = ()) -> Any:
+def _walk(upd: Any, par: Any, frozen: set, decay: float, leaf: str, path: tuple = ()) -> Any:
     if not isinstance(upd, Mapping):
         return upd
     out = {}
     for k, v in upd.items():
         if isinstance(v, Mapping):
-            out[k] = _walk(v, par[k], frozen, decay, leaf, path + (k,))
-            continue
-        if k == leaf and decay:
-            v = v + decay * par[k]
-        flag = frozen.get(path)
-        out[k] = v if flag is None else jnp.where(flag, jnp.zeros_like(v), v)
+            out[k] = _walk(v, par[k] if par is not None else None, frozen, decay, leaf,
+                           path + (k,))
+        elif path in frozen:
+            out[k] = jnp.zeros_like(v)
+        elif k == leaf and decay:
+            out[k] = v + decay * par[k]
+        else:
+            out[k] = v
     return out
 
 
 def freeze_and_decay(decay: float) -> optax.GradientTransformation:
     """ASAP's parameter-side step (Algorithm 1, lines 24-25), on {"params", "feedback"}.
 
-    Adds ``decay * W`` to every kernel update and ``decay * B`` to every feedback update
-    (``ΔW = δ h̃ᵀ + λW``, ``ΔB = δ h̃ᵀ + λB`` in gradient convention), and freezes every
-    module whose kernel update is exactly zero (ASAP's untrained first layer): its kernel,
-    bias and B updates are zeroed and not decayed. Stateless.
+    Zeroes every update (kernel, bias, feedback) of the modules declared frozen (those
+    holding a ``feedback/frozen`` marker: the untrained first layer), adds ``decay * W`` to
+    every other kernel update and ``decay * B`` to every learned ``B`` update (``ΔW = δ h̃ᵀ
+    + λW``, ``ΔB = δ h̃ᵀ + λB`` in gradient convention). Fixed ``B_fixed`` is left alone.
+    Stateless.
     """
 
     def init(params):
@@ -187,13 +284,15 @@ def freeze_and_decay(decay: float) -> optax.GradientTransformation:
         return optax.EmptyState()
 
     def update(updates, state, params=None):
-        if params is None:
+        if decay and params is None:
             raise ValueError("freeze_and_decay needs params (optax.chain passes them)")
-        frozen = _frozen_paths(updates.get("params", {}))
+        frozen = _frozen_paths(updates.get("feedback", {}))
+        par = params if params is not None else {}
         out = dict(updates)
-        out["params"] = _walk(updates["params"], params["params"], frozen, decay, "kernel")
+        out["params"] = _walk(updates["params"], par.get("params"), frozen, decay, "kernel")
         if "feedback" in updates:
-            out["feedback"] = _walk(updates["feedback"], params["feedback"], frozen, decay, "B")
+            out["feedback"] = _walk(updates["feedback"], par.get("feedback"), frozen, decay,
+                                    "B")
         return out, state
 
     return optax.GradientTransformation(init, update)

@@ -17,19 +17,29 @@ Array = jax.Array
 class AS(SharingRule):
     """Activation Sharing: exact feedback ``W_lᵀ``, update ``δ_l h̃_mᵀ`` (eqs. 4.3-4.4).
 
-    Forward Alignment with ``C = I`` inside blocks of ``k`` layers: every layer of group m
-    forms its update with the group's shared activation ``h̃_m`` (grouping in
-    ``_sharing.py``). The error still crosses each layer through the forward weights
-    (weight transport), so AS isolates the effect of sharing; with ``k = 1`` every layer
-    uses its own input and AS is exactly BP (layer 0 is trained with its own input).
+    Forward Alignment with ``C = I`` inside groups of ``k`` layers: every sharing layer forms
+    its update with its shared activation ``h̃_m`` (grouping in ``_sharing.py``). The error
+    still crosses each layer through the forward weights (weight transport), so AS
+    isolates the effect of sharing. With ``grouping="authors_code"`` (the default, the
+    authors' ``--wt`` mode) the first layer is frozen; with ``"block_input"`` it is trained
+    with its own input, and ``k = 1`` is then exactly BP. Dense layers keep their own input
+    (exact BP) by default (``dense="own_input"``; the authors' ``--wt`` mode trains them by
+    FA instead, which would need feedback weights AS does not have) or share
+    (``dense="shared"``). No decay (use the base optimizer's).
     Residuals: (shared activation, W).
 
     Attributes:
-      k: block size; match: dimension-matching method; seed: method 3's projection seed.
+      k, match, seed, grouping, dense: as :class:`alearn.rules._sharing.SharingRule`.
     """
 
     name = "as"
-    train_first: ClassVar[bool] = True
+    trains_feedback: ClassVar[bool] = True  # the frozen marker must reach the transform
+    dense_choices: ClassVar[tuple[str, ...]] = ("own_input", "shared")
+
+    dense: str = "own_input"
+
+    def freezes_first(self) -> bool:
+        return self.grouping == "authors_code"
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
         del op, x, feedback
@@ -38,4 +48,6 @@ class AS(SharingRule):
     def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):
         ctx, kernel = res
         del carrier_g
+        if ctx is None:
+            return self.frozen_backward(op, g)
         return op.input_grad(g, kernel), op.weight_grad(self.matched(op, ctx), g), {}

@@ -6,10 +6,9 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from alearn.layers.ops import LinearOp
-from alearn.rules._sharing import AsymmetricSharingRule
+from alearn.rules._sharing import B_FIXED, FROZEN, AsymmetricSharingRule
 
 Array = jax.Array
 
@@ -24,29 +23,34 @@ class ASAP(AsymmetricSharingRule):
     theorem, Kolen-Pollack with shared activation). The decay is this rule's transform
     (:func:`alearn.rules._sharing.freeze_and_decay`): use base weight decay 0 with ASAP.
 
-    The first rule-aware layer is not trained (Sec. 5.1.1): its kernel, bias and B updates
-    are exactly zero. Residuals: (shared activation, B) only: the layer's own input and W
-    are not kept for the backward pass, so a group of k layers keeps one activation.
+    Which shared activation a layer uses: ``grouping`` (default ``"authors_code"``, the
+    authors' released code). The first rule-aware layer is declared frozen (Sec. 5.1.1);
+    dense layers train by plain FA with a fixed uniform(-1, 1) B by default (``dense``).
+    Residuals: (shared activation, B) only: the layer's own input and W are not kept for
+    the backward pass; a dense FA layer keeps (own input, B_fixed).
 
     Attributes:
       k: block size (2 in the thesis, 4 studied); match: dimension-matching method
       (1 = tile + max-pool, the thesis default); seed: method 3's projection seed;
-      decay: λ on W and B (5e-4); feedback_init / feedback_scale: initial B.
+      grouping / dense: see ``_sharing.py``; decay: λ on W and B (5e-4);
+      feedback_init / feedback_scale: initial B.
     """
 
     name = "asap"
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
-        del op, x, kernel
-        return (ctx, feedback["B"])
+        del op, kernel
+        if FROZEN in feedback:
+            return None
+        if B_FIXED in feedback:
+            return {"x": x, B_FIXED: feedback[B_FIXED]}
+        return {"ctx": ctx, "B": feedback["B"]}
 
     def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):
-        ctx, b = res
         del carrier_g
-        h = self.matched(op, ctx)
-        dx = op.input_grad(g, b)
-        if h is None:  # untrained first layer
-            zero = jnp.zeros(op.kernel_shape, g.dtype)
-            return dx, zero, {"B": zero}
-        dw = op.weight_grad(h, g)
-        return dx, dw, {"B": dw}
+        if res is None:
+            return self.frozen_backward(op, g)
+        if B_FIXED in res:
+            return self.fa_backward(op, res["x"], res[B_FIXED], g)
+        dw = op.weight_grad(self.matched(op, res["ctx"]), g)
+        return op.input_grad(g, res["B"]), dw, {"B": dw}

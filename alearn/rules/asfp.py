@@ -6,10 +6,9 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from alearn.layers.ops import LinearOp
-from alearn.rules._sharing import AsymmetricSharingRule
+from alearn.rules._sharing import B_FIXED, FROZEN, AsymmetricSharingRule
 
 Array = jax.Array
 
@@ -20,10 +19,11 @@ class ASFP(AsymmetricSharingRule):
 
     Eqs. 4.7-4.10: ``ΔW_l = δ_l h_{l-1}ᵀ`` (pre-synaptic activity), ``ΔB_l = δ_l h̃_mᵀ``;
     the error crosses each layer through B (``φ' ⊙ B_lᵀ δ_l``). Decay λ on W and B as
-    ASAP's (Algorithm 1; the thesis does not state a separate value). The first layer is
-    not trained, as with ASAP. Since ΔW ≠ ΔB, W and B need not align: the thesis reports
-    poor deep-network accuracy (Table 5.5), which ASFP+LC repairs.
-    Residuals: (own input, shared activation, B); nothing but B for the first layer.
+    ASAP's (Algorithm 1; the thesis does not state a separate value). Grouping, the frozen
+    first layer and the dense FA layers as ASAP's (the authors' code has no ASFP; it gets
+    ASAP's choices). Since ΔW ≠ ΔB, W and B need not align: the thesis reports poor
+    deep-network accuracy (Table 5.5), which ASFP+LC repairs.
+    Residuals: (own input, shared activation, B); nothing for the frozen first layer.
 
     Attributes:
       as :class:`alearn.rules.asap.ASAP`.
@@ -33,16 +33,17 @@ class ASFP(AsymmetricSharingRule):
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
         del op, kernel
-        if ctx[0] is None:  # untrained first layer: nothing of its input is needed
-            x = None
-        return (x, ctx, feedback["B"])
+        if FROZEN in feedback:
+            return None
+        if B_FIXED in feedback:
+            return {"x": x, B_FIXED: feedback[B_FIXED]}
+        return {"x": x, "ctx": ctx, "B": feedback["B"]}
 
     def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):
-        x, ctx, b = res
         del carrier_g
-        h = self.matched(op, ctx)
-        dx = op.input_grad(g, b)
-        if h is None:  # untrained first layer
-            zero = jnp.zeros(op.kernel_shape, g.dtype)
-            return dx, zero, {"B": zero}
-        return dx, op.weight_grad(x, g), {"B": op.weight_grad(h, g)}
+        if res is None:
+            return self.frozen_backward(op, g)
+        if B_FIXED in res:
+            return self.fa_backward(op, res["x"], res[B_FIXED], g)
+        db = op.weight_grad(self.matched(op, res["ctx"]), g)
+        return op.input_grad(g, res["B"]), op.weight_grad(res["x"], g), {"B": db}

@@ -4,12 +4,16 @@
 of 2x2 average pool layer and fully-connected layer, and this fully-connected layer is
 trained by Feedback Alignment." How this composes with the tape and the loss:
 
-- Where: a local classifier reads every group boundary activation after the first, i.e.
-  the shared activation ``h̃_m`` of every group m >= 2 (the output of group m-1: the
-  block input of a ResNet block, or the input of the first layer of a counted group).
-  Its weights live in the ``feedback`` collection of the group's first layer as ``LC``
-  (shape (pooled features, classes)); every layer owns an ``LC`` (unused ones get zero
-  updates), since feedback variables are declared per rule, not per layer.
+- Where: a local classifier reads every new shared activation ``h̃_m`` (the end of an
+  ASFP block): with ``grouping="authors_code"`` on a ResNet every block input that is
+  taken as a shared activation (k = 2: every block, k = 4: every other block, the stem
+  output included); with counted groups (plain chains, ``"block_input"``) the input of
+  the first layer of every group after the first layer's. Its weights live in the
+  ``feedback`` collection of the first layer that reads that activation (conv1 of the
+  block, or the group's first layer) as ``LC`` (shape (pooled features, classes)); every
+  sharing layer owns an ``LC`` (unused ones get zero updates). Plain chains under the
+  default ``dense="fa"`` share only among convs: the AlexNet gets one group and so no
+  local classifier (Table 5.5 is ResNet-18/34).
 - Forward: ``z_m = flatten(avgpool2x2(h̃_m)) @ LC`` (odd sides edge-padded), collected in
   ``tape.state``. ``Rule.on_finish`` ties all ``z_m`` to the logits with an identity
   custom-VJP, so nothing changes in the forward output or the loss function.
@@ -38,7 +42,7 @@ import jax.numpy as jnp
 from alearn.layers.ops import LinearOp
 from alearn.rules import _checks, _feedback_init
 from alearn.rules import dimension_matching as dm
-from alearn.rules._sharing import _SINCE
+from alearn.rules._sharing import _NEW
 from alearn.rules.asfp import ASFP
 
 Array = jax.Array
@@ -132,13 +136,16 @@ class ASFPLC(ASFP):
 
     def context(self, tape: Any, x: Array, op: LinearOp) -> Any:
         ctx = super().context(tape, x, op)
-        shared = ctx[0]
-        starts_group = tape.state.get(_SINCE) == 1  # shared_for just counted its first user
-        if shared is not None and starts_group and tape.layer_index > 0:
+        new = tape.state.get(_NEW) if ctx is not None else None
+        if new is not None and tape.layer_index > 0:
+            del tape.state[_NEW]  # one classifier per new shared activation
+            if new is ctx[0]:
+                h = self.matched(op, ctx)
+            else:  # authors_code: conv1 reads the new block input itself
+                h = dm.match(new, op.in_shape, self.match if self.match != 3 else 2)
             lc = tape.feedback["LC"]
             key = jax.random.fold_in(jax.random.key(self.seed + 1), tape.layer_index)
             d = _feedback_init.draw(key, lc.shape, "lecun_normal", 1.0, lc.dtype)
-            h = dm.match(shared, op.in_shape, self.match, ctx[1])
             spec = jax.ShapeDtypeStruct(h.shape, h.dtype)
             tape.state.setdefault(_LOGITS, []).append(local_head(h, lc, d, spec))
         return ctx

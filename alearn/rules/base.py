@@ -14,7 +14,9 @@ and forward-pass values (DFA's error carrier, shared activations) travel in the 
 Hooks (override what the rule changes; the defaults are exact backpropagation):
 
 - ``feedback_names`` / ``init_feedback``: feedback variables a layer must own;
-  ``layer_feedback_names(tape)`` may narrow them per tape (default: ``feedback_names``).
+  ``layer_feedback_names(tape, op)`` may narrow or rename them per layer (the sharing
+  rules' untrained first layer owns only a ``frozen`` marker; DFA's layers own no D
+  when the tape has receivers).
 - ``on_block(tape, x)``: called by models at block boundaries (e.g. a residual block's input).
 - ``on_finish(tape, logits)``: called by ``Tape.finish`` on the model output (identity by
   default; ASFP+LC attaches its local classifiers' errors there).
@@ -58,9 +60,9 @@ class Rule:
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         raise NotImplementedError(f"rule {self.name!r} declares no feedback variable {name!r}")
 
-    def layer_feedback_names(self, tape: Any) -> tuple[str, ...]:
-        """Feedback variables a rule-aware layer owns on ``tape`` (default: all declared)."""
-        del tape
+    def layer_feedback_names(self, tape: Any, op: LinearOp) -> tuple[str, ...]:
+        """The feedback variables of the layer about to run (``feedback_names`` here)."""
+        del tape, op
         return self.feedback_names
 
     def init_receiver_feedback(self, name: str, key: Array, shape: tuple[int, ...],

@@ -64,7 +64,8 @@ class DFA(Rule):
         return _feedback_init.draw(key, (num_classes, math.prod(shape[1:])), self.feedback_init,
                                    self.feedback_scale, dtype, in_axis=0, out_axis=1)
 
-    def layer_feedback_names(self, tape: Any) -> tuple[str, ...]:
+    def layer_feedback_names(self, tape: Any, op: LinearOp) -> tuple[str, ...]:
+        del op
         return () if tape.receivers else ("D",)
 
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:

@@ -16,12 +16,16 @@ docs/notes/rules_as.md). Extra ``key=value`` items:
 - ``wd=<λ>``: weight decay (Table 5.4 sweep, ResNet-34 on CIFAR-10: 0, 5e-6, 5e-5, 5e-4, 5e-3);
 - ``width=<m>``: model width multiplier (CPU runs); ``epochs=<n>``; ``lr=<rate>``.
 
-Any rule field is also a flag, e.g. ``--config.rule_hparams.share_dense=False`` (dense
-layers keep their own input; advisable for AlexNet with k=4, see docs/notes/rules_as.md).
+Any rule field is also a flag, e.g. ``--config.rule_hparams.dense=own_input`` (dense
+layers keep their own input and get ASAP's update instead of plain FA).
 
 Setup (Sec. 5.1.4): SGD momentum 0.9, λ = 5e-4, cosine annealing, batch 128, 200 epochs,
 Kaiming init. Learning rates (Table 5.1, ASAP column): 1e-4 AlexNet, 3e-3 ResNet-18 nsc,
-3e-2 ResNet-18/34; ASFP/ASFP+LC/AS/local rules use ASAP's. For the sharing rules λ is the
+3e-2 ResNet-18/34 except 3e-3 for ResNet-18 on SVHN; ASFP/ASFP+LC/AS/local rules use ASAP's.
+The sharing rules use the authors' code's grouping and dense-FA layers by default
+(``grouping``/``dense`` rule fields, docs/notes/rules_as.md), e.g.
+``--config.rule_hparams.grouping=block_input --config.rule_hparams.dense=shared`` for
+alearn's first reading. For the sharing rules λ is the
 rule's ``decay`` (on kernels and B, Algorithm 1) and the base optimizer's weight decay is
 0, so ASAP's untrained first layer stays exactly unchanged; bp and the local rules use the
 base optimizer's weight decay.
@@ -45,6 +49,8 @@ PAIRS = {**wt.PAIRS, "mnist5k": ("alexnet", "mlp")}
 # Table 5.1, ASAP column (and BP's for bp).
 LEARNING_RATES = {"alexnet": 1e-4, "resnet18_nsc": 3e-3, "resnet18": 3e-2, "resnet34": 3e-2,
                   "mlp": 3e-2}
+# Table 5.1 rows that differ from the model's rate: (dataset, model) -> ASAP rate.
+DATASET_LEARNING_RATES = {("svhn_cropped", "resnet18"): 3e-3}
 WEIGHT_DECAY = 5e-4
 _KEYS = {"k": int, "match": int, "wd": float, "width": float, "epochs": int, "lr": float}
 
@@ -87,7 +93,8 @@ def get_config(arg: str = "asap,alexnet,mnist5k,width=0.25,epochs=3") -> ml_coll
     c.optimizer, c.momentum, c.schedule, c.batch_size = "sgd", 0.9, "cosine", 128
     family = "resnet" if model.startswith("resnet") else model
     c.learning_rate = extra.get("lr", wt.LEARNING_RATES[family][rule] if rule in wt.RULES
-                                else LEARNING_RATES[model])
+                                else DATASET_LEARNING_RATES.get((dataset, model),
+                                                                LEARNING_RATES[model]))
     c.epochs = extra.get("epochs", 200)
     wd = extra.get("wd", WEIGHT_DECAY)
     if rule in SHARING:

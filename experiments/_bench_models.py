@@ -21,3 +21,23 @@ class SmallCNN(nn.Module):
             x = nn.max_pool(nn.relu(layers.Conv(f, (3, 3))(x, tape)), (2, 2), (2, 2))
         x = nn.relu(layers.Dense(128)(x.reshape(x.shape[0], -1), tape))
         return tape.finish(layers.Dense(self.num_classes)(x, tape))
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 as BioTorch writes it, for 28x28x1 inputs: conv5x5x6-pool-conv5x5x16-pool-
+    FC120-FC84-FC10 (ReLU, 2x2 max-pool, VALID convolutions), from alearn's layers."""
+
+    num_classes: int = 10
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
+        del train
+        tape = layers.Tape(rule, x.shape[0], self.num_classes)
+        for f in (6, 16):
+            x = layers.Conv(f, (5, 5), padding="VALID", impl=self.conv_impl)(x, tape)
+            x = nn.max_pool(nn.relu(x), (2, 2), (2, 2))
+        x = x.reshape(x.shape[0], -1)
+        for w in (120, 84):
+            x = nn.relu(layers.Dense(w)(x, tape))
+        return tape.finish(layers.Dense(self.num_classes)(x, tape))

@@ -36,6 +36,7 @@ from alearn.al.network import ALNetwork, param_counts, predict, train_step
 from alearn.train import report, setup
 from alearn.train.checkpoint import Checkpointer
 from alearn.train.optim import create_schedule, schedule_factor
+from alearn.train.sharding import data_mesh, prefetch_to_device
 
 HPARAMS = {"ae_lr_mult": 2.0, "assoc_trains_g": False, "assoc_reduction": "mean",
            "l2_scope": "f"}
@@ -143,7 +144,10 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
             bar.set_description(f"AL epoch {epoch + 1}/{epochs}")
             t_epoch, sums, n_seen = time.perf_counter(), {}, 0
             t0 = None
-            for batch in ds.batches("train", bs, epoch=epoch):
+            batches = ds.batches("train", bs, epoch=epoch)
+            if not hasattr(step_fn, "finish"):  # sequential AL: inputs placed ahead of the step
+                batches = prefetch_to_device(batches, data_mesh(jax.local_devices()[:1]))
+            for batch in batches:
                 states, m = step_fn(states, batch["image"], batch["label"])
                 step += 1
                 m = jax.device_get(m)

@@ -1,5 +1,6 @@
 """Flax layers whose backward pass is delegated to a learning rule."""
 
+from alearn.layers import conv_impl
 from alearn.layers.conv import Conv
 from alearn.layers.dense import Dense
 from alearn.layers.linear import apply_rule, rule_linear
@@ -8,4 +9,4 @@ from alearn.layers.receiver import Receiver, rule_receiver
 from alearn.layers.tape import Tape
 
 __all__ = ["Conv", "ConvOp", "Dense", "DenseOp", "LinearOp", "Receiver", "Tape", "apply_rule",
-           "rule_linear", "rule_receiver"]
+           "conv_impl", "rule_linear", "rule_receiver"]

@@ -27,7 +27,9 @@ class Conv(nn.Module):
     """2-D convolution whose backward pass is the tape's learning rule.
 
     Parameter names and shapes match ``flax.linen.Conv`` (``kernel`` HWIO, ``bias``).
-    ``padding`` is "SAME", "VALID", an int, or ((lo, hi), (lo, hi)).
+    ``padding`` is "SAME", "VALID", an int, or ((lo, hi), (lo, hi)). ``impl`` picks how
+    the convolution and its transposes are computed (XLA's convolution or the exact im2col
+    matrix-product form; ``"auto"`` times both per shape on CPU: :mod:`alearn.layers.conv_impl`).
     """
 
     features: int
@@ -38,6 +40,7 @@ class Conv(nn.Module):
     kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
     bias_init: Callable[..., Array] = nn.initializers.zeros_init()
     dtype: Any = jnp.float32
+    impl: str = "auto"  # "auto" | "xla" | "im2col" (alearn.layers.conv_impl)
 
     @nn.compact
     def __call__(self, x: Array, tape: Tape) -> Array:
@@ -51,6 +54,7 @@ class Conv(nn.Module):
             dtype=self.dtype,
             strides=tuple(self.strides),
             padding=_padding(self.padding),
+            impl=self.impl,
         )
         y = apply_rule(self, op, x, kernel, tape)
         if self.use_bias:

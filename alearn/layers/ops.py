@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from alearn.layers import conv_impl
+
 Array = jax.Array
 
 
@@ -81,16 +83,59 @@ class DenseOp(LinearOp):
 
 @dataclasses.dataclass(frozen=True)
 class ConvOp(LinearOp):
-    """2-D convolution, NHWC inputs and HWIO kernels."""
+    """2-D convolution, NHWC inputs and HWIO kernels.
+
+    ``impl`` chooses how each of ``apply``, ``input_grad`` and ``weight_grad`` is computed:
+    XLA's convolution or the exact im2col matrix-product form, ``"auto"`` = per shape, by a
+    one-time timing on CPU, XLA elsewhere (see :mod:`alearn.layers.conv_impl`).
+    """
 
     strides: tuple[int, int] = (1, 1)
     padding: Any = "SAME"  # "SAME", "VALID" or ((lo, hi), (lo, hi))
+    impl: str = "auto"
+
+    @property
+    def pads(self) -> tuple[tuple[int, int], ...]:
+        return conv_impl.explicit_padding(self.in_shape, self.kernel_shape, self.strides,
+                                          self.padding)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return jax.eval_shape(
+            lambda x, w: conv_impl.conv_xla(x, w, self.strides, self.pads),
+            jax.ShapeDtypeStruct(self.in_shape, self.dtype),
+            jax.ShapeDtypeStruct(self.kernel_shape, self.dtype),
+        ).shape
+
+    def _choose(self, product: str, candidates: dict, arg_shapes: tuple) -> str:
+        key = (f"{product}|x{self.in_shape}|w{self.kernel_shape}|s{tuple(self.strides)}"
+               f"|p{self.pads}|{jnp.dtype(self.dtype).name}")
+        return conv_impl.resolve(self.impl, product, candidates, arg_shapes, self.dtype, key)
+
+    def _forms(self, product: str) -> dict:
+        s, p = tuple(self.strides), self.pads
+        if product == "apply":
+            return {"xla": lambda x, w: conv_impl.conv_xla(x, w, s, p),
+                    "im2col": lambda x, w: conv_impl.conv_im2col(x, w, s, p)}
+        if product == "input_grad":
+            return {"xla": lambda g, w: _transpose(
+                        lambda x: conv_impl.conv_xla(x, w, s, p), self.in_shape, g),
+                    "im2col": lambda g, w: conv_impl.input_grad_im2col(
+                        g, w, self.in_shape, s, p, _transpose)}
+        return {"xla": lambda x, g: _transpose(
+                    lambda w: conv_impl.conv_xla(x, w, s, p), self.kernel_shape, g),
+                "im2col": lambda x, g: conv_impl.weight_grad_im2col(
+                    x, g, self.kernel_shape, s, p)}
+
+    def _run(self, product: str, a: Array, b: Array) -> Array:
+        forms = self._forms(product)
+        return forms[self._choose(product, forms, (a.shape, b.shape))](a, b)
 
     def apply(self, x: Array, w: Array) -> Array:
-        return jax.lax.conv_general_dilated(
-            x,
-            w,
-            window_strides=self.strides,
-            padding=self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        return self._run("apply", x, w)
+
+    def input_grad(self, g: Array, w: Array) -> Array:
+        return self._run("input_grad", g, w)
+
+    def weight_grad(self, x: Array, g: Array) -> Array:
+        return self._run("weight_grad", x, g)

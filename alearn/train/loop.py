@@ -23,7 +23,8 @@ from alearn.analysis import alignment
 from alearn.train import report, setup
 from alearn.train.checkpoint import Checkpointer
 from alearn.train.optim import optimizer_from_config
-from alearn.train.sharding import data_mesh, pad_batch, padded_size, replicate, shard_batch
+from alearn.train.sharding import (data_mesh, pad_batch, padded_size, prefetch_to_device,
+                                   replicate, shard_batch)
 from alearn.train.state import create_train_state, num_params
 from alearn.train.step import make_eval_step, make_train_step
 
@@ -78,9 +79,9 @@ def _train_epoch(ctx: dict, state, epoch: int, bar) -> tuple[Any, dict]:
         bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.4f}",
                         acc=f"{sums['accuracy'] / sums['n']:.4f}", refresh=False)
 
-    for batch in ds.batches("train", bs, epoch=epoch):
+    for batch in prefetch_to_device(ds.batches("train", bs, epoch=epoch), mesh):
         n = len(batch["label"])
-        state, metrics = ctx["train_step"](state, shard_batch(batch, mesh))
+        state, metrics = ctx["train_step"](state, batch)
         ctx["step"] += 1
         if ctx["align_every"] and ctx["step"] % ctx["align_every"] == 0:
             ctx["align_log"](state)

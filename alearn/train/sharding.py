@@ -10,7 +10,9 @@ Evaluation pads its batches instead (:func:`pad_batch`, with a mask), so it neve
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import queue
+import threading
+from typing import Any, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -65,3 +67,52 @@ def pad_batch(batch: dict, size: int) -> dict:
 def padded_size(batch_size: int, mesh: Mesh) -> int:
     """``batch_size`` rounded up to a multiple of the mesh size."""
     return -(-batch_size // mesh.size) * mesh.size
+
+
+def prefetch_to_device(batches: Iterable[dict], mesh: Mesh, depth: int = 2) -> Iterator[dict]:
+    """Yields the host ``batches`` placed on ``mesh``, keeping ``depth`` placed ahead.
+
+    A background thread draws each host batch (indexing, augmentation) and starts its
+    host→device transfer (:func:`shard_batch`, asynchronous in JAX) while the consumer's
+    current step runs, so input work overlaps compute instead of sitting between steps.
+    Order and contents are unchanged; an exception in the producer is re-raised here.
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth={depth} must be >= 1")
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in batches:
+                item = shard_batch(batch, mesh)
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=produce, name="alearn-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.1)

@@ -1,0 +1,211 @@
+"""Two exact forms of a 2-D convolution and its transposes, chosen per shape on CPU.
+
+XLA:CPU's convolution runs at a fraction of the machine's GEMM speed on the small and
+medium convolutions of the papers' networks (LeNet-5, the AlexNet variant, CIFAR ResNets),
+and its transposes (the input and weight cotangents every rule asks for) are slower still.
+The *im2col* form writes the convolution as one matrix product: the kh·kw shifted windows
+of the padded input are sliced out and concatenated on the channel axis ("patches", shape
+(N·Ho·Wo, kh·kw·C)), then multiplied by the kernel reshaped to (kh·kw·C, O). Its transposes
+are matrix products too: the weight cotangent is patchesᵀ·g, the input cotangent is
+col2im(g·Wᵀ) (the transpose of the slicing, a sum of shifted, padded windows).
+
+Both forms are exact (equal to ``jax.lax.conv_general_dilated`` and its VJP to float32
+rounding: ``tests/test_conv_impl.py``). Which is faster depends on the shape and the machine,
+so each of the three products (``apply``, ``input_grad``, ``weight_grad``) is chosen per
+shape:
+
+- ``impl="xla"`` or ``"im2col"`` forces a form;
+- ``impl="auto"`` (the default) uses XLA's convolution off CPU (GPU/TPU have fast
+  convolutions) and on CPU times both forms once per distinct shape at trace time
+  (compiled, warm, best of a few runs) and keeps the faster. Choices are cached in memory
+  and in a JSON file (``$ALEARN_CONV_CACHE``, default ``~/.cache/alearn/conv_autotune.json``;
+  set it to the empty string to keep choices in memory only), keyed by shape, jax version
+  and processor, so a shape is timed once per machine.
+- The environment variable ``ALEARN_CONV_IMPL`` (``xla``, ``im2col`` or ``auto``) overrides
+  ``"auto"`` for a whole process (the test suite uses ``xla`` to skip autotuning).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+Array = jax.Array
+
+IMPLS = ("auto", "xla", "im2col")
+PRODUCTS = ("apply", "input_grad", "weight_grad")
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def explicit_padding(in_shape, kernel_shape, strides, padding) -> tuple[tuple[int, int], ...]:
+    """``padding`` ("SAME", "VALID" or pairs) as ((lo, hi), (lo, hi)) for NHWC/HWIO."""
+    if isinstance(padding, str):
+        return tuple(jax.lax.padtype_to_pads(in_shape[1:3], kernel_shape[:2], strides, padding))
+    return tuple(tuple(int(v) for v in p) for p in padding)
+
+
+def conv_xla(x: Array, w: Array, strides, padding) -> Array:
+    """XLA's convolution (NHWC input, HWIO kernel)."""
+    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_DIMS)
+
+
+def patches(x: Array, kernel_hw: tuple[int, int], strides, pads) -> Array:
+    """(N, Ho, Wo, kh·kw·C): the shifted windows of padded x, concatenated on channels.
+
+    The channel order (window row, window column, input channel) matches an HWIO kernel
+    reshaped to (kh·kw·C, O).
+    """
+    (kh, kw), (sh, sw) = kernel_hw, strides
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    ho = (xp.shape[1] - kh) // sh + 1
+    wo = (xp.shape[2] - kw) // sw + 1
+    cols = [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+    return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+
+
+def conv_im2col(x: Array, w: Array, strides, pads) -> Array:
+    """The convolution as patches(x) · reshape(w): one matrix product."""
+    kh, kw, c, o = w.shape
+    p = patches(x, (kh, kw), strides, pads)
+    return jnp.dot(p.reshape(-1, kh * kw * c), w.reshape(kh * kw * c, o)).reshape(
+        *p.shape[:3], o)
+
+
+def weight_grad_im2col(x: Array, g: Array, kernel_shape, strides, pads) -> Array:
+    """patches(x)ᵀ · g reshaped to HWIO: the weight cotangent as one matrix product."""
+    kh, kw, c, o = kernel_shape
+    p = patches(x, (kh, kw), strides, pads).reshape(-1, kh * kw * c)
+    return jnp.dot(p.T, g.reshape(-1, o)).reshape(kernel_shape)
+
+
+def input_grad_im2col(g: Array, w: Array, in_shape, strides, pads,
+                      transpose: Callable[[Callable, tuple, Array], Array]) -> Array:
+    """col2im(g · Wᵀ): the input cotangent as a matrix product and the patches' transpose.
+
+    ``transpose(fn, shape, ct)`` is the linear transpose used by the caller (it handles
+    shard_map's varying axes).
+    """
+    kh, kw, c, o = w.shape
+    gp = jnp.dot(g.reshape(-1, o), w.reshape(kh * kw * c, o).T)
+    gp = gp.reshape(*g.shape[:3], kh * kw * c)
+    return transpose(lambda x: patches(x, (kh, kw), strides, pads), tuple(in_shape), gp)
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def _env_impl() -> str:
+    impl = os.environ.get("ALEARN_CONV_IMPL", "auto").strip().lower() or "auto"
+    if impl not in IMPLS:
+        raise ValueError(f"ALEARN_CONV_IMPL={impl!r}; choose one of: {', '.join(IMPLS)}")
+    return impl
+
+
+def _cache_path() -> str | None:
+    path = os.environ.get("ALEARN_CONV_CACHE")
+    if path is None:
+        path = os.path.join(os.path.expanduser("~"), ".cache", "alearn", "conv_autotune.json")
+    return path or None
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    return f"jax{jax.__version__}|{cpu}|{os.cpu_count()}cpu"
+
+
+_MEMORY: dict[str, str] = {}
+
+
+def _load(path: str) -> dict[str, str]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return {k: v for k, v in data.items() if v in ("xla", "im2col")}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _store(path: str, key: str, choice: str) -> None:
+    data = _load(path)
+    data[key] = choice
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=0, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home must not stop training
+        logging.warning("conv autotune: cannot write %s (%s); choices stay in memory", path, e)
+
+
+def _best_time(fn: Callable, args: tuple, reps: int = 5) -> float:
+    f = jax.jit(fn)
+    jax.block_until_ready(f(*args))
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def autotune(product: str, candidates: dict[str, Callable], arg_shapes: tuple,
+             dtype: Any, key: str) -> str:
+    """Times each candidate form of ``product`` on random inputs; returns the fastest name.
+
+    ``key`` identifies the shape; results are memoised in memory and in the cache file.
+    """
+    full_key = f"{_machine()}|{key}"
+    if full_key in _MEMORY:
+        return _MEMORY[full_key]
+    path = _cache_path()
+    if path and (hit := _load(path).get(full_key)):
+        _MEMORY[full_key] = hit
+        return hit
+    rng = np.random.default_rng(0)
+    with jax.ensure_compile_time_eval():  # run now, also when called while tracing a step
+        args = tuple(jnp.asarray(rng.standard_normal(s), dtype) for s in arg_shapes)
+        times = {name: _best_time(fn, args) for name, fn in candidates.items()}
+    choice = min(times, key=times.get)
+    logging.info("conv autotune %s: %s (%s)", key, choice,
+                 ", ".join(f"{n} {t * 1e3:.2f} ms" for n, t in times.items()))
+    _MEMORY[full_key] = choice
+    if path:
+        _store(path, full_key, choice)
+    return choice
+
+
+@functools.lru_cache(maxsize=None)
+def _backend() -> str:
+    return jax.default_backend()
+
+
+def resolve(impl: str, product: str, candidates: dict[str, Callable], arg_shapes: tuple,
+            dtype: Any, key: str) -> str:
+    """The form to use for ``product``: forced, XLA off CPU, or autotuned on CPU."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown conv impl {impl!r}; choose one of: {', '.join(IMPLS)}")
+    if impl == "auto":
+        impl = _env_impl()
+    if impl != "auto":
+        return impl
+    if _backend() != "cpu":
+        return "xla"
+    return autotune(product, candidates, arg_shapes, dtype, key)

@@ -1,0 +1,187 @@
+"""Benchmark: alearn against plain PyTorch on CPU, the MLP against the sgemm roofline, the
+cost of WM and KP against BP, and the cost of feeding fresh host batches.
+
+One process, interleaved rounds (every case once per round, in the same order), same shapes,
+batch 128, SGD momentum 0.9, softmax cross-entropy:
+
+- LeNet-5 (BioTorch's: conv5x5x6-pool-conv5x5x16-pool-FC120-FC84-FC10, 28x28x1): alearn's
+  trainer step with BP (``ConvOp`` impl ``auto``, i.e. per-shape autotuned on CPU, and
+  ``xla`` for reference) vs ``torch.nn`` with ``torch.optim.SGD``;
+- MLP 784-1024-1024-10: alearn BP vs PyTorch, and alearn BP's achieved FLOP/s (XLA's own
+  flop count of the compiled step / step time) over the sgemm rate of a 2048² x 2048²
+  float32 product measured in the same round (``mlp_bp_roofline_frac``);
+- WM (default mirror schedule) and KP step time / BP step time, MLP, all through the trainer
+  (``make_train_step`` with the rule's step hook, ``create_rule_optimizer``);
+- ``host_batch_overhead``: BP MLP steps fed fresh numpy batches through the trainer's input
+  path (:func:`alearn.train.prefetch_to_device`) / steps on one pre-placed batch.
+
+Each case runs ``--steps`` steps per round after a warm-up; the figures are medians over
+rounds of same-round ratios. PyTorch is the optional extra ``bench``
+(``pip install -e ".[bench]"``); without it the PyTorch cases are skipped (reported as nan).
+The last line reads exactly
+``lenet_bp_vs_pytorch=<r> mlp_bp_roofline_frac=<f> wm_vs_bp=<r> kp_vs_bp=<r> host_batch_overhead=<r>``
+(``lenet_bp_vs_pytorch`` = alearn samples/s / PyTorch samples/s).
+
+Usage:
+  python -m experiments.bench_peers [--rounds=5 --steps=30]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+import alearn
+from alearn import train
+from alearn.train import setup
+from experiments._bench_models import LeNet5
+
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per case and round.")
+_BATCH = 128
+
+
+def _data(shape, seed=0, n=1):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(_BATCH, *shape)).astype(np.float32),
+             rng.integers(0, 10, _BATCH).astype(np.int32)) for _ in range(n)]
+
+
+def alearn_case(model, rule_name: str, *, fresh_batches: int = 0):
+    """``run(n)`` doing n trainer steps; with ``fresh_batches`` > 0, host batches cycle
+    through the trainer's prefetching input path instead of one pre-placed batch."""
+    rule = alearn.rules.create(rule_name)
+    opt = train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9))
+    mesh = train.data_mesh()
+    (x, y), = _data((28, 28, 1))
+    state = train.replicate(train.create_train_state(model, rule, opt, jax.random.key(0), x),
+                            mesh)
+    step = train.make_train_step(model, rule, opt, mesh=mesh,
+                                 step_hook=setup.step_hook_for(rule, model))
+    placed = train.shard_batch({"image": x, "label": y}, mesh)
+    host = [{"image": a, "label": b} for a, b in _data((28, 28, 1), 1, max(fresh_batches, 1))]
+    box = {"state": state}
+
+    def run(n):
+        s = box["state"]
+        batches = (train.prefetch_to_device(itertools.islice(itertools.cycle(host), n), mesh)
+                   if fresh_batches else itertools.repeat(placed, n))
+        for b in batches:
+            s, m = step(s, b)
+        jax.block_until_ready((s, m))
+        box["state"] = s
+
+    run.flops = lambda: float(step.lower(box["state"], placed).compile().cost_analysis()["flops"])
+    return run
+
+
+def torch_case(kind: str):
+    """``run(n)`` doing n PyTorch SGD steps of the same model on one batch, or None."""
+    try:
+        import torch  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    nn = torch.nn
+    if kind == "lenet":
+        net = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
+                            nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 120),
+                            nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    else:
+        net = nn.Sequential(nn.Flatten(), nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024),
+                            nn.ReLU(), nn.Linear(1024, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    (x, y), = _data((28, 28, 1))
+    tx, ty = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y).long()
+    loss_fn = nn.CrossEntropyLoss()
+
+    def run(n):
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(tx), ty)
+            loss.backward()
+            opt.step()
+        float(loss.detach())
+
+    return run
+
+
+def sgemm_case(n: int = 2048):
+    """``run(k)``: k jitted float32 n x n x n products; ``run.flops`` per product."""
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+
+    def run(k):
+        for _ in range(k):
+            out = f(a)
+        out.block_until_ready()
+
+    run.flops = lambda: 2.0 * n ** 3
+    return run
+
+
+def main(argv):
+    del argv
+    mlp = alearn.models.create("mlp", 10, widths=(1024, 1024))
+    cases = {
+        "lenet_alearn": alearn_case(LeNet5(), "bp"),
+        "lenet_alearn_xla": alearn_case(LeNet5(conv_impl="xla"), "bp"),
+        "lenet_torch": torch_case("lenet"),
+        "mlp_bp": alearn_case(mlp, "bp"),
+        "mlp_torch": torch_case("mlp"),
+        "mlp_wm": alearn_case(mlp, "wm"),
+        "mlp_kp": alearn_case(mlp, "kp"),
+        "mlp_bp_host": alearn_case(mlp, "bp", fresh_batches=8),
+        "sgemm": sgemm_case(),
+    }
+    cases = {k: v for k, v in cases.items() if v is not None}
+    for run in cases.values():  # compile (and autotune) + warm up
+        run(3)
+    mlp_flops, sgemm_flops = cases["mlp_bp"].flops(), cases["sgemm"].flops()
+    rows = []
+    for r in range(_ROUNDS.value):
+        t = {}
+        for name, run in cases.items():
+            k = 5 if name == "sgemm" else _STEPS.value
+            t0 = time.perf_counter()
+            run(k)
+            t[name] = (time.perf_counter() - t0) / k
+        nan = float("nan")
+        row = {
+            "round": r + 1,
+            **{f"{k}_ms": round(v * 1e3, 3) for k, v in t.items()},
+            "lenet_bp_vs_pytorch": t["lenet_torch"] / t["lenet_alearn"] if "lenet_torch" in t else nan,
+            "lenet_auto_vs_xla": t["lenet_alearn_xla"] / t["lenet_alearn"],
+            "mlp_bp_vs_pytorch": t["mlp_torch"] / t["mlp_bp"] if "mlp_torch" in t else nan,
+            "sgemm_gflops": sgemm_flops / t["sgemm"] / 1e9,
+            "mlp_bp_gflops": mlp_flops / t["mlp_bp"] / 1e9,
+            "mlp_bp_roofline_frac": (mlp_flops / t["mlp_bp"]) / (sgemm_flops / t["sgemm"]),
+            "wm_vs_bp": t["mlp_wm"] / t["mlp_bp"],
+            "kp_vs_bp": t["mlp_kp"] / t["mlp_bp"],
+            "host_batch_overhead": t["mlp_bp_host"] / t["mlp_bp"],
+        }
+        rows.append(row)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+    keys = ("lenet_bp_vs_pytorch", "mlp_bp_roofline_frac", "wm_vs_bp", "kp_vs_bp",
+            "host_batch_overhead")
+    med = {k: statistics.median(row[k] for row in rows) for k in keys}
+    extra = {k: round(statistics.median(row[k] for row in rows), 4)
+             for k in ("lenet_auto_vs_xla", "mlp_bp_vs_pytorch", "sgemm_gflops", "mlp_bp_gflops")}
+    print(json.dumps({"medians": extra, "devices": f"{jax.local_device_count()} x "
+                      f"{jax.devices()[0].platform}", "cpus": os.cpu_count()}), flush=True)
+    print(" ".join(f"{k}={'nan' if math.isnan(v) else f'{v:.3f}'}" for k, v in med.items()))
+
+
+if __name__ == "__main__":
+    app.run(main)

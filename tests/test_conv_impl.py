@@ -1,0 +1,127 @@
+"""The im2col convolution forms equal XLA's convolution and its VJP; the per-shape chooser."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alearn.layers import ConvOp, conv_impl
+
+CASES = [  # (in_shape, kernel_shape, strides, padding)
+    ((2, 9, 9, 3), (3, 3, 3, 4), (1, 1), "SAME"),
+    ((2, 9, 9, 3), (3, 3, 3, 4), (2, 2), "SAME"),
+    ((2, 8, 8, 3), (5, 5, 3, 2), (2, 2), "VALID"),
+    ((3, 7, 10, 2), (3, 2, 2, 5), (1, 2), ((2, 0), (1, 3))),
+    ((2, 6, 6, 4), (1, 1, 4, 3), (2, 2), "VALID"),  # projection shortcut
+    ((2, 28, 28, 1), (5, 5, 1, 6), (1, 1), ((2, 2), (2, 2))),  # LeNet conv1
+]
+
+
+def _rand(key, shape):
+    return jax.random.normal(jax.random.key(key), shape, jnp.float32)
+
+
+@pytest.mark.parametrize("in_shape,kshape,strides,padding", CASES)
+def test_im2col_forms_equal_xla_conv_and_its_vjp(in_shape, kshape, strides, padding):
+    x, w = _rand(0, in_shape), _rand(1, kshape)
+
+    def ref(x, w):  # the oracle: XLA's convolution, differentiated by JAX
+        return jax.lax.conv_general_dilated(x, w, strides, padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    y, vjp = jax.vjp(ref, x, w)
+    g = _rand(2, y.shape)
+    dx_ref, dw_ref = vjp(g)
+    op = ConvOp(in_shape=in_shape, kernel_shape=kshape, strides=strides, padding=padding,
+                impl="im2col")
+    assert op.out_shape == y.shape
+    np.testing.assert_allclose(jax.jit(op.apply)(x, w), y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(op.input_grad)(g, w), dx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(op.weight_grad)(x, g), dw_ref, rtol=1e-5, atol=1e-4)
+
+
+def test_im2col_input_grad_inside_shard_map_is_exact():
+    """In the AL pipeline the transposes run under shard_map with varying cotangents."""
+    mesh = jax.make_mesh((2,), ("stage",), axis_types=(jax.sharding.AxisType.Auto,))
+    op = ConvOp(in_shape=(2, 6, 6, 3), kernel_shape=(3, 3, 3, 4), impl="im2col")
+    w, g = _rand(1, (3, 3, 3, 4)), _rand(2, (4, 6, 6, 4))
+    spec = jax.sharding.PartitionSpec
+
+    @jax.jit
+    def run(g):
+        return jax.shard_map(lambda gs: op.input_grad(gs, w), mesh=mesh,
+                             in_specs=spec("stage"), out_specs=spec("stage"))(g)
+
+    want = ConvOp(in_shape=(2, 6, 6, 3), kernel_shape=(3, 3, 3, 4), impl="xla")
+    np.testing.assert_allclose(run(g), jnp.concatenate(
+        [want.input_grad(g[:2], w), want.input_grad(g[2:], w)]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def fresh_chooser(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALEARN_CONV_IMPL", "auto")
+    monkeypatch.setenv("ALEARN_CONV_CACHE", str(tmp_path / "conv.json"))
+    monkeypatch.setattr(conv_impl, "_MEMORY", {})
+    return tmp_path / "conv.json"
+
+
+def test_autotune_keeps_the_faster_form_and_caches_it(fresh_chooser, monkeypatch):
+    timed = []
+
+    def fake_time(fn, args, reps=5):  # im2col "faster" for apply, XLA for the transposes
+        timed.append(fn)
+        return 1.0 if fn is forms_seen[id(fn)] else 2.0
+
+    op = ConvOp(in_shape=(2, 8, 8, 3), kernel_shape=(3, 3, 3, 4))
+    forms_seen = {}
+    real_forms = op._forms
+
+    def forms(product):
+        f = real_forms(product)
+        fast = f["im2col"] if product == "apply" else f["xla"]
+        forms_seen.update({id(fn): fast for fn in f.values()})
+        return f
+
+    monkeypatch.setattr(conv_impl, "_best_time", fake_time)
+    monkeypatch.setattr(ConvOp, "_forms", lambda self, p: forms(p))
+    x, w = _rand(0, (2, 8, 8, 3)), _rand(1, (3, 3, 3, 4))
+    y = jax.jit(op.apply)(x, w)  # autotuned while tracing the jitted function
+    op.input_grad(y, w)
+    op.weight_grad(x, y)
+    assert len(timed) == 6
+    saved = json.loads(fresh_chooser.read_text())
+    choices = {k.split("|")[-6]: v for k, v in saved.items()}
+    assert choices == {"apply": "im2col", "input_grad": "xla", "weight_grad": "xla"}
+    op.apply(x, w)  # cached: not timed again
+    conv_impl._MEMORY.clear()  # a new process reads the file
+    op.apply(x, w)
+    assert len(timed) == 6
+
+
+def test_autotune_really_times_and_stays_exact(fresh_chooser):
+    op = ConvOp(in_shape=(2, 8, 8, 3), kernel_shape=(3, 3, 3, 4), strides=(2, 2))
+    x, w = _rand(0, (2, 8, 8, 3)), _rand(1, (3, 3, 3, 4))
+    y = jax.jit(op.apply)(x, w)
+    np.testing.assert_allclose(y, ConvOp((2, 8, 8, 3), (3, 3, 3, 4), strides=(2, 2),
+                                         impl="xla").apply(x, w), rtol=1e-5, atol=1e-5)
+    assert list(json.loads(fresh_chooser.read_text()).values())[0] in ("xla", "im2col")
+
+
+def test_auto_is_xla_off_cpu_and_env_overrides(fresh_chooser, monkeypatch):
+    monkeypatch.setattr(conv_impl, "_backend", lambda: "gpu")
+    assert conv_impl.resolve("auto", "apply", {}, (), jnp.float32, "k") == "xla"
+    monkeypatch.setenv("ALEARN_CONV_IMPL", "im2col")
+    assert conv_impl.resolve("auto", "apply", {}, (), jnp.float32, "k") == "im2col"
+    assert conv_impl.resolve("xla", "apply", {}, (), jnp.float32, "k") == "xla"
+    assert not fresh_chooser.exists()
+
+
+def test_bad_impl_names_the_choices(monkeypatch):
+    with pytest.raises(ValueError, match="unknown conv impl 'fast'.*auto, xla, im2col"):
+        ConvOp((1, 4, 4, 1), (3, 3, 1, 1), impl="fast").apply(jnp.ones((1, 4, 4, 1)),
+                                                              jnp.ones((3, 3, 1, 1)))
+    monkeypatch.setenv("ALEARN_CONV_IMPL", "cudnn")
+    with pytest.raises(ValueError, match="ALEARN_CONV_IMPL='cudnn'"):
+        conv_impl.resolve("auto", "apply", {}, (), jnp.float32, "k")

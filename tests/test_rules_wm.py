@@ -96,7 +96,7 @@ def _resnet_data():
 
 def test_wm_hook_on_a_residual_net_mirrors_convs_and_the_projection():
     model, x, y = _resnet_data()
-    rule = create("wm", mirror_steps=2, mirror_batch=8, mirror_decay=0.05)
+    rule = create("wm", mirror_every=1, mirror_steps=2, mirror_batch=8, mirror_decay=0.05)
     _check_hook(model, x, y, rule, steps=1)
 
 

@@ -120,9 +120,8 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
     counts = param_counts(net, ckpt_state["states"])
     ckpt = Checkpointer(workdir, int(config.get("checkpoint_keep", 3)))
     writer = report.MetricsWriter(workdir, tensorboard=bool(config.get("tensorboard", True)))
-    start = ckpt.latest_epoch() or 0
+    start, ckpt_state = ckpt.restore_latest(ckpt_state)  # newest readable checkpoint
     if start:
-        ckpt_state = ckpt.restore(start, ckpt_state)
         logging.info("resuming AL from the checkpoint after epoch %d", start)
     history = writer.truncate(start)
     step_fn = jax.jit(functools.partial(train_step, net), donate_argnums=0)

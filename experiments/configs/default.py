@@ -59,4 +59,8 @@ def get_config(rule: str = "bp") -> ml_collections.ConfigDict:
     c.tensorboard = True
     c.alignment = False  # log per-layer alignment angles each epoch + alignment.png
     c.progress_bar = True
+    c.overwrite = False  # True: delete this workdir's previous run and train again
+    # Multi-process: "auto" joins a cluster the environment describes (SLURM, TPU pod,
+    # JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID); "off" never does.
+    c.distributed = "auto"
     return c

@@ -239,15 +239,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="", help="output folder (default <workdir>/report)")
     p.add_argument("--tables", default="", help="comma-separated ids (default: all found)")
     p.add_argument("--preamble", default="", help="markdown file inserted after the title")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     a = p.parse_args(argv)
     ids = [t for t in a.tables.split(",") if t] or None
     bad = [t for t in ids or [] if t not in tables.TABLES]
     if bad:
         p.error(f"unknown table id(s) {', '.join(bad)}; valid ids: {', '.join(tables.TABLE_IDS)}")
-    pre = open(a.preamble).read() if a.preamble else ""
-    path = write_report(a.workdir, a.out or os.path.join(a.workdir, "report"), ids, pre)
-    print(path)
-    return 0
+    if not os.path.isdir(a.workdir):
+        p.error(f"--workdir={a.workdir} is not a directory (the --workdir given to "
+                "experiments.reproduce)")
+    if a.preamble and not os.path.isfile(a.preamble):
+        p.error(f"--preamble={a.preamble}: no such file")
+    from experiments import _cli
+    _cli.quiet_logs()
+
+    def run():
+        pre = open(a.preamble).read() if a.preamble else ""
+        print(write_report(a.workdir, a.out or os.path.join(a.workdir, "report"), ids, pre))
+    return _cli.guard(run, a.verbose)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,13 @@ def main(argv):
     validate_config(config)  # every mistake fails here, before any data or compilation
     logging.info("config:\n%s", config)
     results = train_and_evaluate(config, _WORKDIR.value)
+    summary = {k: results.get(k) for k in ("rule", "model", "dataset", "epochs", "test_accuracy",
+                                           "test_loss", "train_samples_per_second", "num_params")}
+    if jax.process_count() > 1:  # every process reports; process 0 alone wrote the files
+        summary.update(process=jax.process_index(), processes=jax.process_count())
+    print(json.dumps(summary))
     if jax.process_index() != 0:
         return 0
-    summary = {k: results.get(k) for k in ("rule", "model", "dataset", "epochs", "test_accuracy",
-                                           "train_samples_per_second", "num_params")}
-    print(json.dumps(summary))
     if results.get("already_finished"):
         print(f"{_WORKDIR.value} already holds this finished run; pass "
               "--config.overwrite=True to train it again, or use another --workdir")

@@ -27,6 +27,7 @@ from alearn.analysis import alignment
 from alearn.train import interrupt, report, setup, validate
 from alearn.train import workdir as workdir_lib
 from alearn.train.checkpoint import Checkpointer
+from alearn.train.errors import ConfigError
 from alearn.train.optim import optimizer_from_config
 from alearn.train.sharding import data_mesh, pad_batch, padded_size, replicate, shard_batch
 from alearn.train.state import create_train_state, num_params
@@ -133,8 +134,8 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     batch_size, epochs = int(config.batch_size), int(config.epochs)
     steps_per_epoch = ds.num_batches("train", batch_size)
     if steps_per_epoch < 1:
-        raise validate.ConfigError(f"config.batch_size={batch_size} exceeds the {info.num_train} training "
-                         f"examples of {info.name!r}: an epoch would have no full batch")
+        raise ConfigError(f"config.batch_size={batch_size} exceeds the {info.num_train} "
+                          f"training examples of {info.name!r}: an epoch would have no full batch")
     optimizer = optimizer_from_config(config, rule, steps_per_epoch)
     state = create_train_state(model, rule, optimizer, jax.random.key(int(config.get("seed", 0))),
                                np.zeros((1, *info.image_shape), np.float32))

@@ -118,7 +118,12 @@ def _sibling_fields(argv: list[str], parents: list[str]) -> str:
 def _parse_flags(argv: list[str]) -> list[str]:
     verbose = _verbose(argv)
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+            flags.FLAGS["config"].value.keys()  # ml_collections defers a load failure to here
+        return rest
+    except OSError as e:  # the config file does not exist or cannot be imported
+        fail(_flag_message(e), USAGE_EXIT, verbose)
     except flags.Error as e:
         fail(f"{_flag_message(e)} (--helpshort lists the flags)", USAGE_EXIT, verbose)
     except (AttributeError, KeyError) as e:  # --config.<unknown field>=...

@@ -222,7 +222,7 @@ def main(out_path: str, kills: int = 24, seed: int = 0) -> dict:
         resume = _resume_epoch(chain_dir)
         before = {"epochs_logged": _lines(chain_dir), "checkpoints": _ckpts(chain_dir)}
         if point == "random":  # a random epoch this run trains, then a random part of one
-            target, frac = rng.randint(resume, EPOCHS - 1), rng.random()
+            target, frac = rng.randint(min(resume, EPOCHS - 1), EPOCHS - 1), rng.random()
             pid, fd = _fork_run(chain_dir)
             seen = 0
             while seen < target and os.waitpid(pid, os.WNOHANG)[0] == 0:
@@ -239,13 +239,16 @@ def main(out_path: str, kills: int = 24, seed: int = 0) -> dict:
             entry = {"point": f"random: epoch {target} done + {frac:.2f} epoch",
                      "at_kill": killed_at}
         else:
-            hook = point if point == "results" else f"{point}:{rng.randint(resume + 1, EPOCHS)}"
+            if point == "results" or resume >= EPOCHS:  # only results.json is left to write
+                hook = "results"
+            else:
+                hook = f"{point}:{rng.randint(resume + 1, EPOCHS)}"
             code = _run_to_end(chain_dir, hook)
             entry = {"point": hook}
         entry.update(chain=chain_no, resumed_from=resume, before=before, exit=code,
                      after={"epochs_logged": _lines(chain_dir), "checkpoints": _ckpts(chain_dir)})
         log.append(entry)
-        if code == 0 or point == "results":  # the run finished (or only results were left)
+        if code == 0 or hook_used(entry) == "results":  # finished (or only results were left)
             chains.append(_finish(chain_dir, chain_no, reference, ref_dir))
             chain_dir = None
     if chain_dir is not None:
@@ -257,6 +260,10 @@ def main(out_path: str, kills: int = 24, seed: int = 0) -> dict:
         json.dump(summary, f, indent=1)
     shutil.rmtree(root, ignore_errors=True)
     return summary
+
+
+def hook_used(entry: dict) -> str:
+    return entry["point"].split(":")[0]
 
 
 def _finish(chain_dir: str, chain_no: int, reference: dict, ref_dir: str) -> dict:

@@ -224,17 +224,23 @@ def main(out_path: str, kills: int = 24, seed: int = 0) -> dict:
         if point == "random":  # a random epoch this run trains, then a random part of one
             target, frac = rng.randint(min(resume, EPOCHS - 1), EPOCHS - 1), rng.random()
             pid, fd = _fork_run(chain_dir)
-            seen = 0
-            while seen < target and os.waitpid(pid, os.WNOHANG)[0] == 0:
+            seen, code = 0, None
+            while seen < target:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:  # the run ended before the chosen instant
+                    code = os.waitstatus_to_exitcode(status)
+                    break
                 seen = _progress(fd, seen)
                 time.sleep(0.001)
-            time.sleep(frac * epoch_s)
+            if code is None:
+                time.sleep(frac * epoch_s)
             killed_at = {"epochs_logged": _lines(chain_dir), "checkpoints": _ckpts(chain_dir)}
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            code = _wait(pid)
+            if code is None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                code = _wait(pid)
             os.close(fd)
             entry = {"point": f"random: epoch {target} done + {frac:.2f} epoch",
                      "at_kill": killed_at}

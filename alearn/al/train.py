@@ -111,7 +111,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
     wall0 = time.perf_counter()
     ds = dataset if dataset is not None else setup.create_dataset(config)
     info, bs, epochs = ds.info, int(config.batch_size), int(config.epochs)
-    spe = ds.num_batches("train", bs)
+    spe = setup.steps_per_epoch(ds, bs)  # ConfigError for a batch larger than the data
     if spe < 1:
         raise ValueError(f"config.batch_size={bs} exceeds the {info.num_train} training examples")
     net = build(config, info.num_classes, info.image_shape, spe)

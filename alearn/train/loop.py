@@ -27,7 +27,6 @@ from alearn.analysis import alignment
 from alearn.train import interrupt, report, setup, validate
 from alearn.train import workdir as workdir_lib
 from alearn.train.checkpoint import Checkpointer
-from alearn.train.errors import ConfigError
 from alearn.train.optim import optimizer_from_config
 from alearn.train.sharding import data_mesh, pad_batch, padded_size, replicate, shard_batch
 from alearn.train.state import create_train_state, num_params
@@ -132,10 +131,7 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     info = ds.info
     model, rule = setup.create_model_and_rule(config, info.num_classes)
     batch_size, epochs = int(config.batch_size), int(config.epochs)
-    steps_per_epoch = ds.num_batches("train", batch_size)
-    if steps_per_epoch < 1:
-        raise ConfigError(f"config.batch_size={batch_size} exceeds the {info.num_train} "
-                          f"training examples of {info.name!r}: an epoch would have no full batch")
+    steps_per_epoch = setup.steps_per_epoch(ds, batch_size)
     optimizer = optimizer_from_config(config, rule, steps_per_epoch)
     state = create_train_state(model, rule, optimizer, jax.random.key(int(config.get("seed", 0))),
                                np.zeros((1, *info.image_shape), np.float32))

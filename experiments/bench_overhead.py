@@ -135,4 +135,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from experiments import _cli
+    _cli.run(main)

@@ -297,11 +297,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="", help="output folder (default <workdir>/report)")
     p.add_argument("--tables", default="", help="comma-separated ids (default: all found)")
     p.add_argument("--preamble", default="", help="markdown file inserted after the title")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     a = p.parse_args(argv)
     ids = [t for t in a.tables.split(",") if t] or None
     bad = [t for t in ids or [] if t not in tables.TABLES]
     if bad:
         p.error(f"unknown table id(s) {', '.join(bad)}; valid ids: {', '.join(tables.TABLE_IDS)}")
+    if not os.path.isdir(a.workdir):
+        p.error(f"--workdir={a.workdir} is not a directory (the --workdir given to "
+                "experiments.reproduce)")
+    if a.preamble and not os.path.isfile(a.preamble):
+        p.error(f"--preamble={a.preamble}: no such file")
     if not ids and not any(os.path.isdir(os.path.join(a.workdir, t)) for t in tables.TABLE_IDS):
         runs = training_runs(a.workdir)
         hint = (f"python -m experiments.compare --workdirs={','.join(runs)}" if runs else
@@ -310,10 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"id: {', '.join(tables.TABLE_IDS)}), so there is no paper number to compare "
               f"with. To compare training runs with each other:\n  {hint}", file=sys.stderr)
         return 1
-    pre = open(a.preamble).read() if a.preamble else ""
-    path = write_report(a.workdir, a.out or os.path.join(a.workdir, "report"), ids, pre)
-    print(path)
-    return 0
+    from experiments import _cli
+    _cli.quiet_logs()
+
+    def run():
+        pre = open(a.preamble).read() if a.preamble else ""
+        print(write_report(a.workdir, a.out or os.path.join(a.workdir, "report"), ids, pre))
+    return _cli.guard(run, a.verbose)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,20 @@ def _load(path: str) -> dict:
     return {}
 
 
+def _accuracy(rundir: str) -> str:
+    res = _load(os.path.join(rundir, RESULTS))
+    acc = res.get("test_accuracy")
+    if isinstance(acc, dict):  # AL vs BP twin
+        return ", ".join(f"{k} {v:.4f}" for k, v in acc.items() if isinstance(v, (int, float)))
+    return f"{acc:.4f}" if isinstance(acc, (int, float)) else "n/a (not a training run)"
+
+
+def summary_line(table_id: str, run: Run, rundir: str, wall: float) -> str:
+    """One line per finished run: table, row, method, test accuracy, wall time."""
+    return (f"{table_id} | {run.row} | {run.col} | test accuracy {_accuracy(rundir)} | "
+            f"{wall:.1f} s  ({run.name})")
+
+
 def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
               data_dir: str | None = None, out=sys.stdout) -> list[dict]:
     """Runs (or lists) every run of ``table_id`` at ``scale``; returns one dict per run."""
@@ -128,7 +142,7 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
         os.makedirs(table_dir, exist_ok=True)
         with open(manifest_path, "w") as f:
             json.dump(manifest, f, indent=1)
-        print(f"{table_id}/{run.name}: {wall:.1f} s", file=out)
+        print(summary_line(table_id, run, rundir, wall), file=out, flush=True)
     if dry_run:
         _print_estimate(table_id, scale, report, out)
     if not dry_run:
@@ -163,7 +177,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", required=True)
     p.add_argument("--dry_run", action="store_true", help="list the runs, run nothing")
     p.add_argument("--data_dir", default="", help="prepared TFDS data (default $TFDS_DATA_DIR)")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = p.parse_args(argv)
+    if args.data_dir and not os.path.isdir(args.data_dir):
+        p.error(f"--data_dir={args.data_dir} is not a directory")
     ids = tables.TABLE_IDS if args.table == "all" else tuple(
         tables.ALIASES.get(t, t) for t in args.table.split(","))
     for t in ids:
@@ -180,15 +197,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    from experiments import _cli
+
     args = parse_args(argv)
     logging.set_verbosity(logging.INFO)
-    if args.scale == "paper" and not args.dry_run:  # every table's data before any run
-        check_datasets([r for t in args.tables for r in tables.runs(t, "paper")],
-                       args.data_dir or None)
-    for t in args.tables:
-        reproduce(t, args.scale, args.workdir, dry_run=args.dry_run,
-                  data_dir=args.data_dir or None)
-    return 0
+    _cli.quiet_logs()  # orbax's per-save INFO lines and JAX's backend probing stay out
+
+    def run():
+        if args.scale == "paper" and not args.dry_run:  # every table's data before any run
+            try:
+                check_datasets([r for t in args.tables for r in tables.runs(t, "paper")],
+                               args.data_dir or None)
+            except DatasetMissingError as e:
+                _cli.fail(str(e), _cli.USAGE_EXIT, args.verbose)
+        for t in args.tables:
+            reproduce(t, args.scale, args.workdir, dry_run=args.dry_run,
+                      data_dir=args.data_dir or None)
+    return _cli.guard(run, args.verbose)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -30,6 +32,12 @@ def test_binary_trains_on_mnist5k_and_writes_results(tmp_path):
     assert res["num_params"] == 784 * 32 + 32 + 32 * 10 + 10
     assert res["config"]["model_kwargs"]["widths"] == [32]
     assert f"test accuracy: {res['test_accuracy']:.4f}" in proc.stdout
+    # The same command again reports the finished run instead of training it again.
+    again = _run(f"--workdir={wd}", "--config.epochs=1", "--config.model_kwargs.widths=(32,)",
+                 "--config.progress_bar=False", "--config.tensorboard=False")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already holds this finished run" in again.stdout
+    assert f"test accuracy: {res['test_accuracy']:.4f}" in again.stdout
 
 
 def test_binary_rejects_unknown_name_before_training(tmp_path):
@@ -38,3 +46,18 @@ def test_binary_rejects_unknown_name_before_training(tmp_path):
     assert proc.returncode != 0
     assert "unknown model 'mlpp'; choose one of:" in proc.stderr and "mlp" in proc.stderr
     assert not os.path.exists(os.path.join(wd, "checkpoints"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.learning_rate=nan"], "error: config.learning_rate=nan must be a finite number > 0"),
+    (["--config.bogus=1"], "error: unknown config field 'config.bogus'; valid there: alignment,"),
+    (["--config=experiments/configs/asap.py:sign,alexnet,mnist5k"],
+     "error: flag --config=experiments/configs/asap.py:sign,alexnet,mnist5k: Error whilst "
+     "parsing config file: ValueError: unknown rule 'sign'; choose one of: bp,"),
+])
+def test_binary_usage_errors_exit_2_with_one_line_and_no_traceback(tmp_path, args, message):
+    proc = _run(f"--workdir={tmp_path / 'wd'}", *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith(message), proc.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "wd" / "checkpoints")

@@ -70,13 +70,15 @@ def test_bare_thesis_numbers(capsys):
     assert "ambiguous" in err and "al3.1" in err and "wt3.1" in err
 
 
-def test_paper_scale_without_data_names_dataset_and_command(tmp_path, monkeypatch):
+def test_paper_scale_without_data_names_dataset_and_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no_data"))
     monkeypatch.setattr(reproduce, "execute", lambda *a: pytest.fail("a run started"))
     work = tmp_path / "work"
-    with pytest.raises(reproduce.DatasetMissingError) as e:
+    with pytest.raises(SystemExit) as e:  # a usage error: status 2, message, no traceback
         reproduce.main(["--table=wt5.3", "--scale=paper", f"--workdir={work}"])
-    msg = str(e.value)
+    assert e.value.code == 2
+    msg = capsys.readouterr().err
+    assert msg.startswith("error: No run was started") and "Traceback" not in msg
     assert "'cifar10'" in msg and "tfds build cifar10" in msg
     assert not work.exists()
     # Data present (an empty version folder passes the cheap check): no error.

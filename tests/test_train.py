@@ -267,7 +267,9 @@ def test_rule_family_dispatch(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "_fake_al", lambda c, w: calls.append((c.rule, w)) or {"x": 1})
     import sys
     monkeypatch.setitem(sys.modules, "tests.test_train", sys.modules[__name__])
-    assert train.train_and_evaluate(_config(rule="al"), str(tmp_path)) == {"x": 1}
+    cfg = _config(rule="al", model="al_mlp")
+    cfg.model_kwargs = ml_collections.ConfigDict({"width_multiplier": 0.1})
+    assert train.train_and_evaluate(cfg, str(tmp_path)) == {"x": 1}
     assert calls == [("al", str(tmp_path))]
 
 

@@ -117,7 +117,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
     wall0 = time.perf_counter()
     ds = dataset if dataset is not None else setup.create_dataset(config)
     info, bs, epochs = ds.info, int(config.batch_size), int(config.epochs)
-    spe = ds.num_batches("train", bs)
+    spe = setup.steps_per_epoch(ds, bs)  # ConfigError for a batch larger than the data
     if spe < 1:
         raise ValueError(f"config.batch_size={bs} exceeds the {info.num_train} training examples")
     net = build(config, info.num_classes, info.image_shape, spe)
@@ -126,9 +126,8 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
     counts = param_counts(net, ckpt_state["states"])
     ckpt = Checkpointer(workdir, int(config.get("checkpoint_keep", 3)))
     writer = report.MetricsWriter(workdir, tensorboard=bool(config.get("tensorboard", True)))
-    start = ckpt.latest_epoch() or 0
+    start, ckpt_state = ckpt.restore_latest(ckpt_state)  # newest readable checkpoint
     if start:
-        ckpt_state = ckpt.restore(start, ckpt_state)
         logging.info("resuming AL from the checkpoint after epoch %d", start)
     history = writer.truncate(start)
     step_fn = jax.jit(functools.partial(train_step, net), donate_argnums=0)

@@ -1,10 +1,14 @@
 """``train_and_evaluate(config, workdir)``: the epoch loop of a rule-pluggable model.
 
-Per epoch: train on every batch (data-parallel jitted step), evaluate on the test split,
-append metrics to ``metrics.jsonl`` / TensorBoard, save an orbax checkpoint. A workdir that
-already holds a checkpoint continues from it. A non-finite training loss raises
-:class:`TrainingDivergedError` before anything of that epoch is saved, so the newest
-checkpoint is the last good state. At the end: ``results.json`` and ``curves.png``.
+Before anything is read or compiled, the config is validated (``validate.py``) and the
+workdir inspected (``workdir.py``: a finished run of the same config is reported, not
+retrained). Per epoch: train on every batch (data-parallel jitted step), evaluate on the
+test split, append metrics to ``metrics.jsonl`` / TensorBoard, save an orbax checkpoint. A
+workdir that already holds a checkpoint continues from the newest readable one. A non-finite
+training loss raises :class:`TrainingDivergedError` before anything of that epoch is saved,
+so the newest checkpoint is the last good state; SIGTERM / SIGINT end the run at a clean
+point with :class:`~alearn.train.errors.TrainingInterrupted`. At the end: ``results.json``
+and ``curves.png`` (process 0 writes).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import tqdm
 from absl import logging
 
 from alearn.analysis import alignment
-from alearn.train import report, setup
+from alearn.train import interrupt, report, setup, validate
+from alearn.train import workdir as workdir_lib
 from alearn.train.checkpoint import Checkpointer
 from alearn.train.optim import optimizer_from_config
 from alearn.train.sharding import (data_mesh, pad_batch, padded_size, prefetch_to_device,
@@ -48,12 +53,25 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
 
     Rule families with their own trainer (``setup.FAMILY_TRAINERS``, e.g. ``"al"``) are
     dispatched to it. ``dataset`` replaces ``alearn.data.create`` (tests, custom data).
+    A workdir holding this finished run returns its stored results (with
+    ``"already_finished": True``) unless ``config.overwrite``.
+
+    Raises:
+      ConfigError: a bad config value (before anything is read or compiled).
+      CheckpointError: the workdir's checkpoints exist but none can be read.
+      TrainingInterrupted: SIGTERM / SIGINT; rerunning the same call resumes.
+      TrainingDivergedError: the training loss became NaN / infinite.
     """
-    setup.validate_config(config)
-    trainer = setup.family_trainer(config.rule)
-    if trainer is not None:
-        return trainer(config, workdir)
-    return _train_rule_pluggable(config, workdir, dataset)
+    validate.validate_config(config)
+    config = validate.resolve_config(config)  # rule="al", model="mlp" -> "al_mlp"
+    finished = workdir_lib.prepare(config, workdir)
+    if finished is not None:
+        return finished
+    with interrupt.handle_signals(workdir):
+        trainer = setup.family_trainer(config.rule)
+        if trainer is not None:
+            return trainer(config, workdir)
+        return _train_rule_pluggable(config, workdir, dataset)
 
 
 def _train_epoch(ctx: dict, state, epoch: int, bar) -> tuple[Any, dict]:
@@ -116,22 +134,19 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     info = ds.info
     model, rule = setup.create_model_and_rule(config, info.num_classes)
     batch_size, epochs = int(config.batch_size), int(config.epochs)
-    steps_per_epoch = ds.num_batches("train", batch_size)
-    if steps_per_epoch < 1:
-        raise ValueError(f"config.batch_size={batch_size} exceeds the {info.num_train} training "
-                         f"examples of {info.name!r}: an epoch would have no full batch")
+    steps_per_epoch = setup.steps_per_epoch(ds, batch_size)
     optimizer = optimizer_from_config(config, rule, steps_per_epoch)
     state = create_train_state(model, rule, optimizer, jax.random.key(int(config.get("seed", 0))),
                                np.zeros((1, *info.image_shape), np.float32))
 
+    mesh = data_mesh()
+    state = replicate(state, mesh)
     ckpt = Checkpointer(workdir, int(config.get("checkpoint_keep", 3)))
     writer = report.MetricsWriter(workdir, tensorboard=bool(config.get("tensorboard", True)))
-    start = ckpt.latest_epoch() or 0
+    start, state = ckpt.restore_latest(state)
     if start:
-        state = ckpt.restore(start, state)
         logging.info("resuming from the checkpoint after epoch %d in %s", start, ckpt.directory)
     history = writer.truncate(start)
-    mesh = data_mesh()
     # Optional alignment diagnostics (config.alignment): angles on one fixed training batch.
     align_batch = (next(iter(ds.batches("train", batch_size, epoch=0, augment=False)))
                    if config.get("alignment", False) else None)
@@ -158,7 +173,6 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
                eval_step=make_eval_step(model, rule, mesh=mesh),
                step=int(state.step), last_ckpt=start or None, t0=None, train_time=0.0,
                timed_samples=0)
-    state = replicate(state, mesh)
     align0 = ([{"epoch": 0, **alignment.alignment_angles(  # the untrained net, for the plot
         model, rule, jax.device_get(state.variables()), align_batch["image"],
         align_batch["label"])}] if align_batch is not None and not start else [])
@@ -201,7 +215,7 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     report.write_results(workdir, results)
     report.plot_curves(history, os.path.join(workdir, "curves.png"),
                        title=f"{config.rule} / {config.model} / {config.dataset}")
-    if align_batch is not None and any(k.startswith(alignment.UPDATE)
+    if align_batch is not None and jax.process_index() == 0 and any(k.startswith(alignment.UPDATE)
                                        for r in history for k in r):
         steps = align_writer.history() if align_writer is not None else []
         alignment.plot_alignment(

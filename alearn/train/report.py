@@ -1,5 +1,10 @@
 """Run outputs in a workdir: ``metrics.jsonl``, TensorBoard events, ``results.json``,
-``curves.png``."""
+``curves.png``.
+
+Only process 0 of a multi-process run writes (the others read). Files are replaced
+atomically (written aside, then renamed), and a ``metrics.jsonl`` line cut short by a kill is
+dropped on the next read, so a SIGKILL at any instant leaves readable outputs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,21 @@ import math
 import os
 from typing import Any, Sequence
 
+import jax
 from absl import logging
+
+
+def _writer() -> bool:
+    """Whether this process writes run outputs (process 0 only)."""
+    return jax.process_index() == 0
+
+
+def atomic_write_json(path: str, obj: Any, **kwargs) -> None:
+    """Writes ``obj`` as JSON to ``path`` via a temporary file and a rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(_jsonable(obj), f, **kwargs)
+    os.replace(tmp, path)
 
 
 def _jsonable(value: Any) -> Any:
@@ -34,7 +53,8 @@ class MetricsWriter:
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, filename)
         self._tb = None
-        if tensorboard:
+        self._enabled = _writer()
+        if tensorboard and self._enabled:
             from tensorboardX import SummaryWriter  # imported lazily: optional output
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -42,19 +62,30 @@ class MetricsWriter:
         """All records written so far (in order)."""
         if not os.path.exists(self.path):
             return []
+        records = []
         with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a killed process
+                    logging.warning("dropping an unreadable line of %s", self.path)
+        return records
 
     def truncate(self, epoch: int) -> list[dict]:
         """Keeps only records with ``record["epoch"] <= epoch`` (used on resume)."""
         kept = [r for r in self.history() if r.get("epoch", 0) <= epoch]
-        with open(self.path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+        if self._enabled:
+            tmp = f"{self.path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            os.replace(tmp, self.path)
         return kept
 
     def write(self, record: dict) -> None:
         """Appends ``record`` (must hold ``"epoch"``) and logs its scalars to TensorBoard."""
         record = _jsonable(record)
+        if not self._enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:
@@ -71,14 +102,14 @@ class MetricsWriter:
 def write_results(workdir: str, results: dict) -> str:
     """Writes ``<workdir>/results.json``; returns its path."""
     path = os.path.join(workdir, "results.json")
-    with open(path, "w") as f:
-        json.dump(_jsonable(results), f, indent=2, sort_keys=True)
+    if _writer():
+        atomic_write_json(path, results, indent=2, sort_keys=True)
     return path
 
 
 def plot_curves(history: Sequence[dict], path: str, title: str = "") -> str | None:
     """Accuracy and loss per epoch (train and test) as a PNG (matplotlib Agg)."""
-    if not history:
+    if not history or not _writer():
         return None
     import matplotlib
     matplotlib.use("Agg")

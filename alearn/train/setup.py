@@ -12,7 +12,8 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 import alearn
-from alearn.train.optim import OPTIMIZERS, SCHEDULES, check_rule_weight_decay
+from alearn.train.errors import ConfigError
+from alearn.train.validate import resolve_config, validate_config  # noqa: F401 (re-exported)
 
 # Rule families trained by their own loop instead of the generic rule-pluggable one:
 # config.rule -> "module:function" with the signature train_and_evaluate(config, workdir).
@@ -33,39 +34,6 @@ def rule_names() -> list[str]:
     return sorted(set(alearn.rules.names()) | set(FAMILY_TRAINERS))
 
 
-def _data_names() -> list[str]:
-    import alearn.data  # the data package is imported only when a run needs it
-    return list(alearn.data.names())
-
-
-def validate_config(config: Any) -> None:
-    """Checks every name in ``config`` before any data is read or anything is compiled.
-
-    Raises:
-      ValueError: naming the bad value and listing the valid ones.
-    """
-    checks = (
-        ("rule", rule_names()),
-        ("model", alearn.models.names()),
-        ("dataset", _data_names()),
-        ("optimizer", list(OPTIMIZERS)),
-        ("schedule", list(SCHEDULES)),
-    )
-    for field, valid in checks:
-        value = config.get(field, None)
-        if value is None and field in ("optimizer", "schedule"):
-            continue
-        if str(value).lower() not in valid:
-            raise ValueError(f"unknown {field} {value!r}; choose one of: {', '.join(valid)}")
-    if str(config.rule).lower() not in FAMILY_TRAINERS:
-        rule = alearn.rules.create(config.rule, **_as_dict(config.get("rule_hparams", None)))
-        check_rule_weight_decay(rule, config.get("weight_decay", 0.0),
-                                config.get("weight_decay_mask", "params"))
-    for field in ("epochs", "batch_size"):
-        if int(config.get(field, 1)) < 1:
-            raise ValueError(f"config.{field} must be >= 1, got {config.get(field)!r}")
-
-
 def family_trainer(rule: str) -> Callable[[Any, str], dict] | None:
     """The dedicated train function for rule family ``rule``, or None for the generic loop."""
     target = FAMILY_TRAINERS.get(str(rule).lower())
@@ -83,9 +51,26 @@ def family_trainer(rule: str) -> Callable[[Any, str], dict] | None:
 def create_dataset(config: Any):
     """``alearn.data.create`` from the config's dataset fields."""
     import alearn.data
-    return alearn.data.create(config.dataset, data_dir=config.get("data_dir", None) or None,
-                              seed=int(config.get("seed", 0)),
-                              **_as_dict(config.get("dataset_options", None)))
+    try:
+        return alearn.data.create(config.dataset, data_dir=config.get("data_dir", None) or None,
+                                  seed=int(config.get("seed", 0)),
+                                  **_as_dict(config.get("dataset_options", None)))
+    except ValueError as e:  # unknown option or value: the user's config
+        raise ConfigError(str(e)) from None
+
+
+def steps_per_epoch(dataset: Any, batch_size: int) -> int:
+    """Full training batches per epoch; a batch larger than the training split is the
+    user's config error (:class:`ConfigError`), found right after the data is opened."""
+    try:
+        steps = dataset.num_batches("train", batch_size)
+    except ValueError as e:
+        raise ConfigError(f"config.batch_size={batch_size}: {e}") from None
+    if steps < 1:
+        raise ConfigError(f"config.batch_size={batch_size} exceeds the "
+                          f"{dataset.info.num_train} training examples of "
+                          f"{dataset.info.name!r}: an epoch would have no full batch")
+    return steps
 
 
 def create_model_and_rule(config: Any, num_classes: int):
@@ -95,7 +80,7 @@ def create_model_and_rule(config: Any, num_classes: int):
     try:
         model = alearn.models.create(config.model, num_classes, **kwargs)
     except TypeError as e:
-        raise ValueError(f"bad config.model_kwargs {kwargs} for model {config.model!r}: {e}") from e
+        raise ConfigError(f"bad config.model_kwargs {kwargs} for model {config.model!r}: {e}") from e
     rule = alearn.rules.create(config.rule, **_as_dict(config.get("rule_hparams", None)))
     return model, rule
 

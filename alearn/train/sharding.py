@@ -22,8 +22,9 @@ DATA_AXIS = "data"
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: all local devices) with axis ``"data"``."""
-    devices = list(devices) if devices is not None else jax.local_devices()
+    """A 1-D mesh over ``devices`` (default: every device of every process; in a
+    single-process run, the local devices) with axis ``"data"``."""
+    devices = list(devices) if devices is not None else jax.devices()
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
@@ -43,12 +44,23 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
     """Places a host batch (dict of arrays with a common leading axis) on ``mesh``."""
     size = len(next(iter(batch.values())))
     sharding = batch_sharding(mesh, size)
-    return {k: jax.device_put(np.asarray(v), sharding) for k, v in batch.items()}
+    return {k: _put(np.asarray(v), sharding) for k, v in batch.items()}
+
+
+def _put(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """``device_put``; across processes every process holds the same host value (same
+    seeded data) and feeds its own devices their slice."""
+    if jax.process_count() == 1:
+        return jax.device_put(value, sharding)
+    return jax.make_array_from_callback(value.shape, sharding, lambda idx: value[idx])
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places a pytree (e.g. a ``TrainState``) replicated on every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda x: _put(np.asarray(x), sharding), tree)
 
 
 def pad_batch(batch: dict, size: int) -> dict:

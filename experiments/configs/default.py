@@ -64,4 +64,8 @@ def get_config(rule: str = "bp") -> ml_collections.ConfigDict:
     c.alignment = False  # log per-layer alignment angles each epoch + alignment.png
     c.alignment_every = 0  # with alignment: also every N steps to alignment.jsonl (0 = off)
     c.progress_bar = True
+    c.overwrite = False  # True: delete this workdir's previous run and train again
+    # Multi-process: "auto" joins a cluster the environment describes (SLURM, TPU pod,
+    # JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID); "off" never does.
+    c.distributed = "auto"
     return c

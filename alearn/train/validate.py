@@ -17,7 +17,6 @@ from alearn.train.optim import (OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS,
                                 check_rule_weight_decay)
 
 _AL_OPTIMIZERS = ("adam", "sgd")
-_AL_HPARAMS = ("ae_lr_mult", "assoc_trains_g", "assoc_reduction")
 DISTRIBUTED = ("auto", "off")
 # model_kwargs fields that are layer sizes: every number in them must be a positive integer.
 _SIZE_WORDS = ("width", "feature", "channel", "units", "depth", "filters", "hidden")
@@ -175,10 +174,11 @@ def _check_al(config: Any, num_classes: int) -> None:
         raise ConfigError(f"unknown AL model {config.model!r}; choose one of: "
                           f"{', '.join(sorted(al_models.SPECS))} (or the same without 'al_')")
     _choice("optimizer", config.get("optimizer", "adam"), _AL_OPTIMIZERS)
-    unknown = sorted(set(_as_dict(config.get("al_hparams", None))) - set(_AL_HPARAMS))
+    from alearn.al.train import HPARAMS as al_hparams  # the AL trainer's own list
+    unknown = sorted(set(_as_dict(config.get("al_hparams", None))) - set(al_hparams))
     if unknown:
         raise ConfigError(f"unknown AL hyperparameter(s) {', '.join(unknown)}; valid: "
-                          f"{', '.join(_AL_HPARAMS)}")
+                          f"{', '.join(al_hparams)}")
     kwargs = _al_model_kwargs(name, _as_dict(config.get("model_kwargs", None)))
     _check_sizes(kwargs, name)
     wm = float(kwargs.pop("width_multiplier", 1.0) or 1.0)

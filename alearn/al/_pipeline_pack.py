@@ -61,6 +61,16 @@ class TreePacker:
             out[name] = jnp.concatenate(parts[name] + [pad], axis=-1)
         return out
 
+    def pack_into(self, bufs: Buffers, tree: Any) -> Buffers:
+        """``bufs`` with ``tree``'s leaves written at their offsets (``dynamic_update_slice``
+        per leaf, no lead dimensions): XLA updates a loop-carried buffer in place instead of
+        concatenating a fresh one; the padding keeps its old values."""
+        out = dict(bufs)
+        for leaf, (name, off, shape) in zip(self.treedef.flatten_up_to(tree), self.meta):
+            flat = jnp.reshape(leaf, (math.prod(shape),)).astype(out[name].dtype)
+            out[name] = jax.lax.dynamic_update_slice(out[name], flat, (off,))
+        return out
+
     def unpack(self, bufs: Buffers) -> Any:
         """The pytree held in ``bufs`` (inverse of :meth:`pack`)."""
         leaves = []

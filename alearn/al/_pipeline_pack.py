@@ -61,13 +61,19 @@ class TreePacker:
             out[name] = jnp.concatenate(parts[name] + [pad], axis=-1)
         return out
 
-    def pack_into(self, bufs: Buffers, tree: Any) -> Buffers:
+    def pack_into(self, bufs: Buffers, tree: Any, keep: Any = None) -> Buffers:
         """``bufs`` with ``tree``'s leaves written at their offsets (``dynamic_update_slice``
         per leaf, no lead dimensions): XLA updates a loop-carried buffer in place instead of
-        concatenating a fresh one; the padding keeps its old values."""
+        concatenating a fresh one; the padding keeps its old values. With ``keep`` (a bool
+        scalar), each leaf is ``where(keep, new, old)`` — an elementwise select XLA fuses
+        into the same in-place write, so masking costs no extra pass over the state."""
         out = dict(bufs)
         for leaf, (name, off, shape) in zip(self.treedef.flatten_up_to(tree), self.meta):
-            flat = jnp.reshape(leaf, (math.prod(shape),)).astype(out[name].dtype)
+            size = math.prod(shape)
+            flat = jnp.reshape(leaf, (size,)).astype(out[name].dtype)
+            if keep is not None:
+                old = jax.lax.dynamic_slice(out[name], (off,), (size,))
+                flat = jnp.where(keep, flat, old)
             out[name] = jax.lax.dynamic_update_slice(out[name], flat, (off,))
         return out
 

@@ -3,11 +3,13 @@
 Stages differ in shape, so each stage's state (params + optimizer states) lives in per-dtype
 flat buffers padded to the longest stage, stacked ``[N, L]`` one row per stage
 (``_pipeline_pack``). Per tick on stage k (``axis_index("stage")``): take the fed micro-batch
-(k = 0) or the hand-over received from k − 1; if it is a real micro-batch (``lax.cond``; a
-bubble runs nothing, so bubble inputs never reach any arithmetic) run stage k's blocks
-(``lax.switch`` on k, only k's branch executes), reading the state through slices of the
-buffers and writing it back with in-place ``dynamic_update_slice`` (no per-tick
-concatenate/copy of the whole state); ``ppermute`` (s, y, valid, id) to stage k + 1.
+(k = 0) or the hand-over received from k − 1, zeroed when it is a bubble; run stage k's
+blocks (``lax.switch`` on k, only k's branch executes), reading the state through slices of
+the buffers and writing it back with in-place ``dynamic_update_slice`` per leaf, the bubble
+mask ``where(valid, new, old)`` fused into that write (no per-tick concatenate or masked
+copy of the whole state); ``ppermute`` (s, y, valid, id) to stage k + 1. What remains on
+XLA:CPU: ``lax.switch`` is an HLO conditional, and copy insertion copies the state buffer
+into and out of the taken branch (2 state-sized copies per tick for N > 1; none for N = 1).
 One program, so the hand-over is a collective: this engine spans processes
 (``jax.distributed``) and carries the ``data`` axis.
 """
@@ -162,7 +164,7 @@ def _build_run(eng: SpmdEngine, steps: list, metric_keys: list[list[str]]):
     def branch(k):
         blocks = eng.groups[k]
 
-        def run_stage(bufs, act):
+        def run_stage(bufs, act, keep):
             states = eng.stage_packers[k].unpack(bufs)
             s, y = eng.boundaries[blocks[0]].unpack(act)
             met = jnp.full((n_metrics,), jnp.nan, jnp.float32)
@@ -174,7 +176,7 @@ def _build_run(eng: SpmdEngine, steps: list, metric_keys: list[list[str]]):
                     v = jnp.asarray(m[key], jnp.float32)
                     v = jax.lax.pmean(v, DATA) if dp else v
                     met = met.at[_slot(eng.metric_names, metric_keys, b, key)].set(v)
-            out_bufs = eng.stage_packers[k].pack_into(bufs, tuple(new))
+            out_bufs = eng.stage_packers[k].pack_into(bufs, tuple(new), keep)
             out_act = eng.boundaries[blocks[-1] + 1].pack((s, y), eng.act_lengths)
             out_bufs = {n: _varying(a, (STAGE,)) for n, a in out_bufs.items()}
             return out_bufs, {n: _varying(a, axes) for n, a in out_act.items()}, \
@@ -188,25 +190,20 @@ def _build_run(eng: SpmdEngine, steps: list, metric_keys: list[list[str]]):
         k = jax.lax.axis_index(STAGE)
         first = k == 0
 
-        def step(bufs, act):
-            if n_stages == 1:
-                return branches[0](bufs, act)
-            return jax.lax.switch(k, branches, bufs, act)
-
-        def bubble(bufs, act):  # a stage without a micro-batch runs nothing
-            out = {n: _varying(jnp.zeros_like(a), axes) for n, a in act.items()}
-            return ({n: _varying(a, (STAGE,)) for n, a in bufs.items()}, out,
-                    _varying(jnp.full((n_metrics,), jnp.nan, jnp.float32), (STAGE,)))
-
         def tick(t, carry):
             (bufs, inbox, v_in, id_in), (met_log, v_log, id_log) = carry
             x, y = jax.tree.map(lambda a: a[t], (xs, ys))
             fed = eng.boundaries[0].pack((x, y), eng.act_lengths)
             v = jnp.where(first, feed_v[t], v_in)
             mid = jnp.where(first, feed_id[t], id_in)
-            act = {n: _varying(jnp.where(first, fed[n], inbox[n]).astype(inbox[n].dtype), axes)
+            # Bubble inputs (NaN-filled in tests) are replaced by zeros before any compute,
+            # and the state update is kept only for a real micro-batch (fused select).
+            act = {n: jnp.where(v, jnp.where(first, fed[n], inbox[n]), 0).astype(inbox[n].dtype)
                    for n in inbox}
-            bufs, out_act, met = jax.lax.cond(v, step, bubble, bufs, act)
+            if n_stages == 1:
+                bufs, out_act, met = branches[0](bufs, act, v)
+            else:
+                bufs, out_act, met = jax.lax.switch(k, branches, bufs, act, v)
             if n_stages > 1:
                 out_act, v_next, id_next = jax.lax.ppermute((out_act, v, mid), STAGE, perm)
             else:

@@ -169,6 +169,11 @@ class Pipeline:
         xs, ys = self._flush_inputs(fill)
         return self._ticks_run(xs, ys, np.zeros(self.n_stages - 1, bool))
 
+    def wait(self) -> None:
+        """Blocks until every dispatched tick has run (for timing)."""
+        jax.block_until_ready(self.engine.states if self.mode == "mpmd"
+                              else self.engine.buffers)
+
     # -- results ---------------------------------------------------------------------------
     def block_states(self) -> list[Any]:
         """Every block's current state as host numpy pytrees (gathers across processes)."""

@@ -6,6 +6,8 @@ One run, per model (default al_mlp then al_cnn, CPU widths ×0.25 as in
 - ``seq``: the sequential AL trainer's step (``jax.jit(train_step)``, donated states);
 - ``mpmd1`` / ``spmd1``: the pipeline with 1 stage (MPMD and SPMD engines);
 - ``mpmd2`` / ``spmd2``: the pipeline with N = 2 stages on 2 forced CPU devices;
+- ``mpmd2_1thread``: MPMD, 2 stages, each stage's XLA program on one thread
+  (``xla_cpu_multi_thread_eigen=False``: one core per stage instead of a shared pool);
 
 each the best of ``--reps`` timed epochs of ``--micro_batches`` micro-batches (host numpy
 inputs, drained and waited for), after one untimed warm-up epoch. Then the profile: every
@@ -36,21 +38,32 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 import alearn.al as al  # noqa: E402
 from alearn.al import schedule  # noqa: E402
 from alearn.al._pipeline_al import one_hot  # noqa: E402
 from alearn.al._pipeline_balance import StagePlan  # noqa: E402
 from alearn.al._pipeline_mesh import balance_blocks  # noqa: E402
+from alearn.al.models import ALSpec, network  # noqa: E402
 from alearn.al.pipeline import feed, for_network  # noqa: E402
 
-_MODELS = flags.DEFINE_list("models", ["mlp", "cnn"], "AL models (al_<name>): mlp, cnn.")
+_MODELS = flags.DEFINE_list("models", ["mlp", "cnn"],
+                            "AL models: mlp, cnn (al_<name>) and mlp4 (al_mlp's widths as 4 "
+                            "blocks of Dense, a 4-stage MLP).")
 _N = flags.DEFINE_integer("micro_batches", 64, "Micro-batches per timed epoch n.")
 _BS = flags.DEFINE_integer("batch_size", 32, "Micro-batch size (thesis: 32).")
 _WM = flags.DEFINE_float("width_multiplier", 0.25, "Width multiplier (0.25 = the cpu config).")
 _REPS = flags.DEFINE_integer("reps", 3, "Timed epochs per variant (fastest kept).")
 _MODES = flags.DEFINE_list("modes", ["mpmd", "spmd"], "Pipeline engines to time.")
+
+
+def _network(name: str):
+    if name == "mlp4":
+        w = max(1, round(1024 * _WM.value))
+        bridge = (("dense", 5 * w), ("dense", w))
+        return network(ALSpec(((("dense", w),),) * 4, (bridge,) * 4, w), 10, (28, 28, 1))
+    return al.create(f"al_{name}", 10, (28, 28, 1), width_multiplier=_WM.value)
 
 
 def _best(epoch, reps: int) -> float:
@@ -70,12 +83,13 @@ def _copy(tree):
 
 def bench(name: str) -> dict:
     n, bs = _N.value, _BS.value
-    net = al.create(f"al_{name}", 10, (28, 28, 1), width_multiplier=_WM.value)
+    net = _network(name)
     init = _copy(net.init(jax.random.key(0)))
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(n, bs, 28, 28, 1)).astype(np.float32)
     labels = rng.integers(0, 10, (n, bs)).astype(np.int32)
-    out = {"model": f"al_{name}", "blocks": len(net.blocks), "micro_batches": n, "batch": bs}
+    out = {"model": name if name == "mlp4" else f"al_{name}", "blocks": len(net.blocks),
+           "micro_batches": n, "batch": bs}
 
     step = jax.jit(functools.partial(al.train_step, net), donate_argnums=0)
     box = {"st": jax.device_put(_copy(init), jax.devices()[0])}
@@ -87,18 +101,23 @@ def bench(name: str) -> dict:
         box["st"] = jax.block_until_ready(st)
     t_seq = _best(seq_epoch, _REPS.value)
     out["samples_per_s"] = {"seq": n * bs / t_seq}
+    logging.info("%s seq: %.0f samples/s", name, out["samples_per_s"]["seq"])
 
-    for mode in _MODES.value:
-        for stages in (1, 2):
-            if stages > len(net.blocks):
-                continue
-            pl = for_network(net, _copy(init), bs, stages=stages, mode=mode)
+    variants = [(mode, stages, None, f"{mode}{stages}") for mode in _MODES.value
+                for stages in (1, 2)]
+    if "mpmd" in _MODES.value:  # each stage on one thread (one core per stage)
+        variants.insert(2, ("mpmd", 2, {"xla_cpu_multi_thread_eigen": False}, "mpmd2_1thread"))
+    for mode, stages, opts, key in variants:
+        if stages <= len(net.blocks):
+            pl = for_network(net, _copy(init), bs, stages=stages, mode=mode,
+                             compiler_options=opts)
 
             def pipe_epoch(pl=pl):
                 feed(pl, net, xs, labels)
                 pl.flush()
                 pl.wait()
-            out["samples_per_s"][f"{mode}{stages}"] = n * bs / _best(pipe_epoch, _REPS.value)
+            out["samples_per_s"][key] = n * bs / _best(pipe_epoch, _REPS.value)
+            logging.info("%s %s: %.0f samples/s", name, key, out["samples_per_s"][key])
 
     # Profile: each block's step alone on one device.
     s, y, costs = xs[0], one_hot(net, labels[0]), []
@@ -124,7 +143,7 @@ def bench(name: str) -> dict:
     ms = {k: 1e3 * bs / v for k, v in sps.items()}  # ms per micro-batch
     two = balance_blocks(block_ms, 2) if len(net.blocks) >= 2 else (1,)
     two_cost = max(StagePlan("time", tuple(block_ms), two).stage_costs)
-    print(f"== al_{name} ({len(net.blocks)} blocks, width x{_WM.value}, batch {bs}, "
+    print(f"== {out['model']} ({len(net.blocks)} blocks, width x{_WM.value}, batch {bs}, "
           f"n={n}) samples/s: " + ", ".join(f"{k} {v:.0f}" for k, v in sps.items()))
     print(f"  profile: blocks alone {', '.join(f'{v:.3f}' for v in block_ms)} ms "
           f"(sum {sum(block_ms):.3f}); seq step {ms['seq']:.3f} ms/micro-batch")
@@ -132,7 +151,7 @@ def bench(name: str) -> dict:
         if k.endswith("1"):
             print(f"  {k}: {v:.3f} ms/micro-batch = blocks' sum + {v - sum(block_ms):.3f} ms "
                   f"overhead (dispatch, hand-over, host input)")
-        elif k.endswith("2"):
+        elif k[-1] == "2" or k.endswith("thread"):
             print(f"  {k}: {v:.3f} ms/tick vs slowest of 2 stages {two_cost:.3f} ms "
                   f"(stages {two}): {v / two_cost:.2f}x the ideal tick")
     return out
@@ -143,13 +162,13 @@ def main(argv):
     print(f"devices: {jax.devices()}")
     results = []
     for name in _MODELS.value:
-        if name not in ("mlp", "cnn"):
-            raise app.UsageError(f"unknown model {name!r}; choose from mlp, cnn")
+        if name not in ("mlp", "mlp4", "cnn"):
+            raise app.UsageError(f"unknown model {name!r}; choose from mlp, mlp4, cnn")
         results.append(bench(name))
         print(results[-1])
     r = results[0]
     sps = r["samples_per_s"]
-    auto = "mpmd" if f"mpmd1" in sps else _MODES.value[0]
+    auto = "mpmd" if "mpmd1" in sps else _MODES.value[0]
     print(f"stage1_vs_seq={sps[f'{auto}1'] / sps['seq']:.3f} "
           f"stage2_vs_seq={sps.get(f'{auto}2', float('nan')) / sps['seq']:.3f} "
           f"modelled4_vs_seq={r['modelled4_vs_seq']:.3f}")

@@ -51,7 +51,8 @@ def al_step(bd: BlockDef, st: BlockState, s_in, y_in, axis_name: str | None = No
 def for_network(net: ALNetwork, states: Sequence[BlockState], micro_batch: int, *,
                 stages: int, data: int = 1,
                 blocks_per_stage: Sequence[int] | str | None = None,
-                devices: Sequence[jax.Device] | None = None, mode: str = "auto"):
+                devices: Sequence[jax.Device] | None = None, mode: str = "auto",
+                compiler_options: dict | None = None):
     """A :class:`alearn.al.pipeline.Pipeline` of ``net``'s blocks; feed it with :func:`feed`.
 
     ``blocks_per_stage``: counts, ``"flops"``/``"time"`` (balanced plan) or None (equal).
@@ -62,7 +63,8 @@ def for_network(net: ALNetwork, states: Sequence[BlockState], micro_batch: int, 
                jax.ShapeDtypeStruct((micro_batch, net.num_classes), jnp.float32))
     return Pipeline(steps, states, example, stages=stages, data=data,
                     blocks_per_stage=blocks_per_stage, devices=devices,
-                    names=[bd.name for bd in net.blocks], mode=mode)
+                    names=[bd.name for bd in net.blocks], mode=mode,
+                    compiler_options=compiler_options)
 
 
 def one_hot(net: ALNetwork, labels) -> np.ndarray:

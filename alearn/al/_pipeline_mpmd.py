@@ -12,6 +12,8 @@ engine (at tick t stage k gets micro-batch t − k) so logs and accounting agree
 Per micro-batch and stage the host pays one jit dispatch and one device_put; per tick a
 stage costs its block step plus the hand-over copy of ``(s_i, y_i)``. Devices are local
 (one process): across processes the SPMD engine (``ppermute``) is used.
+``compiler_options`` go to every stage's ``jax.jit`` (e.g. on a CPU host with one core per
+stage, ``{"xla_cpu_multi_thread_eigen": False}`` keeps each stage on one thread).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class MpmdEngine:
     kind = "mpmd"
 
     def __init__(self, steps: Sequence, states: Sequence[Any], groups, metric_keys,
-                 metric_names: tuple, devices: Sequence[jax.Device]):
+                 metric_names: tuple, devices: Sequence[jax.Device],
+                 compiler_options: dict | None = None):
         self.groups, self.devices = groups, list(devices)[:len(groups)]
         self.metric_names = metric_names
         # metric_names enumerates (block, key) in block order: slot j of the metric vector.
@@ -52,7 +55,7 @@ class MpmdEngine:
                 for b, key, j in keys:
                     met = met.at[j].set(jnp.asarray(out[b][key], jnp.float32))
                 return tuple(new), s, y, met
-            return jax.jit(run, donate_argnums=0)
+            return jax.jit(run, donate_argnums=0, compiler_options=compiler_options)
 
         self._fns = [stage_fn(k) for k in range(len(groups))]
         # Copies (never aliases of the caller's arrays): the stage steps donate them.

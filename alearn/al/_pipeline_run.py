@@ -176,7 +176,7 @@ def _build_run(eng: SpmdEngine, steps: list, metric_keys: list[list[str]]):
                     v = jnp.asarray(m[key], jnp.float32)
                     v = jax.lax.pmean(v, DATA) if dp else v
                     met = met.at[_slot(eng.metric_names, metric_keys, b, key)].set(v)
-            out_bufs = eng.stage_packers[k].pack_into(bufs, tuple(new), keep)
+            out_bufs = eng.stage_packers[k].pack_into(bufs, tuple(new), keep, states)
             out_act = eng.boundaries[blocks[-1] + 1].pack((s, y), eng.act_lengths)
             out_bufs = {n: _varying(a, (STAGE,)) for n, a in out_bufs.items()}
             return out_bufs, {n: _varying(a, axes) for n, a in out_act.items()}, \

@@ -62,13 +62,16 @@ class Pipeline:
       devices: devices to use (default ``jax.devices()``, all processes).
       names: block names for errors and metrics (default ``block1`` ...).
       mode: ``"mpmd"``, ``"spmd"`` or ``"auto"`` (see the module docstring).
+      compiler_options: XLA options for the MPMD stage steps (``jax.jit(...,
+        compiler_options=)``), e.g. ``{"xla_cpu_multi_thread_eigen": False}``.
     """
 
     def __init__(self, steps: Sequence[StepFn], states: Sequence[Any], example: tuple,
                  *, stages: int, data: int = 1,
                  blocks_per_stage: Sequence[int] | str | None = None,
                  devices: Sequence[jax.Device] | None = None,
-                 names: Sequence[str] | None = None, mode: str = "auto"):
+                 names: Sequence[str] | None = None, mode: str = "auto",
+                 compiler_options: dict | None = None):
         if len(steps) != len(states):
             raise ValueError(f"{len(steps)} block steps but {len(states)} block states")
         if mode not in MODES:
@@ -76,6 +79,8 @@ class Pipeline:
         devices = list(jax.devices() if devices is None else devices)
         if mode == "auto":
             mode = "mpmd" if data == 1 and jax.process_count() == 1 else "spmd"
+        if compiler_options and mode != "mpmd":
+            raise ValueError(f"compiler_options apply to mode='mpmd' only; got mode={mode!r}")
         if mode == "mpmd" and (data != 1 or jax.process_count() != 1):
             raise ValueError(f"mode='mpmd' runs on one process with data=1; got data={data}, "
                              f"{jax.process_count()} processes: use mode='spmd'")
@@ -109,7 +114,7 @@ class Pipeline:
             if stages > len(devices):
                 make_mesh(stages, 1, devices)  # raises the error naming the devices
             self.engine = MpmdEngine(steps, states, self.groups, metric_keys,
-                                     self.metric_names, devices)
+                                     self.metric_names, devices, compiler_options)
         else:
             self.engine = SpmdEngine(steps, states, self.groups, metric_keys,
                                      self.metric_names, shapes, data=data, devices=devices)

@@ -79,6 +79,7 @@ def test_params_sharded_one_stage_per_device(piped):
     if pl.mode == "mpmd":
         devices = jax.devices()[:n_stages]
         assert pl.engine.placement() == devices
+        pl.engine.wait()
         for k, group in enumerate(pl.groups):
             leaves = jax.tree.leaves(pl.engine.states[k])
             assert leaves and all(a.devices() == {devices[k]} for a in leaves)

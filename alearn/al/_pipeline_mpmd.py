@@ -9,8 +9,9 @@ equal sequential AL exactly, bubbles included — a stage with no micro-batch ru
 so there is nothing to mask. The host walks the same lock-step tick order as the SPMD
 engine (at tick t stage k gets micro-batch t − k) so logs and accounting agree.
 
-Per micro-batch and stage the host pays one jit dispatch and one device_put; per tick a
-stage costs its block step plus the hand-over copy of ``(s_i, y_i)``. Devices are local
+Per micro-batch and stage the host pays one jit dispatch and one device_put (on the
+stage's own host thread, see ``_pools``); per tick a stage costs its block step plus the
+hand-over copy of ``(s_i, y_i)``. Devices are local
 (one process): across processes the SPMD engine (``ppermute``) is used.
 ``compiler_options`` go to every stage's ``jax.jit`` (e.g. on a CPU host with one core per
 stage, ``{"xla_cpu_multi_thread_eigen": False}`` keeps each stage on one thread).
@@ -18,6 +19,8 @@ stage, ``{"xla_cpu_multi_thread_eigen": False}`` keeps each stage on one thread)
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import weakref
 from typing import Any, Sequence
 
 import jax
@@ -61,7 +64,15 @@ class MpmdEngine:
         # Copies (never aliases of the caller's arrays): the stage steps donate them.
         self.states = [jax.device_put(tuple(states[b] for b in g), d, may_alias=False)
                        for g, d in zip(groups, self.devices)]
-        self._inbox: list = [None] * len(groups)  # (s, y, micro id) waiting for stage k
+        self._inbox: list = [None] * len(groups)  # (future (s, y), micro id) for stage k
+        # One host thread per stage: on XLA:CPU a jitted call returns only once its inputs
+        # are ready (measured: the call of stage k blocks for the producer's whole step), so
+        # a single dispatching thread would serialise the stages. Each stage's thread runs
+        # its jobs in submission (micro-batch) order and waits only for its own inputs.
+        self._pools = [cf.ThreadPoolExecutor(1, thread_name_prefix=f"al-stage{k}")
+                       for k in range(len(groups))]
+        self._last: list = [None] * len(groups)  # the last job submitted to each stage
+        weakref.finalize(self, _shutdown, self._pools)
 
     @property
     def n_stages(self) -> int:
@@ -70,6 +81,21 @@ class MpmdEngine:
     def reset_pipeline(self) -> None:
         """Drops the in-flight hand-overs."""
         self._inbox = [None] * self.n_stages
+
+    def _job(self, k: int, inputs: Any) -> tuple:
+        """Stage k's step on one micro-batch (runs on stage k's thread)."""
+        s, y = inputs.result() if isinstance(inputs, cf.Future) else inputs
+        self.states[k], s, y, met = self._fns[k](self.states[k], s, y)
+        if k + 1 < self.n_stages:
+            s, y = jax.device_put((s, y), self.devices[k + 1])
+        return (s, y), met
+
+    def wait(self) -> None:
+        """Blocks until every submitted step has run and its state is ready."""
+        for k, job in enumerate(self._last):
+            if job is not None:
+                job.result()
+        jax.block_until_ready(self.states)
 
     def pending(self) -> bool:
         """Whether some hand-over is still waiting for its stage."""
@@ -84,23 +110,24 @@ class MpmdEngine:
         mets = []  # (k, t, device metric vector)
         for t in range(t_count):
             if valid[t]:
-                self._inbox[0] = (jax.tree.map(lambda a: a[t], xs),
-                                  jax.tree.map(lambda a: a[t], ys), int(ids[t]))
+                self._inbox[0] = ((jax.tree.map(lambda a: a[t], xs),
+                                   jax.tree.map(lambda a: a[t], ys)), int(ids[t]))
             for k in reversed(range(n)):  # stage k consumes what k − 1 produced last tick
                 item, self._inbox[k] = self._inbox[k], None
                 if item is None:
                     continue
-                s, y, mid = item
-                self.states[k], s, y, met = self._fns[k](self.states[k], s, y)
+                inputs, mid = item
+                job = self._pools[k].submit(self._job, k, inputs)
+                self._last[k] = job
                 v_log[k, t], id_log[k, t] = True, mid
-                mets.append((k, t, met))
+                mets.append((k, t, job))
                 if k + 1 < n:
-                    self._inbox[k + 1] = (*jax.device_put((s, y), self.devices[k + 1]), mid)
+                    self._inbox[k + 1] = (_Handover(job), mid)
         names = self.metric_names
 
         def fetch() -> TickLog:
             met = np.full((n, t_count, max(1, len(names))), np.nan, np.float32)
-            host = jax.device_get([m for _, _, m in mets])
+            host = jax.device_get([job.result()[1] for _, _, job in mets])
             for (k, t, _), h in zip(mets, host):
                 met[k, t] = h
             return TickLog(met, v_log, id_log, names=names, start=start)
@@ -108,6 +135,7 @@ class MpmdEngine:
 
     def block_states(self) -> list[Any]:
         """Every block's state as host numpy pytrees (waits for the dispatched steps)."""
+        self.wait()
         out = []
         for host in jax.device_get(self.states):
             out.extend(host)
@@ -117,3 +145,19 @@ class MpmdEngine:
         """The device of each stage."""
         return list(self.devices)
 
+
+
+class _Handover(cf.Future):
+    """The ``(s, y)`` a stage's job hands to the next stage (a view of the job's future)."""
+
+    def __init__(self, job: cf.Future):
+        super().__init__()
+        self._job = job
+
+    def result(self, timeout=None):
+        return self._job.result(timeout)[0]
+
+
+def _shutdown(pools) -> None:
+    for pool in pools:
+        pool.shutdown(wait=False)

@@ -176,8 +176,10 @@ class Pipeline:
 
     def wait(self) -> None:
         """Blocks until every dispatched tick has run (for timing)."""
-        jax.block_until_ready(self.engine.states if self.mode == "mpmd"
-                              else self.engine.buffers)
+        if self.mode == "mpmd":
+            self.engine.wait()
+        else:
+            jax.block_until_ready(self.engine.buffers)
 
     # -- results ---------------------------------------------------------------------------
     def block_states(self) -> list[Any]:

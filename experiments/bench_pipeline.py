@@ -5,11 +5,13 @@ One run, per model (default al_mlp then al_cnn, CPU widths ×0.25 as in
 
 - ``seq``: the sequential AL trainer's step (``jax.jit(train_step)``, donated states);
 - ``mpmd1`` / ``spmd1``: the pipeline with 1 stage (MPMD and SPMD engines);
-- ``mpmd2`` / ``spmd2``: the pipeline with N = 2 stages on 2 forced CPU devices;
+- ``mpmd2`` / ``spmd2``: the pipeline with N = 2 stages on 2 forced CPU devices (the
+  stages share XLA's multi-threaded intra-op pool: the default);
 - ``mpmd2_1thread``: MPMD, 2 stages, each stage's XLA program on one thread
-  (``xla_cpu_multi_thread_eigen=False``: one core per stage instead of a shared pool);
+  (``xla_cpu_multi_thread_eigen=False``: one core per stage);
 
-each the best of ``--reps`` timed epochs of ``--micro_batches`` micro-batches (host numpy
+each the best of ``--reps`` timed epochs of ``--micro_batches`` micro-batches (al_cnn:
+``--cnn_micro_batches``, its steps are ~10x dearer; host numpy
 inputs, drained and waited for), after one untimed warm-up epoch. Then the profile: every
 block's step alone on one device (wall ms and XLA flops), the per-micro-batch overhead of
 the 1-stage pipeline over the sum of its block steps, the measured 2-stage tick vs the
@@ -21,7 +23,8 @@ Last line (the first model): ``stage1_vs_seq=<r> stage2_vs_seq=<r> modelled4_vs_
 where stage1/stage2 are the pipeline's default engine (``mode="auto"`` = MPMD here).
 
 Usage (about 1–2 min on an idle 2-core machine):
-  python -m experiments.bench_pipeline [--models=mlp,cnn --micro_batches=64 --reps=3
+  python -m experiments.bench_pipeline [--models=mlp,cnn --micro_batches=64
+      --cnn_micro_batches=16 --reps=3 --modes=mpmd,spmd
       --width_multiplier=0.25 --batch_size=32]
 """
 
@@ -51,7 +54,8 @@ from alearn.al.pipeline import feed, for_network  # noqa: E402
 _MODELS = flags.DEFINE_list("models", ["mlp", "cnn"],
                             "AL models: mlp, cnn (al_<name>) and mlp4 (al_mlp's widths as 4 "
                             "blocks of Dense, a 4-stage MLP).")
-_N = flags.DEFINE_integer("micro_batches", 64, "Micro-batches per timed epoch n.")
+_N = flags.DEFINE_integer("micro_batches", 64, "Micro-batches per timed epoch n (MLPs).")
+_N_CNN = flags.DEFINE_integer("cnn_micro_batches", 16, "Micro-batches per timed epoch, cnn.")
 _BS = flags.DEFINE_integer("batch_size", 32, "Micro-batch size (thesis: 32).")
 _WM = flags.DEFINE_float("width_multiplier", 0.25, "Width multiplier (0.25 = the cpu config).")
 _REPS = flags.DEFINE_integer("reps", 3, "Timed epochs per variant (fastest kept).")
@@ -82,7 +86,7 @@ def _copy(tree):
 
 
 def bench(name: str) -> dict:
-    n, bs = _N.value, _BS.value
+    n, bs = (_N_CNN.value if name == "cnn" else _N.value), _BS.value
     net = _network(name)
     init = _copy(net.init(jax.random.key(0)))
     rng = np.random.default_rng(0)

@@ -63,7 +63,9 @@ class Pipeline:
       names: block names for errors and metrics (default ``block1`` ...).
       mode: ``"mpmd"``, ``"spmd"`` or ``"auto"`` (see the module docstring).
       compiler_options: XLA options for the MPMD stage steps (``jax.jit(...,
-        compiler_options=)``), e.g. ``{"xla_cpu_multi_thread_eigen": False}``.
+        compiler_options=)``), e.g. ``{"xla_cpu_multi_thread_eigen": False}`` to keep each
+        CPU stage on one thread (default: XLA's shared intra-op pool; both measured in
+        docs/notes/pipeline.md).
     """
 
     def __init__(self, steps: Sequence[StepFn], states: Sequence[Any], example: tuple,
@@ -118,7 +120,7 @@ class Pipeline:
         else:
             self.engine = SpmdEngine(steps, states, self.groups, metric_keys,
                                      self.metric_names, shapes, data=data, devices=devices)
-        self.mode = mode
+        self.mode, self.compiler_options = mode, compiler_options
         self._ticks, self._busy, self._fed = 0, np.zeros(stages, np.int64), 0
         self._slots = np.zeros(stages, bool)
 

@@ -6,7 +6,8 @@ One run, per model (default al_mlp then al_cnn, CPU widths ×0.25 as in
 - ``seq``: the sequential AL trainer's step (``jax.jit(train_step)``, donated states);
 - ``mpmd1`` / ``spmd1``: the pipeline with 1 stage (MPMD and SPMD engines);
 - ``mpmd2`` / ``spmd2``: the pipeline with N = 2 stages on 2 forced CPU devices (the
-  stages share XLA's multi-threaded intra-op pool: the default);
+  stages share XLA's multi-threaded intra-op pool: the default; more blocks than stages
+  are grouped by the flops-balanced plan, ``blocks_per_stage="flops"``);
 - ``mpmd2_1thread``: MPMD, 2 stages, each stage's XLA program on one thread
   (``xla_cpu_multi_thread_eigen=False``: one core per stage);
 
@@ -113,8 +114,13 @@ def bench(name: str) -> dict:
         variants.insert(2, ("mpmd", 2, {"xla_cpu_multi_thread_eigen": False}, "mpmd2_1thread"))
     for mode, stages, opts, key in variants:
         if stages <= len(net.blocks):
+            # More blocks than stages: the flops-balanced plan (Pipeline.plan).
+            bps = "flops" if len(net.blocks) > stages > 1 else None
             pl = for_network(net, _copy(init), bs, stages=stages, mode=mode,
-                             compiler_options=opts)
+                             compiler_options=opts, blocks_per_stage=bps)
+            if pl.plan is not None and key == "mpmd2":
+                print(pl.plan.report([bd.name for bd in net.blocks]))
+                out["plan2_by_flops"] = pl.plan.blocks_per_stage
 
             def pipe_epoch(pl=pl):
                 feed(pl, net, xs, labels)
@@ -145,7 +151,7 @@ def bench(name: str) -> dict:
     out["modelled4_vs_seq_by_flops"] = plans["flops"].modelled_speedup * n / (n + stages - 1)
     sps = out["samples_per_s"]
     ms = {k: 1e3 * bs / v for k, v in sps.items()}  # ms per micro-batch
-    two = balance_blocks(block_ms, 2) if len(net.blocks) >= 2 else (1,)
+    two = out.get("plan2_by_flops", (1,) * len(net.blocks))
     two_cost = max(StagePlan("time", tuple(block_ms), two).stage_costs)
     print(f"== {out['model']} ({len(net.blocks)} blocks, width x{_WM.value}, batch {bs}, "
           f"n={n}) samples/s: " + ", ".join(f"{k} {v:.0f}" for k, v in sps.items()))

@@ -70,7 +70,7 @@ class MpmdEngine:
         # a single dispatching thread would serialise the stages. Each stage's thread runs
         # its jobs in submission (micro-batch) order and waits only for its own inputs.
         self._pools = [cf.ThreadPoolExecutor(1, thread_name_prefix=f"al-stage{k}")
-                       for k in range(len(groups))]
+                       for k in range(len(groups) if len(groups) > 1 else 0)]
         self._last: list = [None] * len(groups)  # the last job submitted to each stage
         weakref.finalize(self, _shutdown, self._pools)
 
@@ -89,6 +89,15 @@ class MpmdEngine:
         if k + 1 < self.n_stages:
             s, y = jax.device_put((s, y), self.devices[k + 1])
         return (s, y), met
+
+    def _submit(self, k: int, inputs: Any) -> cf.Future:
+        """Stage k's job on its thread; with one stage inline (nothing to overlap, and the
+        calling thread runs it as the sequential trainer would)."""
+        if self.n_stages > 1:
+            return self._pools[k].submit(self._job, k, inputs)
+        job = cf.Future()
+        job.set_result(self._job(k, inputs))
+        return job
 
     def wait(self) -> None:
         """Blocks until every submitted step has run and its state is ready."""
@@ -117,7 +126,7 @@ class MpmdEngine:
                 if item is None:
                     continue
                 inputs, mid = item
-                job = self._pools[k].submit(self._job, k, inputs)
+                job = self._submit(k, inputs)
                 self._last[k] = job
                 v_log[k, t], id_log[k, t] = True, mid
                 mets.append((k, t, job))

@@ -63,9 +63,10 @@ class Pipeline:
       names: block names for errors and metrics (default ``block1`` ...).
       mode: ``"mpmd"``, ``"spmd"`` or ``"auto"`` (see the module docstring).
       compiler_options: XLA options for the MPMD stage steps (``jax.jit(...,
-        compiler_options=)``), e.g. ``{"xla_cpu_multi_thread_eigen": False}`` to keep each
-        CPU stage on one thread (default: XLA's shared intra-op pool; both measured in
-        docs/notes/pipeline.md).
+        compiler_options=)``). Default for N > 1 CPU stages:
+        ``{"xla_cpu_multi_thread_eigen": False}`` (one thread per stage; pass
+        ``{"xla_cpu_multi_thread_eigen": True}`` for XLA's shared intra-op pool); none
+        otherwise. Both measured in docs/notes/pipeline.md.
     """
 
     def __init__(self, steps: Sequence[StepFn], states: Sequence[Any], example: tuple,
@@ -115,6 +116,12 @@ class Pipeline:
         if mode == "mpmd":
             if stages > len(devices):
                 make_mesh(stages, 1, devices)  # raises the error naming the devices
+            if compiler_options is None and stages > 1 and all(
+                    d.platform == "cpu" for d in devices[:stages]):
+                # Forced host devices share the machine's cores: one thread per stage
+                # (measured faster than stages sharing XLA's intra-op pool, which contend;
+                # docs/notes/pipeline.md).
+                compiler_options = {"xla_cpu_multi_thread_eigen": False}
             self.engine = MpmdEngine(steps, states, self.groups, metric_keys,
                                      self.metric_names, devices, compiler_options)
         else:

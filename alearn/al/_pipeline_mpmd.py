@@ -1,18 +1,18 @@
-"""MPMD engine of the AL pipeline: one jitted stage step per device, dispatched asynchronously.
+"""MPMD engine of the AL pipeline: one jitted stage step per device, one host thread each.
 
 Stage k's blocks run as one ``jax.jit`` program committed to device k, its state (the
 blocks' own pytrees, no packing) donated and updated in place; the hand-over ``(s_i, y_i)``
-is a ``jax.device_put`` to device k + 1. JAX dispatches asynchronously, so while device 1
-trains micro-batch m, device 0 already trains m + 1: the data dependencies *are* the
-schedule (work item (k, m) waits for (k − 1, m) and (k, m − 1) only), and the parameters
+is a ``jax.device_put`` to device k + 1. Each stage has its own host thread, so while
+device 1 trains micro-batch m, device 0 already trains m + 1: the data dependencies *are*
+the schedule (work item (k, m) waits for (k − 1, m) and (k, m − 1) only), and the parameters
 equal sequential AL exactly, bubbles included — a stage with no micro-batch runs nothing,
 so there is nothing to mask. The host walks the same lock-step tick order as the SPMD
 engine (at tick t stage k gets micro-batch t − k) so logs and accounting agree.
 
 Per micro-batch and stage the host pays one jit dispatch and one device_put (on the
 stage's own host thread, see ``_pools``); per tick a stage costs its block step plus the
-hand-over copy of ``(s_i, y_i)``. Devices are local
-(one process): across processes the SPMD engine (``ppermute``) is used.
+hand-over copy of ``(s_i, y_i)``. Devices are local (one process): across processes the
+SPMD engine (``ppermute``) is used.
 ``compiler_options`` go to every stage's ``jax.jit`` (e.g. on a CPU host with one core per
 stage, ``{"xla_cpu_multi_thread_eigen": False}`` keeps each stage on one thread).
 """
@@ -105,10 +105,6 @@ class MpmdEngine:
             if job is not None:
                 job.result()
         jax.block_until_ready(self.states)
-
-    def pending(self) -> bool:
-        """Whether some hand-over is still waiting for its stage."""
-        return any(a is not None for a in self._inbox[1:])
 
     def dispatch(self, xs: Any, ys: Any, valid: np.ndarray, ids: np.ndarray,
                  start: int) -> PendingLog:

@@ -1,4 +1,7 @@
-"""The AL device pipeline equals sequential per-micro-batch AL (8 forced CPU devices)."""
+"""The AL device pipeline equals sequential per-micro-batch AL (8 forced CPU devices), with
+both engines (MPMD: per-device jitted stage steps; SPMD: one shard_map program)."""
+
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 import _pipeline_toy as toy
 from alearn.al import schedule
-from alearn.al.pipeline import Pipeline, group_blocks, make_mesh
+from alearn.al.pipeline import Pipeline, balance_blocks, group_blocks, make_mesh
 
 
 def _close(got, want, rtol=1e-6, atol=1e-7):
@@ -18,10 +21,11 @@ def _close(got, want, rtol=1e-6, atol=1e-7):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
 
 
-def _run(stages, data=1, fill=np.nan):
+def _run(stages, data=1, fill=np.nan, mode="auto", blocks_per_stage=None):
     """Trains the toy problem over toy.CALLS then flushes; bubbles filled with ``fill``."""
     states, (xs, ys) = toy.problem()
-    pl = Pipeline([toy.step] * len(states), states, (xs[0], ys[0]), stages=stages, data=data)
+    pl = Pipeline([toy.step] * len(states), states, (xs[0], ys[0]), stages=stages, data=data,
+                  mode=mode, blocks_per_stage=blocks_per_stage)
     pl.reset_pipeline(fill=fill)
     logs = [pl.train(xs[lo:hi], ys[lo:hi]) for lo, hi in toy.CALLS]
     logs.append(pl.flush(fill=fill))
@@ -34,9 +38,13 @@ def sequential():
     return toy.sequential(states, xs, ys)
 
 
-@pytest.fixture(scope="module", params=[1, 2, 4])
+@pytest.fixture(scope="module", params=list(itertools.product([1, 2, 4], ["mpmd", "spmd"])),
+                ids=lambda p: f"{p[1]}{p[0]}")
 def piped(request):
-    return request.param, _run(request.param)
+    stages, mode = request.param
+    pl = _run(stages, mode=mode)
+    assert pl[0].mode == mode
+    return stages, pl
 
 
 def test_pipeline_equals_sequential_al(piped, sequential):
@@ -65,10 +73,23 @@ def test_schedule_ticks_and_work_items(piped):
 
 
 def test_params_sharded_one_stage_per_device(piped):
-    """Stage k's packed state lives on the k-th device of the stage axis, and only there."""
+    """Stage k's state lives on the k-th device of the stage axis, and only there (MPMD: the
+    blocks' own pytrees, SPMD: row k of the packed buffers)."""
     n_stages, (pl, _, states, _) = piped
+    if pl.mode == "mpmd":
+        devices = jax.devices()[:n_stages]
+        assert pl.engine.placement() == devices
+        pl.engine.wait()
+        for k, group in enumerate(pl.groups):
+            leaves = jax.tree.leaves(pl.engine.states[k])
+            assert leaves and all(a.devices() == {devices[k]} for a in leaves)
+            assert len(pl.engine.states[k]) == len(group)
+        if n_stages == 4:
+            assert [pl.stage_of_block(b) for b in range(4)] == [0, 1, 2, 3]
+        return
+    eng = pl.engine
     devices = list(pl.mesh.devices.reshape(-1))
-    for name, buf in pl.buffers.items():
+    for name, buf in eng.buffers.items():
         assert buf.sharding.spec == P("stage")
         assert len(buf.addressable_shards) == n_stages
         for shard in buf.addressable_shards:
@@ -77,8 +98,8 @@ def test_params_sharded_one_stage_per_device(piped):
     # Stage k's rows unpack to exactly blocks groups[k] (block i on stage i for N = 4).
     host = pl.block_states()
     for k, group in enumerate(pl.groups):
-        rows = {n: np.asarray(b.addressable_shards[k].data)[0] for n, b in pl.buffers.items()}
-        _close(pl.stage_packers[k].unpack(rows), [host[b] for b in group], 0, 0)
+        rows = {n: np.asarray(b.addressable_shards[k].data)[0] for n, b in eng.buffers.items()}
+        _close(eng.stage_packers[k].unpack(rows), [host[b] for b in group], 0, 0)
     if n_stages == 4:
         assert [pl.stage_of_block(b) for b in range(4)] == [0, 1, 2, 3]
 
@@ -98,7 +119,7 @@ def test_bubbles_are_masked_not_just_zeroed(piped):
 def test_data_parallel_axis_matches_full_batch():
     """stage x data = 2 x 2: gradients averaged over the data shards equal full-batch AL."""
     pl, _, states, (xs, ys) = _run(2, data=2, fill=0.0)
-    assert pl.mesh.axis_names == ("stage", "data")
+    assert pl.mode == "spmd" and pl.mesh.axis_names == ("stage", "data")
     _close(pl.block_states(), toy.sequential(states, xs, ys), rtol=1e-5, atol=1e-6)
 
 
@@ -117,6 +138,60 @@ def test_bad_inputs_name_devices_and_blocks():
         group_blocks(names, 2, (2, 3))
     assert group_blocks(names, 3, (1, 2, 1)) == ((0,), (1, 2), (3,))
     assert group_blocks(names, 2) == ((0, 1), (2, 3))
+    states, (xs, ys) = toy.problem()
+    with pytest.raises(ValueError, match=r"unknown pipeline mode 'pp'; choose one of: auto, "
+                                         r"mpmd, spmd"):
+        Pipeline([toy.step] * 4, states, (xs[0], ys[0]), stages=2, mode="pp")
+    with pytest.raises(ValueError, match=r"mode='mpmd' runs on one process with data=1; got "
+                                         r"data=2"):
+        Pipeline([toy.step] * 4, states, (xs[0], ys[0]), stages=2, data=2, mode="mpmd")
+    with pytest.raises(ValueError, match=r"blocks_per_stage='fast': give counts or one of: "
+                                         r"flops, time"):
+        Pipeline([toy.step] * 4, states, (xs[0], ys[0]), stages=2, blocks_per_stage="fast")
+    with pytest.raises(ValueError, match=r"pipeline_stages=2 x data=1 needs 2 devices, but "
+                                         r"only 1 are available \(cpu:0\)"):
+        Pipeline([toy.step] * 4, states, (xs[0], ys[0]), stages=2, mode="mpmd",
+                 devices=jax.devices()[:1])
+
+
+def _brute_force_split(costs, stages):
+    """Oracle: the lightest heaviest stage over every contiguous split (enumerated)."""
+    n = len(costs)
+    best = None
+    for cuts in itertools.combinations(range(1, n), stages - 1):
+        bounds = (0, *cuts, n)
+        heaviest = max(sum(costs[a:b]) for a, b in zip(bounds, bounds[1:]))
+        best = heaviest if best is None else min(best, heaviest)
+    return best
+
+
+def test_balance_blocks_minimises_the_heaviest_stage():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        n = int(rng.integers(2, 8))
+        stages = int(rng.integers(1, n + 1))
+        costs = [float(c) for c in rng.integers(1, 20, n)]
+        counts = balance_blocks(costs, stages)
+        assert len(counts) == stages and min(counts) >= 1 and sum(counts) == n
+        bounds = np.cumsum([0, *counts])
+        got = max(sum(costs[a:b]) for a, b in zip(bounds, bounds[1:]))
+        assert got == _brute_force_split(costs, stages), (costs, stages, counts)
+    assert balance_blocks([8.0, 3.0, 5.0, 2.0], 2) == (1, 3)  # al_cnn-like: heavy block 1
+    with pytest.raises(ValueError, match=r"cannot balance 2 blocks over pipeline_stages=3"):
+        balance_blocks([1.0, 2.0], 3)
+
+
+def test_flops_balanced_plan_runs_and_equals_sequential(sequential):
+    """4 toy blocks on 3 stages grouped by XLA flops (the plan is the exact optimum of those
+    costs), MPMD: still sequential AL exactly."""
+    pl, _, _, _ = _run(3, mode="mpmd", blocks_per_stage="flops")
+    plan = pl.plan
+    assert plan.by == "flops" and all(c > 0 for c in plan.block_costs)
+    assert plan.blocks_per_stage == balance_blocks(plan.block_costs, 3)
+    assert pl.groups == tuple(tuple(g) for g in np.split(
+        np.arange(4), np.cumsum(plan.blocks_per_stage)[:-1]))
+    assert max(plan.stage_costs) == pytest.approx(_brute_force_split(plan.block_costs, 3))
+    _close(pl.block_states(), sequential)
 
 
 def test_schedule_model_and_measured_cost():
@@ -130,11 +205,12 @@ def test_schedule_model_and_measured_cost():
     assert cost.flops == pytest.approx(2 * 64 ** 3, rel=0.01) and cost.seconds > 0
 
 
-@pytest.mark.parametrize("data", [1, 2])
-def test_al_network_pipeline_equals_train_step(data):
+@pytest.mark.parametrize("data,mode", [(1, "mpmd"), (1, "spmd"), (2, "auto")])
+def test_al_network_pipeline_equals_train_step(data, mode):
     """Real AL blocks (al_mlp, 2 blocks of different shapes, 2 stages, optionally 2 data
     devices each) through the trainer's PipelinedStep: same block states as the sequential
-    whole-network AL step (data=2 also checks the rule layers' cotangent psum in shard_map)."""
+    whole-network AL step (data=2 also checks the rule layers' cotangent psum in shard_map),
+    and each call's metrics are the previous tick's (block 1: micro-batch t − 1)."""
     import ml_collections
 
     import alearn.al as al
@@ -146,16 +222,24 @@ def test_al_network_pipeline_equals_train_step(data):
     xs = rng.normal(size=(5, 4, 6, 6, 1)).astype(np.float32)
     labels = rng.integers(0, 10, (5, 4))
     cfg = ml_collections.ConfigDict({"pipeline_stages": 2, "pipeline_data": data,
-                                     "batch_size": 4})
+                                     "batch_size": 4, "pipeline_mode": mode})
     step = PipelinedStep(net, states, cfg)
     assert step.pipeline.groups == ((0,), (1,))
-    for x, lab in zip(xs, labels):
-        _, m = step(None, x, lab)
-        assert np.isfinite(m["assoc_loss"])
+    assert step.pipeline.mode == ("spmd" if data == 2 else mode)
+    got_metrics = [step(None, x, lab)[1] for x, lab in zip(xs, labels)]
     got = step.finish()
     ref, seq = states, jax.jit(lambda st, x, lab: al.train_step(net, st, x, lab))
+    want_metrics = []
     for x, lab in zip(xs, labels):
-        ref, _ = seq(ref, x, lab)
+        ref, m = seq(ref, x, lab)
+        want_metrics.append(jax.device_get(m))
     _close(got, ref, rtol=1e-5, atol=1e-6)
+    assert got_metrics[0]["assoc_loss_1"] == 0.0  # nothing finished before the first call
+    for t in range(1, len(xs)):
+        np.testing.assert_allclose(got_metrics[t]["assoc_loss_1"],
+                                   want_metrics[t - 1]["assoc_loss_1"], rtol=1e-5)
+        if t >= 2:  # block 2 trails block 1 by one tick
+            np.testing.assert_allclose(got_metrics[t]["ae_loss_2"],
+                                       want_metrics[t - 2]["ae_loss_2"], rtol=1e-5)
     with pytest.raises(ValueError, match="fixed micro-batches of 4; got a batch of 3"):
         step(None, xs[0][:3], labels[0][:3])

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from alearn.al.block import BlockDef, BlockState, block_losses, block_step
-from alearn.al.network import ALNetwork, targets
+from alearn.al.network import ALNetwork
 from alearn.al._pipeline_run import grad_mean
 
 
@@ -49,20 +49,34 @@ def al_step(bd: BlockDef, st: BlockState, s_in, y_in, axis_name: str | None = No
 
 
 def for_network(net: ALNetwork, states: Sequence[BlockState], micro_batch: int, *,
-                stages: int, data: int = 1, blocks_per_stage: Sequence[int] | None = None,
-                devices: Sequence[jax.Device] | None = None):
-    """A :class:`alearn.al.pipeline.Pipeline` of ``net``'s blocks; feed it with :func:`feed`."""
+                stages: int, data: int = 1,
+                blocks_per_stage: Sequence[int] | str | None = None,
+                devices: Sequence[jax.Device] | None = None, mode: str = "auto",
+                compiler_options: dict | None = None):
+    """A :class:`alearn.al.pipeline.Pipeline` of ``net``'s blocks; feed it with :func:`feed`.
+
+    ``blocks_per_stage``: counts, ``"flops"``/``"time"`` (balanced plan) or None (equal).
+    """
     from alearn.al.pipeline import Pipeline  # noqa: PLC0415 - pipeline re-exports this module
     steps = [functools.partial(al_step, bd) for bd in net.blocks]
     example = (jax.ShapeDtypeStruct((micro_batch, *net.input_shape), jnp.float32),
                jax.ShapeDtypeStruct((micro_batch, net.num_classes), jnp.float32))
     return Pipeline(steps, states, example, stages=stages, data=data,
                     blocks_per_stage=blocks_per_stage, devices=devices,
-                    names=[bd.name for bd in net.blocks])
+                    names=[bd.name for bd in net.blocks], mode=mode,
+                    compiler_options=compiler_options)
 
 
-def feed(pl: Pipeline, net: ALNetwork, xs, labels):
+def one_hot(net: ALNetwork, labels) -> np.ndarray:
+    """``y_0`` on the host: equal to :func:`alearn.al.targets` (0/1 float32), without a
+    device computation that would wait behind the steps already dispatched."""
+    labels = np.asarray(labels)
+    return (labels[..., None] == np.arange(net.num_classes)).astype(np.float32)
+
+
+def feed(pl: Pipeline, net: ALNetwork, xs, labels, wait: bool = True):
     """Trains on micro-batches ``xs [n, b, ...]`` with integer ``labels [n, b]`` (y_0 =
-    one-hot, :func:`alearn.al.targets`)."""
-    y0 = np.asarray(targets(net, jnp.asarray(labels)))
-    return pl.train(np.asarray(xs, np.float32), y0)
+    one-hot, :func:`alearn.al.targets`). ``wait=False`` returns the
+    :class:`~alearn.al._pipeline_log.PendingLog` without waiting for the ticks."""
+    pending = pl.dispatch(np.asarray(xs, np.float32), one_hot(net, labels))
+    return pending.result() if wait else pending

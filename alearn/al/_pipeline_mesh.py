@@ -71,3 +71,39 @@ def group_blocks(block_names: Sequence[str], stages: int,
                          f"block summing to the {n} blocks ({listed})")
     bounds = np.cumsum([0] + counts)
     return tuple(tuple(range(bounds[i], bounds[i + 1])) for i in range(stages))
+
+
+def balance_blocks(costs: Sequence[float], stages: int) -> tuple[int, ...]:
+    """Blocks per stage of the contiguous split of ``costs`` whose heaviest stage is lightest.
+
+    Exact (dynamic programming over split points, O(stages · blocks²)); ties keep earlier
+    stages lighter. ``costs[i]`` is block i's step cost (seconds or flops).
+
+    Raises:
+      ValueError: more stages than blocks, or a negative/non-finite cost.
+    """
+    c = [float(v) for v in costs]
+    n = len(c)
+    if stages < 1 or stages > n:
+        raise ValueError(f"cannot balance {n} blocks over pipeline_stages={stages}; use 1 to "
+                         f"{n} stages")
+    if any(not np.isfinite(v) or v < 0 for v in c):
+        raise ValueError(f"block costs must be finite and >= 0; got {c}")
+    prefix = np.concatenate([[0.0], np.cumsum(c)])
+    inf = float("inf")
+    # best[s][i]: lightest heaviest-stage cost of blocks [0, i) on s stages.
+    best = [[inf] * (n + 1) for _ in range(stages + 1)]
+    cut = [[0] * (n + 1) for _ in range(stages + 1)]
+    best[0][0] = 0.0
+    for s in range(1, stages + 1):
+        for i in range(s, n + 1):
+            for j in range(s - 1, i):
+                v = max(best[s - 1][j], prefix[i] - prefix[j])
+                if v < best[s][i] - 1e-12 * max(1.0, abs(v)):
+                    best[s][i], cut[s][i] = v, j
+    counts, i = [], n
+    for s in range(stages, 0, -1):
+        j = cut[s][i]
+        counts.append(i - j)
+        i = j
+    return tuple(reversed(counts))

@@ -61,6 +61,23 @@ class TreePacker:
             out[name] = jnp.concatenate(parts[name] + [pad], axis=-1)
         return out
 
+    def pack_into(self, bufs: Buffers, tree: Any, keep: Any = None, old: Any = None
+                  ) -> Buffers:
+        """``bufs`` with ``tree``'s leaves written at their offsets (``dynamic_update_slice``
+        per leaf, no lead dimensions): XLA updates a loop-carried buffer in place instead of
+        concatenating a fresh one; the padding keeps its old values. With ``keep`` (a bool
+        scalar) and ``old`` (the tree as read before the update, :meth:`unpack` of ``bufs``),
+        each leaf is ``where(keep, new, old)``, an elementwise select fused into the write."""
+        out = dict(bufs)
+        olds = self.treedef.flatten_up_to(old) if keep is not None else None
+        for i, (leaf, (name, off, shape)) in enumerate(
+                zip(self.treedef.flatten_up_to(tree), self.meta)):
+            if keep is not None:
+                leaf = jnp.where(keep, leaf, olds[i])
+            flat = jnp.reshape(leaf, (math.prod(shape),)).astype(out[name].dtype)
+            out[name] = jax.lax.dynamic_update_slice(out[name], flat, (off,))
+        return out
+
     def unpack(self, bufs: Buffers) -> Any:
         """The pytree held in ``bufs`` (inverse of :meth:`pack`)."""
         leaves = []

@@ -140,6 +140,8 @@ def get_config(arg: str = "mlp") -> ml_collections.ConfigDict:
     # on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N. 0 = one device.
     c.pipeline_stages = 0
     c.pipeline_data = 1
+    c.pipeline_blocks_per_stage = ()  # () = even split; "flops" | "time" = balanced plan
+    c.pipeline_mode = "auto"  # auto | mpmd (one jitted step per device) | spmd (shard_map)
     return as_bp(c) if "bp" in rest else c
 
 

@@ -191,7 +191,11 @@ def _check_al(config: Any, num_classes: int) -> None:
         import jax  # pylint: disable=import-outside-toplevel
         blocks = [f"block{i + 1}" for i in range(len(sp.f_layers))]
         bps = config.get("pipeline_blocks_per_stage", None)
-        group_blocks(blocks, stages, tuple(bps) if bps else None)
+        if isinstance(bps, str):  # a balanced plan, costed when the pipeline is built
+            _choice("pipeline_blocks_per_stage", bps, ("flops", "time"))
+        else:
+            group_blocks(blocks, stages, tuple(bps) if bps else None)
+        _choice("pipeline_mode", config.get("pipeline_mode", "auto"), ("auto", "mpmd", "spmd"))
         data = int(config.get("pipeline_data", 1) or 1)
         if stages < 0 or data < 1 or stages * data > jax.device_count():
             raise ConfigError(

@@ -206,7 +206,7 @@ def test_al_reference_knobs_matter():
     p_wd, _, _ = _run_reference(net, _dense_ref_blocks(1),
                                 dataclasses.replace(base, weight_decay=0.05), states0, batches)
     for k, q in ((dataclasses.replace(base, ae_lr_mult=1.0), p0),  # moves g, h
-                 (dataclasses.replace(base, weight_decay=0.05, l2_parts=("f",)), p_wd)):  # b
+                 (dataclasses.replace(base, weight_decay=0.05, l2_parts=("f", "b")), p_wd)):  # b
         p1, _, _ = _run_reference(net, _dense_ref_blocks(1), k, states0, batches)
         diff = max(float(jnp.abs(u - v).max()) for u, v in
                    zip(jax.tree.leaves(q), jax.tree.leaves(p1)))

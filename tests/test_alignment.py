@@ -100,7 +100,7 @@ def test_trainer_logs_alignment_and_runs_wm_mirror(tmp_path):
     from alearn.train import train_and_evaluate
 
     c = ml_collections.ConfigDict(dict(
-        rule="wm", rule_hparams={"mirror_steps": 4}, model="mlp", model_kwargs={"widths": (16,)},
+        rule="wm", rule_hparams={"mirror_steps": 4, "mirror_every": 1}, model="mlp", model_kwargs={"widths": (16,)},
         dataset="synthetic", dataset_options={}, data_dir="", seed=0, epochs=2, batch_size=16,
         eval_batch_size=40, optimizer="sgd", learning_rate=0.05, momentum=0.9,
         weight_decay=0.0, schedule="constant", tensorboard=False, progress_bar=False,

@@ -65,6 +65,9 @@ def _al_model(config: Any) -> str | None:
 def _al_model_kwargs(name: str, kwargs: dict) -> dict:
     """``model_kwargs`` of a generic model translated for AL model ``name``."""
     kwargs = dict(kwargs)
+    baseline = kwargs.pop("baseline", None)  # the BP twin's kind; the AL network ignores it
+    if baseline is not None:
+        _choice("model_kwargs.baseline", baseline, ("matched", "authors"))
     widths = kwargs.pop("widths", None)
     if widths is not None:
         widths = tuple(widths)

@@ -68,6 +68,26 @@ def _bwd(rule, op, res, cotangents):
 rule_linear.defvjp(_fwd, _bwd)
 
 
+def _check_feedback(module: nn.Module, rule: Any) -> None:
+    """Raises when the layer holds feedback weights that ``rule`` does not use.
+
+    That happens when a model initialised for a rule with feedback weights (FA, DFA, KP,
+    ...) is applied without ``rule=`` (the models' default is BP): the forward pass would
+    silently train by backprop.
+    """
+    if module.is_initializing():
+        return
+    present = set(module.variables.get("feedback", {}))
+    extra = sorted(present - set(rule.feedback_names))
+    if extra:
+        path = "/".join(module.path) or type(module).__name__
+        raise ValueError(
+            f"layer {path!r} holds feedback variable(s) {extra} but is applied with rule "
+            f"{rule.name!r}, which uses {list(rule.feedback_names) or 'none'}: pass the rule "
+            "the variables were initialised for (model.apply(variables, x, rule=rule)), or "
+            "drop the 'feedback' collection to run another rule")
+
+
 def apply_rule(module: nn.Module, op: LinearOp, x: Array, kernel: Array, tape: Tape) -> Array:
     """Runs ``op`` on (x, kernel) under the tape's rule, creating feedback variables.
 
@@ -81,6 +101,7 @@ def apply_rule(module: nn.Module, op: LinearOp, x: Array, kernel: Array, tape: T
             f"{type(tape).__name__}"
         )
     rule = tape.rule
+    _check_feedback(module, rule)
     feedback = {}
     for name in rule.feedback_names:
         var = module.variable(

@@ -43,6 +43,14 @@ Array = jax.Array
 SUPPORTED = "flax.linen.Dense, DenseGeneral, Conv, Einsum"
 
 
+def path_matches(path: str, pattern: str) -> bool:
+    """Glob match per path segment: ``*`` never crosses "/" (``"stage*_block*"`` matches
+    ``stage1_block0`` but not its submodule ``stage1_block0/conv1``)."""
+    parts, pats = path.split("/"), pattern.split("/")
+    return len(parts) == len(pats) and all(
+        fnmatch.fnmatchcase(a, p) for a, p in zip(parts, pats))
+
+
 def _path(module: nn.Module) -> str:
     return "/".join(str(p) for p in module.path)
 
@@ -79,7 +87,7 @@ class _Interceptor:
         path = _path(module)
         self.paths.append(path)
         for pattern in self.blocks:
-            if fnmatch.fnmatchcase(path, pattern):
+            if path_matches(path, pattern):
                 self.matched.add(pattern)
                 if args:
                     self.tape.block(args[0])
@@ -156,8 +164,8 @@ class Wrapped:
 
     Attributes:
       model: the user's ``flax.linen.Module`` (unmodified).
-      blocks: module-path glob patterns (``fnmatch``, paths joined by "/", e.g.
-        ``"ResNetBlock_*"``) whose modules' inputs start activation-sharing groups.
+      blocks: module-path glob patterns (``fnmatch`` per "/"-separated segment, e.g.
+        ``"ResNetBlock_*"`` or ``"encoder/layer_*"``) whose modules' inputs start activation-sharing groups.
     """
 
     def __init__(self, model: nn.Module, blocks: Sequence[str] = ()):

@@ -107,3 +107,59 @@ def max_diff(a, b) -> float:
 
 def max_abs(a) -> float:
     return float(max(jnp.max(jnp.abs(u)) for u in jax.tree.leaves(a)))
+
+
+# --- NNX twins (same layer names as the native models' parameter trees) -------------------
+
+def nnx_pair(kind: str):
+    """(native model, NNX twin class, x, y) for kind mlp / cnn."""
+    from flax import nnx  # pylint: disable=import-outside-toplevel
+
+    class NnxMLP(nnx.Module):
+        def __init__(self, rngs):
+            dims = (9, *MLP_WIDTHS, CLASSES)
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+                setattr(self, f"Dense_{i}", nnx.Linear(a, b, rngs=rngs))
+            self.n = len(dims) - 1
+
+        def __call__(self, x):
+            x = x.reshape((x.shape[0], -1))
+            for i in range(self.n):
+                x = getattr(self, f"Dense_{i}")(x)
+                x = nnx.relu(x) if i < self.n - 1 else x
+            return x
+
+    class NnxCNN(nnx.Module):
+        def __init__(self, rngs):
+            (w0, w1), (s0, s1) = CNN_KW["conv_widths"], CNN_KW["conv_strides"]
+            self.conv0 = nnx.Conv(3, w0, (3, 3), strides=s0, padding="SAME", rngs=rngs)
+            self.conv1 = nnx.Conv(w0, w1, (3, 3), strides=s1, padding="SAME", rngs=rngs)
+            self.fc0 = nnx.Linear(4 * 4 * w1, CNN_KW["dense_widths"][0], rngs=rngs)
+            self.classifier = nnx.Linear(CNN_KW["dense_widths"][0], CLASSES, rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.relu(self.conv1(nnx.relu(self.conv0(x))))
+            x = nnx.relu(self.fc0(x.reshape((x.shape[0], -1))))
+            return self.classifier(x)
+
+    native, _, x, y = pair(kind)
+    return native, (NnxMLP if kind == "mlp" else NnxCNN), x, y
+
+
+def load_into_nnx(wrapped, variables: dict) -> None:
+    """Copies a native variables dict (params + feedback) into an NNX-wrapped twin."""
+    for coll in ("params", "feedback"):
+        for layer, leaves in variables.get(coll, {}).items():
+            module = getattr(wrapped.model, layer)
+            for name, value in leaves.items():
+                getattr(module, name)[...] = value
+
+
+def nnx_as_native(grads) -> dict:
+    """An NNX grads State -> {"params": ..., "feedback": ...} like the native updates."""
+    out = {"params": {}}
+    for layer, leaves in grads.to_pure_dict()["model"].items():
+        for name, value in leaves.items():
+            coll = "params" if name in ("kernel", "bias") else "feedback"
+            out.setdefault(coll, {}).setdefault(layer, {})[name] = value
+    return out

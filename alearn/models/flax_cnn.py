@@ -12,7 +12,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from alearn.wrap import Wrapped, wrap
+from alearn.wrappers import Wrapped, wrap
 
 
 class FlaxCNN(nn.Module):

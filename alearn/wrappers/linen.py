@@ -36,7 +36,7 @@ from alearn.layers.linear import apply_rule
 from alearn.layers.tape import Tape
 from alearn.rules.base import Rule
 from alearn.rules.bp import BP
-from alearn.wrap.ops import EinsumOp, conv_op, dot_op
+from alearn.wrappers.ops import EinsumOp, conv_op, dot_op
 
 Array = jax.Array
 

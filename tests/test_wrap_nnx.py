@@ -14,8 +14,8 @@ from tests import _wrap_models as wm
 
 
 @pytest.mark.parametrize("rule_name,kind", [
-    ("bp", "mlp"), ("fa", "mlp"), ("fa", "cnn"), ("dfa", "mlp"), ("dfa", "cnn"),
-    ("sign", "cnn"), ("kp", "mlp"), ("kp", "cnn"),
+    ("bp", "mlp"), ("fa", "cnn"), ("dfa", "mlp"), ("dfa", "cnn"), ("sign", "cnn"),
+    ("kp", "mlp"),
 ])
 def test_nnx_twin_equals_native_model(rule_name, kind):
     native, twin_cls, x, y = wm.nnx_pair(kind)

@@ -17,6 +17,7 @@ import json
 import statistics
 import time
 
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
@@ -25,7 +26,6 @@ from absl import app, flags
 import alearn
 from alearn import train
 from experiments._bench_models import SmallCNN
-from experiments.bench_overhead import PlainCNN, PlainMLP
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 9, "Timed repeats per side (alternating).")
@@ -34,9 +34,32 @@ _RULES = flags.DEFINE_list("rules", ["bp", "fa", "dfa"], "Rules to time.")
 _BATCH = 128
 
 
+class PlainMLP(nn.Module):
+    """``flax.linen`` twin of alearn's mlp 784-1024-1024-10 (same parameter tree)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape(x.shape[0], -1)
+        for w in (1024, 1024):
+            x = nn.relu(nn.Dense(w)(x))
+        return nn.Dense(10)(x)
+
+
+class PlainCNN(nn.Module):
+    """``flax.linen`` twin of ``SmallCNN`` (same parameter tree)."""
+
+    @nn.compact
+    def __call__(self, x):
+        for i, f in enumerate((32, 64)):
+            x = nn.max_pool(nn.relu(nn.Conv(f, (3, 3), name=f"Conv_{i}")(x)), (2, 2), (2, 2))
+        x = nn.relu(nn.Dense(128, name="Dense_0")(x.reshape(x.shape[0], -1)))
+        return nn.Dense(10, name="Dense_1")(x)
+
+
 def _runner(model, rule, variables, x, y, mesh):
     opt = train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9))
     state = train.create_train_state(model, rule, opt, jax.random.key(0), x)
+    variables = jax.tree.map(lambda a: np.array(a, copy=True), variables)  # steps donate
     trainable = alearn.trainable(rule, variables)
     state = state.replace(trainable=trainable,
                           fixed={k: v for k, v in variables.items() if k not in trainable},

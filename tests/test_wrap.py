@@ -224,3 +224,20 @@ def test_wm_train_step_runs_mirror_by_default():
         after[hook] = new.fixed["feedback"]
     assert wm.max_diff(after[None], b0) == 0.0  # explicitly opted out: B untouched
     assert wm.max_diff(after[train.step.RULE_HOOK], b0) > 1e-3  # default: mirror mode ran
+
+
+def test_registered_flax_cnn_trains_every_layer_by_dfa():
+    """``--config.model=flax_cnn``: the wrapped Flax-examples CNN, δ_L reaches each layer."""
+    model = alearn.models.create("flax_cnn", 4, features=(2, 3), hidden=5)
+    assert isinstance(model, alearn.Wrapped)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    y = jnp.arange(4)
+    dfa = alearn.rules.create("dfa")
+    v = alearn.init(model, dfa, jax.random.key(1), x)
+    upd = alearn.rule_updates(model, dfa, v, x, y)["params"]
+    bp = alearn.rule_updates(model, BP(), v, x, y)["params"]
+    for layer in ("Conv_0", "Conv_1", "Dense_0"):  # hidden layers: DFA's own, non-zero
+        assert float(jnp.max(jnp.abs(upd[layer]["kernel"]))) > 1e-4
+        assert wm.max_diff(upd[layer], bp[layer]) > 1e-4
+    # the output layer's update is BP's in every rule of this family
+    assert wm.max_diff(upd["Dense_1"], bp["Dense_1"]) <= 1e-6

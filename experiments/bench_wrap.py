@@ -5,7 +5,8 @@ Same architecture, same initial weights and feedback, same batch, same trainer s
 vs ``alearn.wrap`` of a ``flax.linen.Dense`` twin, and ``experiments._bench_models.SmallCNN``
 (conv3x3x32-pool-conv3x3x64-pool-FC128-FC10) vs ``alearn.wrap`` of its ``flax.linen``
 twin; batch 128. Repeats alternate between the two sides; the figure is
-median(wrapped) / median(native) per (model, rule), target <= 1.02.
+median(wrapped) / median(native) per (model, rule), target <= 1.02;
+``same_flops_and_bytes`` compares XLA's cost analysis of the two compiled steps.
 
 Usage:
   python -m experiments.bench_wrap [--steps=20 --repeats=9 --models=mlp,cnn --rules=bp,fa,dfa]
@@ -67,6 +68,8 @@ def _runner(model, rule, variables, x, y, mesh):
     state = train.replicate(state, mesh)
     batch = train.shard_batch({"image": x, "label": y}, mesh)
     step = train.make_train_step(model, rule, opt, mesh=mesh)
+    cost = step.lower(state, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
 
     def run(n):
         nonlocal state
@@ -74,6 +77,7 @@ def _runner(model, rule, variables, x, y, mesh):
             state, m = step(state, batch)
         jax.block_until_ready((state, m))
 
+    run.cost = (float(cost.get("flops", 0)), float(cost.get("bytes accessed", 0)))
     return run
 
 
@@ -104,6 +108,7 @@ def bench(name: str, native, plain, rule_name: str, steps: int, repeats: int) ->
             "ratio": round(med["wrapped"] / med["native"], 4),
             "paired_ratio_median": round(statistics.median(
                 a / b for a, b in zip(times["wrapped"], times["native"])), 4),
+            "same_flops_and_bytes": sides["wrapped"].cost == sides["native"].cost,
             "devices": f"{jax.local_device_count()} x {jax.devices()[0].platform}"}
 
 

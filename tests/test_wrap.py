@@ -184,8 +184,10 @@ def test_rule_missing_at_apply_time_raises():
     native, plain, x, y = wm.pair("mlp")
     fa = alearn.rules.create("fa")
     v = alearn.init(native, fa, jax.random.key(0), x)
-    with pytest.raises(ValueError, match="holds feedback variable.*'B'.*rule 'bp'"):
+    with pytest.raises(ValueError, match="holds feedback variable.*'B'.*without rule="):
         native.apply(v, x)
+    bp_logits = native.apply(v, x, rule=BP())  # an explicit rule is the caller's choice
+    np.testing.assert_allclose(bp_logits, native.apply(v, x, rule=fa), rtol=1e-6)
     wrapped = alearn.wrap(plain)
     with pytest.raises(ValueError, match="feedback weights but no rule"):
         wrapped.apply(v, x)

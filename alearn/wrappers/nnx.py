@@ -9,7 +9,7 @@ the Linen collection's leaves (``B`` for FA/KP/WM/ASAP, ``D`` for DFA), so ``nnx
 ``nnx.jit``, ``nnx.grad`` and ``nnx.Optimizer`` see them like any other state:
 
     model = alearn.wrap_nnx(MyModel(rngs=nnx.Rngs(0)), rule, sample_x, jax.random.key(1))
-    opt = nnx.Optimizer(model, alearn.nnx_transform(rule, optax.sgd(0.1)),
+    opt = nnx.Optimizer(model, alearn.nnx_transform(rule, optax.sgd(0.1), model),
                         wrt=alearn.nnx_trainable(rule))
     grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, alearn.nnx_trainable(rule)))(model)
     opt.update(model, grads)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from alearn.layers.tape import checked
 from alearn.rules.base import Rule
 
 Array = jax.Array
@@ -22,7 +23,8 @@ def init(model: nn.Module, rule: Rule, key: Array, sample_x: Array) -> dict:
     """
     # One compiled program instead of op-by-op dispatch: about 2x faster for conv nets.
     init_fn = jax.jit(lambda k, x: model.init({"params": k}, x, rule=rule, train=False))
-    return dict(init_fn(key, sample_x))
+    with checked(model):
+        return dict(init_fn(key, sample_x))
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:
@@ -38,25 +40,48 @@ def trainable(rule: Rule, variables: dict) -> dict:
     return out
 
 
+def value_and_updates(loss_fn: Callable[..., Array], model: nn.Module, rule: Rule,
+                      variables: dict, *batch: Any, train: bool = True,
+                      rngs: dict | None = None) -> tuple[tuple[Array, Any, dict], dict]:
+    """((loss, outputs, new_model_state), updates) of any loss under ``rule``.
+
+    The model is applied to ``batch[0]``; the loss is ``loss_fn(outputs, *batch[1:])``
+    (e.g. ``loss_fn(logits, labels)``, ``loss_fn(predictions, targets)`` for regression,
+    ``loss_fn(outputs, x)`` with ``batch = (x, x)`` for an autoencoder), any scalar. For BP
+    ``updates`` is ``jax.grad`` of that loss; for the other rules it is what the rule
+    prescribes, with DFA's output error δ_L = ∂loss/∂outputs of the output's shape.
+    ``updates`` has the structure of :func:`trainable`; model state (batch statistics) is
+    updated when ``train`` is true; ``rngs`` (e.g. ``{"dropout": key}``) go to ``apply``.
+    """
+    if not batch:
+        raise ValueError("value_and_updates needs the batch: (x, *loss_args)")
+    x, loss_args = batch[0], batch[1:]
+    train_vars = trainable(rule, variables)
+    rest = {k: v for k, v in variables.items() if k not in train_vars}
+    if not rule.feedback_names:  # e.g. BP's reference gradient on an FA-trained model
+        rest.pop("feedback", None)
+    mutable = [k for k in rest if k != "feedback"] if train else []
+    mutable = mutable or False
+    extra = {"rngs": rngs} if rngs else {}
+
+    def objective(tv):
+        out = model.apply({**rest, **tv}, x, rule=rule, train=train, mutable=mutable, **extra)
+        outputs, state = out if mutable else (out, {})
+        return loss_fn(outputs, *loss_args), (outputs, dict(state))
+
+    with checked(model):
+        (loss, (outputs, state)), grads = jax.value_and_grad(objective, has_aux=True)(train_vars)
+    return (loss, outputs, state), grads
+
+
 def loss_and_updates(model: nn.Module, rule: Rule, variables: dict, x: Array, y: Array,
                      train: bool = True) -> tuple[tuple[Array, Array, dict], dict]:
     """((loss, logits, new_model_state), updates) for one batch under ``rule``.
 
-    ``updates`` has the structure of :func:`trainable`; model state (batch statistics)
-    is updated when ``train`` is true.
+    Softmax cross-entropy with integer labels: :func:`value_and_updates` with
+    :func:`cross_entropy`. ``updates`` has the structure of :func:`trainable`.
     """
-    train_vars = trainable(rule, variables)
-    rest = {k: v for k, v in variables.items() if k not in train_vars}
-    mutable = [k for k in rest if k != "feedback"] if train else []
-    mutable = mutable or False
-
-    def loss_fn(tv):
-        out = model.apply({**rest, **tv}, x, rule=rule, train=train, mutable=mutable)
-        logits, state = out if mutable else (out, {})
-        return cross_entropy(logits, y), (logits, dict(state))
-
-    (loss, (logits, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_vars)
-    return (loss, logits, state), grads
+    return value_and_updates(cross_entropy, model, rule, variables, x, y, train=train)
 
 
 def rule_updates(model: nn.Module, rule: Rule, variables: dict, x: Array, y: Array) -> dict:

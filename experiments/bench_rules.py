@@ -49,7 +49,7 @@ def _runner(model, rule, x, y, mesh):
     state = train.replicate(train.create_train_state(model, rule, opt, jax.random.key(0), x),
                             mesh)
     batch = train.shard_batch({"image": x, "label": y}, mesh)
-    step = train.make_train_step(model, rule, opt, mesh=mesh)  # no step hook: engaged mode
+    step = train.make_train_step(model, rule, opt, mesh=mesh, step_hook=None)  # engaged mode
     cost = step.lower(state, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     cost = {"flops": float(cost.get("flops", 0)), "bytes": float(cost.get("bytes accessed", 0))}

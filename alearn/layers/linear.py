@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 import flax.linen as nn
@@ -68,6 +69,37 @@ def _bwd(rule, op, res, cotangents):
 rule_linear.defvjp(_fwd, _bwd)
 
 
+def _default_rule_of_model(module: nn.Module, rule: Any) -> bool:
+    """Whether ``rule`` is the very default object of the root model's ``rule=`` argument."""
+    root = module
+    while isinstance(root.parent, nn.Module):
+        root = root.parent
+    try:
+        param = inspect.signature(type(root).__call__).parameters.get("rule")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.default is rule
+
+
+def _check_feedback(module: nn.Module, rule: Any) -> None:
+    """Raises when a model holding feedback weights is applied without ``rule=``.
+
+    The native models default to BP, so ``model.apply(variables, x)`` on variables
+    initialised for FA, DFA, KP, ... would silently train by backprop. An explicitly passed
+    rule (e.g. BP as the reference of an alignment measurement) is left alone.
+    """
+    if module.is_initializing():
+        return
+    present = set(module.variables.get("feedback", {}))
+    extra = sorted(present - set(rule.feedback_names))
+    if extra and _default_rule_of_model(module, rule):
+        path = "/".join(module.path) or type(module).__name__
+        raise ValueError(
+            f"layer {path!r} holds feedback variable(s) {extra} but the model was applied "
+            f"without rule= (default rule {rule.name!r}): pass the rule the variables were "
+            "initialised for, model.apply(variables, x, rule=rule)")
+
+
 def apply_rule(module: nn.Module, op: LinearOp, x: Array, kernel: Array, tape: Tape) -> Array:
     """Runs ``op`` on (x, kernel) under the tape's rule, creating feedback variables.
 
@@ -81,6 +113,7 @@ def apply_rule(module: nn.Module, op: LinearOp, x: Array, kernel: Array, tape: T
             f"{type(tape).__name__}"
         )
     rule = tape.rule
+    _check_feedback(module, rule)
     feedback = {}
     for name in rule.layer_feedback_names(tape, op):
         var = module.variable(

@@ -30,12 +30,18 @@ where a tensor also feeds a shortcut.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import contextvars
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+# Tapes created while an alearn entry point traces a model (see :func:`checked`).
+_TRACKED: contextvars.ContextVar[list | None] = contextvars.ContextVar("alearn_tapes",
+                                                                      default=None)
 
 
 class Tape:
@@ -50,6 +56,10 @@ class Tape:
         self.layer_index = 0
         self.state: dict[str, Any] = {}
         self.feedback: dict[str, Any] = {}
+        self.finished = False
+        tracked = _TRACKED.get()
+        if tracked is not None:
+            tracked.append(self)
         self.carrier = jnp.zeros((batch_size, num_classes), dtype) if rule.needs_carrier else None
 
     def block(self, x: Array) -> None:
@@ -77,6 +87,7 @@ class Tape:
         The rule's ``on_finish`` hook sees the logits first (local classifiers of ASFP+LC
         attach their local errors there); the default returns them unchanged.
         """
+        self.finished = True
         logits = self.rule.on_finish(self, logits)
         if self.carrier is None:
             return logits
@@ -86,3 +97,33 @@ class Tape:
                 f"{self.carrier.shape} (batch, num_classes)"
             )
         return logits + self.carrier.astype(logits.dtype)
+
+
+def _needs_finish(rule: Any) -> bool:
+    """Whether skipping ``Tape.finish`` changes what ``rule`` computes."""
+    from alearn.rules.base import Rule  # pylint: disable=import-outside-toplevel
+    return bool(rule.needs_carrier) or type(rule).on_finish is not Rule.on_finish
+
+
+@contextlib.contextmanager
+def checked(model: Any) -> Iterator[None]:
+    """Fails when ``model`` creates a :class:`Tape` that it never closes with ``finish``.
+
+    Wraps a trace of ``model`` in ``alearn.init`` / ``alearn.value_and_updates``. Without
+    ``tape.finish(output)`` DFA's carrier never receives δ_L (every hidden layer would get a
+    zero update) and ASFP+LC's local classifiers are never attached: both silent, so the
+    entry points raise instead.
+    """
+    tapes: list = []
+    token = _TRACKED.set(tapes)
+    try:
+        yield
+    finally:
+        _TRACKED.reset(token)
+    for tape in tapes:
+        if tape.layer_index and not tape.finished and _needs_finish(tape.rule):
+            raise ValueError(
+                f"{type(model).__name__} created a Tape for rule {tape.rule.name!r} and ran "
+                f"{tape.layer_index} rule-aware layer(s) but never called tape.finish(output): "
+                f"rule {tape.rule.name!r} needs it (end __call__ with `return "
+                "tape.finish(logits)`, or use alearn.wrap on a plain Flax model)")

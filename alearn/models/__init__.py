@@ -18,6 +18,7 @@ from alearn.al.models import BASELINES as _AL_BASELINES
 from alearn.models._count import num_params
 from alearn.models.alexnet import AlexNet
 from alearn.models.cnn import CNN
+from alearn.models.flax_cnn import FlaxCNN, WrappedFactory
 from alearn.models.mlp import MLP
 from alearn.models.resnet import BasicBlock, ResNet
 from alearn.models.vgg import VGG, VGG16_CONFIG
@@ -36,6 +37,8 @@ MODELS = MappingProxyType({
     "resnet18": functools.partial(ResNet, **_RESNET18),
     "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512)),
     "resnet18_nsc": functools.partial(ResNet, shortcut=False, **_RESNET18),
+    # a plain Flax model (the Flax examples' MNIST CNN) trained through alearn.wrap
+    "flax_cnn": WrappedFactory(FlaxCNN),
     # BP twins of the Associated Learning models (parameter-matched; alearn/al/models.py)
     **_AL_BASELINES,
 })
@@ -48,6 +51,7 @@ def names() -> list[str]:
 
 def _fields(factory) -> list[str]:
     cls = factory.func if isinstance(factory, functools.partial) else factory
+    cls = getattr(factory, "module_class", cls)
     return sorted(f.name for f in dataclasses.fields(cls)
                   if f.init and f.name not in ("parent", "name", "num_classes"))
 
@@ -76,6 +80,6 @@ def create(name: str, num_classes: int, **overrides) -> nn.Module:
 
 
 __all__ = [
-    "AlexNet", "BasicBlock", "CNN", "MLP", "MODELS", "ResNet", "VGG", "VGG16_CONFIG",
+    "AlexNet", "BasicBlock", "CNN", "FlaxCNN", "MLP", "MODELS", "ResNet", "VGG", "VGG16_CONFIG",
     "create", "names", "num_params",
 ]

@@ -5,7 +5,8 @@ The train step takes the rule's per-parameter updates from ``alearn.loss_and_upd
 (``optax.chain(rule.transform(), base)``) and applies them. Rules with an extra pure
 per-step phase (weight mirror's mirror mode, ASAP thesis eq. 2.6) plug in through
 ``step_hook(state, batch, key) -> state``, called after the update with
-``key = fold_in(wrap_key_data(state.key), step)``.
+``key = fold_in(wrap_key_data(state.key), step)``. :func:`make_train_step` installs the
+rule's own hook by default, so WM cannot silently train as plain FA.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from alearn.train.state import TrainState
 Array = jax.Array
 StepHook = Callable[[TrainState, dict, Array], TrainState]
 TrainStep = Callable[[TrainState, dict], tuple[TrainState, dict]]
+
+#: ``make_train_step``'s default: the rule's own step hook (``setup.step_hook_for``).
+RULE_HOOK: Any = "rule"
 
 
 def train_step(model: Any, rule: Rule, optimizer: optax.GradientTransformation,
@@ -58,15 +62,24 @@ def eval_step(model: Any, rule: Rule, state: TrainState, batch: dict) -> dict:
 
 
 def make_train_step(model: Any, rule: Rule, optimizer: optax.GradientTransformation, *,
-                    mesh: Mesh | None = None, step_hook: StepHook | None = None,
+                    mesh: Mesh | None = None, step_hook: StepHook | None | str = RULE_HOOK,
                     donate: bool = True) -> TrainStep:
     """The jitted data-parallel train step ``(state, batch) -> (state, metrics)``.
 
     Inputs must be placed with :func:`alearn.train.replicate` (state) and
     :func:`alearn.train.shard_batch` (batch) on ``mesh`` (default: all local devices);
     the state comes back replicated, so the second call reuses the compiled program.
-    With ``donate`` the input state's buffers are reused for the output.
+    With ``donate`` the input state's buffers are reused for the output. ``step_hook``
+    defaults to the rule's own per-step phase (weight mirror's mirror mode, see
+    :func:`alearn.train.setup.step_hook_for`); pass ``None`` to leave it out on purpose
+    (e.g. timing WM's engaged mode alone).
     """
+    if isinstance(step_hook, str):
+        if step_hook != RULE_HOOK:
+            raise ValueError(f"step_hook={step_hook!r}; pass a callable, None, or "
+                             f"{RULE_HOOK!r} (the rule's own hook)")
+        from alearn.train.setup import step_hook_for  # pylint: disable=import-outside-toplevel
+        step_hook = step_hook_for(rule, model)
     mesh = mesh if mesh is not None else data_mesh()
     rep = replicated(mesh)
 

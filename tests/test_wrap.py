@@ -63,9 +63,11 @@ def test_wrapped_twin_equals_native_model(rule_name, kind):
 
 def test_asap_block_patterns_equal_native_resnet_block_marks():
     native, plain, x, y = wm.pair("resnet")
-    rule = alearn.rules.create("asap", k=2)
+    rule = alearn.rules.create("asap", k=2, grouping="block_input")
     v = alearn.init(native, rule, jax.random.key(2), x)
     wrapped = alearn.wrap(plain, blocks=("stage*_block*",))
+    with pytest.raises(ValueError, match="grouping='authors_code' needs the native model"):
+        _updates(wrapped, alearn.rules.create("asap", k=2), v, x, y)
     want = _updates(native, rule, v, x, y)
     got = _updates(wrapped, rule, v, x, y)
     assert wm.max_diff(got, want) <= 1e-6 * wm.max_abs(want)
@@ -213,7 +215,7 @@ def test_forgotten_tape_finish_raises():
 def test_wm_train_step_runs_mirror_by_default():
     from alearn import train
     _, plain, x, y = wm.pair("mlp")
-    model, rule = alearn.wrap(plain), alearn.rules.create("wm")
+    model, rule = alearn.wrap(plain), alearn.rules.create("wm", mirror_every=1)
     opt = train.create_rule_optimizer(rule, optax.sgd(0.0))
     mesh = train.data_mesh(jax.devices()[:1])
     state = train.create_train_state(model, rule, opt, jax.random.key(0), x)

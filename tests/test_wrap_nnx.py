@@ -38,7 +38,7 @@ def test_nnx_twin_equals_native_model(rule_name, kind):
 def test_nnx_optimizer_and_jit_train_kp_and_keep_the_decay_transform():
     """nnx.Optimizer + nnx.jit: KP's B gets W's update plus decay (the rule's transform)."""
     _, twin_cls, x, y = wm.nnx_pair("mlp")
-    rule = alearn.rules.create("kp", weight_decay=0.1)
+    rule = alearn.rules.create("kp", weight_decay=0.1, decay_kernel=True)
     model = alearn.wrap_nnx(twin_cls(nnx.Rngs(0)), rule, x, jax.random.key(1))
     opt = nnx.Optimizer(model, alearn.nnx_transform(rule, optax.sgd(0.5), model),
                         wrt=alearn.nnx_trainable(rule))

@@ -187,6 +187,7 @@ class Wrapped:
                                                                            other.blocks)
 
     def _run(self, fn, first, args, kwargs, rule: Rule, initializing: bool):
+        check_grouping(rule, self.blocks, f"alearn.wrap({type(self.model).__name__})")
         batch = jax.tree.leaves(args)[0].shape[0] if args else 1
         num_out = 1
         if rule.needs_carrier:
@@ -250,6 +251,22 @@ class Wrapped:
             rule = BP()
         kwargs = {**_call_kwargs(self.model, train), **kwargs}
         return self._run(self.model.apply, variables, args, kwargs, rule, initializing=False)
+
+
+def check_grouping(rule: Rule, blocks: Sequence[str], where: str) -> None:
+    """Rejects the authors'-code sharing grouping on a wrapped residual net.
+
+    That grouping tells a block's conv1 and projection (which read the block input) from
+    its conv2 by the identity of their input array; through the interceptor this is not
+    matched to the native ResNets yet (stride-2 stages differ: tests/test_wrap.py), so it
+    raises instead of training another grouping silently.
+    """
+    if blocks and getattr(rule, "grouping", None) == "authors_code":
+        raise ValueError(
+            f"{where}, blocks={tuple(blocks)}: rule {rule.name!r} with grouping='authors_code' "
+            "needs the native model's layer roles (conv1/projection vs conv2), which the "
+            "wrapper does not reproduce; pass grouping='block_input' (every layer of a block "
+            "uses the block input) or use alearn's native ResNet")
 
 
 def wrap(model: nn.Module, *, blocks: Sequence[str] = ()) -> Wrapped:

@@ -176,8 +176,8 @@ def test_bad_input_fails_at_init_naming_model_and_expectation():
     _, plain, xi, _ = wm.pair("resnet")
     with pytest.raises(ValueError, match=r"PlainResNet.*\['layer\*'\] match no module.*"
                                          r"stage0_block0"):
-        alearn.init(alearn.wrap(plain, blocks=("layer*",)), alearn.rules.create("asap", grouping="block_input"),
-                    jax.random.key(0), xi)
+        alearn.init(alearn.wrap(plain, blocks=("layer*",)),
+                    alearn.rules.create("asap", grouping="block_input"), jax.random.key(0), xi)
     with pytest.raises(TypeError, match="expects a flax.linen.Module"):
         alearn.wrap(lambda x: x)
 

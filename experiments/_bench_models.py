@@ -41,3 +41,25 @@ class LeNet5(nn.Module):
         for w in (120, 84):
             x = nn.relu(layers.Dense(w)(x, tape))
         return tape.finish(layers.Dense(self.num_classes)(x, tape))
+
+
+class PlainMLP(nn.Module):
+    """``flax.linen`` twin of alearn's mlp 784-1024-1024-10 (same parameter tree)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape(x.shape[0], -1)
+        for w in (1024, 1024):
+            x = nn.relu(nn.Dense(w)(x))
+        return nn.Dense(10)(x)
+
+
+class PlainCNN(nn.Module):
+    """``flax.linen`` twin of ``SmallCNN`` (same parameter tree)."""
+
+    @nn.compact
+    def __call__(self, x):
+        for i, f in enumerate((32, 64)):
+            x = nn.max_pool(nn.relu(nn.Conv(f, (3, 3), name=f"Conv_{i}")(x)), (2, 2), (2, 2))
+        x = nn.relu(nn.Dense(128, name="Dense_0")(x.reshape(x.shape[0], -1)))
+        return nn.Dense(10, name="Dense_1")(x)

@@ -23,7 +23,6 @@ import json
 import statistics
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,30 +31,12 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments._bench_models import SmallCNN
+from experiments._bench_models import PlainCNN, PlainMLP, SmallCNN
 
 _STEPS = flags.DEFINE_integer("steps", 50, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed repeats per side (alternating).")
 _MODELS = flags.DEFINE_list("models", ["mlp", "cnn"], "Which benchmarks to run (mlp, cnn).")
 _BATCH = 128
-
-
-class PlainMLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = x.reshape(x.shape[0], -1)
-        for w in (1024, 1024):
-            x = nn.relu(nn.Dense(w)(x))
-        return nn.Dense(10)(x)
-
-
-class PlainCNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        for i, f in enumerate((32, 64)):
-            x = nn.max_pool(nn.relu(nn.Conv(f, (3, 3), name=f"Conv_{i}")(x)), (2, 2), (2, 2))
-        x = nn.relu(nn.Dense(128, name="Dense_0")(x.reshape(x.shape[0], -1)))
-        return nn.Dense(10, name="Dense_1")(x)
 
 
 def _plain_step(model, optimizer):

@@ -18,7 +18,6 @@ import json
 import statistics
 import time
 
-import flax.linen as nn
 import jax
 import numpy as np
 import optax
@@ -26,35 +25,13 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments._bench_models import SmallCNN
+from experiments._bench_models import PlainCNN, PlainMLP, SmallCNN
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 9, "Timed repeats per side (alternating).")
 _MODELS = flags.DEFINE_list("models", ["mlp", "cnn"], "Benchmarks (mlp, cnn).")
 _RULES = flags.DEFINE_list("rules", ["bp", "fa", "dfa"], "Rules to time.")
 _BATCH = 128
-
-
-class PlainMLP(nn.Module):
-    """``flax.linen`` twin of alearn's mlp 784-1024-1024-10 (same parameter tree)."""
-
-    @nn.compact
-    def __call__(self, x):
-        x = x.reshape(x.shape[0], -1)
-        for w in (1024, 1024):
-            x = nn.relu(nn.Dense(w)(x))
-        return nn.Dense(10)(x)
-
-
-class PlainCNN(nn.Module):
-    """``flax.linen`` twin of ``SmallCNN`` (same parameter tree)."""
-
-    @nn.compact
-    def __call__(self, x):
-        for i, f in enumerate((32, 64)):
-            x = nn.max_pool(nn.relu(nn.Conv(f, (3, 3), name=f"Conv_{i}")(x)), (2, 2), (2, 2))
-        x = nn.relu(nn.Dense(128, name="Dense_0")(x.reshape(x.shape[0], -1)))
-        return nn.Dense(10, name="Dense_1")(x)
 
 
 def _runner(model, rule, variables, x, y, mesh):

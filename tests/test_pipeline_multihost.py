@@ -2,7 +2,6 @@
 the 4-stage toy pipeline across processes and match the single-process run exactly."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,21 +9,16 @@ import jax
 import numpy as np
 
 import _pipeline_toy as toy
+from _procs import communicate_all, free_port
 from alearn.al.pipeline import Pipeline
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_multihost_worker.py")
 TIMEOUT_S = 240  # wall-clock bound of the whole 2-process run (two cores, shared machine)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_single_process(tmp_path):
     out = tmp_path / "states.npz"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     procs = [subprocess.Popen([sys.executable, WORKER, str(i), "2", str(port), str(out)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -36,14 +30,7 @@ def test_two_processes_match_single_process(tmp_path):
         pl.train(xs[lo:hi], ys[lo:hi])
     pl.flush()
     want = jax.tree.leaves(pl.block_states())
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    logs = [out for out, _ in communicate_all(procs, TIMEOUT_S)]
     for i, p in enumerate(procs):
         assert p.returncode == 0, f"worker {i} failed (rc {p.returncode}):\n{logs[i][-3000:]}"
     got = np.load(out)

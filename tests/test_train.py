@@ -15,6 +15,7 @@ import alearn
 import alearn.data
 from alearn import train
 from alearn.train import setup
+from _train_fixtures import loop_config, synthetic_data
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -148,20 +149,10 @@ def test_eval_padding_masks_rows():
 
 # ----------------------------------------------------------------------------- loop
 
-def _config(**over):
-    c = ml_collections.ConfigDict(dict(
-        rule="bp", rule_hparams={}, model="mlp", model_kwargs={"widths": (16,)},
-        dataset="synthetic", dataset_options={}, data_dir="", seed=0, epochs=3,
-        batch_size=16, eval_batch_size=40, optimizer="sgd", learning_rate=0.05, momentum=0.9,
-        nesterov=False, weight_decay=1e-4, schedule="cosine", decay_epochs=(), decay_factor=0.1,
-        checkpoint_keep=5, tensorboard=True, progress_bar=False))
-    c.update(over)
-    return c
+_config = loop_config
 
 
-def _synthetic():
-    return alearn.data.create("synthetic", num_classes=4, image_shape=(4, 4, 1), num_train=64,
-                              num_test=50, noise=0.5)
+_synthetic = synthetic_data
 
 
 class _Interrupted(Exception):

@@ -5,20 +5,14 @@ writes metrics and results."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
+from _procs import communicate_all, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config=tests/_kill_config.py", "--config.epochs=2", "--config.distributed=auto"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(devices, **extra):
@@ -34,7 +28,7 @@ def _summary(stdout: str) -> dict:
 
 def test_binary_on_two_processes_agrees(tmp_path):
     wd, single = str(tmp_path / "multi"), str(tmp_path / "single")
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "experiments.train", *ARGS]
     procs = [subprocess.Popen(cmd + [f"--workdir={wd}"], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -43,14 +37,7 @@ def test_binary_on_two_processes_agrees(tmp_path):
              for i in range(2)]
     ref = subprocess.run(cmd + [f"--workdir={single}"], cwd=ROOT, env=_env(4), text=True,
                          capture_output=True, timeout=300)
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=300))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    outs = communicate_all(procs, 300)
     for i, p in enumerate(procs):
         assert p.returncode == 0, f"process {i}:\n{outs[i][1][-3000:]}"
     assert ref.returncode == 0, ref.stderr[-3000:]

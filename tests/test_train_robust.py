@@ -9,26 +9,17 @@ import ml_collections
 import pytest
 from absl import logging
 
-import alearn.data
 from alearn import train
 from alearn.train import validate
+from _train_fixtures import loop_config, synthetic_data
 
 
 def _config(**over):
-    c = ml_collections.ConfigDict(dict(
-        rule="bp", rule_hparams={}, model="mlp", model_kwargs={"widths": (16,)},
-        dataset="synthetic", dataset_options={}, data_dir="", seed=0, epochs=3,
-        batch_size=16, eval_batch_size=40, optimizer="sgd", learning_rate=0.05, momentum=0.9,
-        nesterov=False, weight_decay=0.0, schedule="cosine", decay_epochs=(), decay_factor=0.1,
-        checkpoint_keep=5, tensorboard=False, progress_bar=False, overwrite=False,
-        distributed="off"))
-    c.update(over)
-    return c
+    return loop_config(**{"weight_decay": 0.0, "tensorboard": False, "overwrite": False,
+                          "distributed": "off", **over})
 
 
-def _data():
-    return alearn.data.create("synthetic", num_classes=4, image_shape=(4, 4, 1), num_train=64,
-                              num_test=50, noise=0.5)
+_data = synthetic_data
 
 
 def _history(wd):

@@ -12,7 +12,10 @@ for batch in ds.batches("train", 128, epoch=3):   # {"image": f32 (B,H,W,C), "la
 "pixel_mean": [0, 1] pixels minus the per-pixel training mean, the AL authors' MNIST code;
 "pixel_mean_per_image": that, then augmentation on the mean-subtracted floats, then
 per-image standardisation of train and test images, the AL authors' CIFAR code),
-``mean`` / ``std`` (override the constants of ``alearn.data.specs``). TFDS datasets also take
+``mean`` / ``std`` (override the constants of ``alearn.data.specs``), ``validation`` (a
+fraction in (0, 1): a fixed, class-stratified held-out part of the training split becomes
+the ``"test"`` split and the rest ``"train"``; the real test set is then not read at all —
+for choosing hyperparameters, see ``alearn.data.holdout``). TFDS datasets also take
 ``in_memory`` (default True: decode each split once at ``create``, ~85 us per 32x32 PNG here,
 then batches are numpy gathers; False: decode every batch from the array_record files with
 one ``__getitems__`` call, for splits too large for RAM); ``synthetic`` takes
@@ -26,9 +29,10 @@ from alearn.data.dataset import ArraySource, Dataset, DatasetInfo
 from alearn.data.specs import SPECS, DatasetSpec
 from alearn.data.tfds_source import DatasetNotFoundError, resolve_data_dir
 
-_COMMON_OPTIONS = ("augment", "crop_padding", "normalize", "mean", "std")
+_COMMON_OPTIONS = ("augment", "crop_padding", "normalize", "mean", "std", "validation")
 _KIND_OPTIONS = {
     "mnist5k": (),
+    "idx": (),
     "tfds": ("in_memory",),
     "tiny_imagenet": (),
     "synthetic": ("num_classes", "image_shape", "num_train", "num_test", "noise", "data_seed"),
@@ -46,6 +50,9 @@ def _sources(spec: DatasetSpec, data_dir, kind_options: dict):
     if spec.kind == "mnist5k":
         from alearn.data import mnist5k  # pylint: disable=import-outside-toplevel
         return mnist5k.sources(), {}
+    if spec.kind == "idx":
+        from alearn.data import idx  # pylint: disable=import-outside-toplevel
+        return idx.sources(data_dir), {}
     if spec.kind == "tfds":
         from alearn.data import tfds_source  # pylint: disable=import-outside-toplevel
         return tfds_source.open_splits(
@@ -68,7 +75,8 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
     Args:
       name: one of ``names()``.
       data_dir: where prepared TFDS / Tiny ImageNet data lives (default ``$TFDS_DATA_DIR``,
-        else ``~/tensorflow_datasets``); unused by ``mnist5k`` and ``synthetic``.
+        else ``~/tensorflow_datasets``); for ``fashion_mnist`` a folder with the original IDX
+        files (default: the Debian package's); unused by ``mnist5k`` and ``synthetic``.
       seed: shuffling / augmentation seed; batches are a function of (seed, epoch).
       **options: preprocessing and dataset-specific options.
 
@@ -97,13 +105,20 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
 
     kind_options = {k: v for k, v in options.items() if k in _KIND_OPTIONS[spec.kind]}
     sources, meta = _sources(spec, data_dir, kind_options)
+    validation = options.get("validation", None)
+    if validation is not None:
+        from alearn.data import holdout  # pylint: disable=import-outside-toplevel
+        sources = holdout.split(sources["train"], validation)
+        key_name = f"{key}[validation={validation:g}]"
+    else:
+        key_name = key
     if normalize == "unit":
         mean, std = (0.0,), (1.0,)
     else:
         mean, std = meta.get("mean", spec.mean), meta.get("std", spec.std)
     mean, std = options.get("mean", mean), options.get("std", std)
     info = DatasetInfo(
-        name=key,
+        name=key_name,
         num_classes=int(meta.get("num_classes", spec.num_classes)),
         image_shape=tuple(meta.get("image_shape", spec.image_shape)),
         num_train=len(sources["train"]),

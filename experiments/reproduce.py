@@ -67,6 +67,49 @@ def is_done(run: Run, rundir: str) -> bool:
     return all(os.path.exists(os.path.join(rundir, f)) for f in need)
 
 
+CELLS = "cells.json"  # <workdir>/cells.json: run key -> the run dir that computed it
+
+
+def run_key(run: Run) -> str:
+    """Identity of what a run computes: its kind, config and options (not its table or name).
+
+    Two tables that ask for the same training (Table 5.3's BP ResNet-18 is Table 5.2's) get
+    the same key; the second links to the first's directory instead of training again.
+    """
+    import hashlib
+
+    config = run.config.to_json(sort_keys=True) if run.config is not None else ""
+    blob = json.dumps([run.kind, config, run.options], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def link_shared(run: Run, rundir: str, workdir: str) -> str | None:
+    """If another table already finished the same run, links ``rundir`` to it; returns its dir."""
+    cells = _load(os.path.join(workdir, CELLS))
+    other = cells.get(run_key(run))
+    if not other or os.path.abspath(other) == os.path.abspath(rundir) \
+            or not is_done(run, other):
+        return None
+    if os.path.lexists(rundir):
+        if os.path.islink(rundir):
+            os.unlink(rundir)
+        else:
+            return None  # a partial run of its own: let it resume rather than discard it
+    os.makedirs(os.path.dirname(rundir), exist_ok=True)
+    os.symlink(os.path.relpath(other, os.path.dirname(rundir)), rundir)
+    return other
+
+
+def record_cell(run: Run, rundir: str, workdir: str) -> None:
+    path = os.path.join(workdir, CELLS)
+    cells = _load(path)
+    cells.setdefault(run_key(run), rundir)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(cells, f, indent=1)
+    os.replace(tmp, path)
+
+
 def execute(run: Run, rundir: str) -> None:
     """Runs one unit of work into ``rundir`` (see ``tables.Run`` for the kinds)."""
     from experiments import _reproduce_kinds as kinds
@@ -99,9 +142,10 @@ def summary_line(table_id: str, run: Run, rundir: str, wall: float) -> str:
 
 
 def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
-              data_dir: str | None = None, out=sys.stdout) -> list[dict]:
+              data_dir: str | None = None, seeds: tuple[int, ...] | None = None,
+              out=sys.stdout) -> list[dict]:
     """Runs (or lists) every run of ``table_id`` at ``scale``; returns one dict per run."""
-    runs = tables.runs(table_id, scale)
+    runs = tables.runs(table_id, scale, seeds)
     table_dir = os.path.join(workdir, table_id)
     if data_dir:
         for r in runs:
@@ -112,13 +156,15 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
     manifest_path = os.path.join(table_dir, MANIFEST)
     manifest = _load(manifest_path)
     command = (f"python -m experiments.reproduce --table={table_id} --scale={scale} "
-               f"--workdir={workdir}" + (f" --data_dir={data_dir}" if data_dir else ""))
+               f"--workdir={workdir}" + (f" --data_dir={data_dir}" if data_dir else "")
+               + (f" --seeds={','.join(map(str, seeds))}" if seeds else ""))
     manifest.update(table=table_id, scale=scale, command=command,
                     title=tables.TABLES[table_id].title)
     manifest.setdefault("runs", {})
     report = []
     for run in runs:
         rundir = os.path.join(table_dir, run.name)
+        shared = None if dry_run else link_shared(run, rundir, workdir)
         done = is_done(run, rundir)
         item = {"run": run.name, "row": run.row, "col": run.col, "kind": run.kind,
                 "setup": run.setup(), "status": "done" if done else "todo", "dir": rundir}
@@ -130,11 +176,19 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
                   f"{item['setup']} | est. {_estimate.fmt(est)}", file=out)
             continue
         if done:
-            logging.info("skipping %s (results exist)", rundir)
+            if shared:
+                manifest["runs"][run.name] = {"wall_time_s": 0.0, "setup": run.setup(),
+                                              "shared_with": os.path.relpath(shared, workdir)}
+                print(f"{table_id} | {run.row} | {run.col} | same run as "
+                      f"{os.path.relpath(shared, workdir)} (not trained again)", file=out)
+            else:
+                record_cell(run, rundir, workdir)
+                logging.info("skipping %s (results exist)", rundir)
             continue
         t0 = time.perf_counter()
         execute(run, rundir)
         wall = time.perf_counter() - t0
+        record_cell(run, rundir, workdir)
         item["status"], item["wall_time_s"] = "ran", wall
         manifest["runs"][run.name] = {"wall_time_s": wall, "setup": run.setup(),
                                       "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC",
@@ -176,6 +230,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale", default="cpu", choices=tables.SCALES)
     p.add_argument("--workdir", required=True)
     p.add_argument("--dry_run", action="store_true", help="list the runs, run nothing")
+    p.add_argument("--seeds", default="", help="comma-separated seeds per cell (default: "
+                   + "; ".join(f"{k} {','.join(map(str, v))}" for k, v in tables.SEEDS.items())
+                   + ")")
     p.add_argument("--data_dir", default="", help="prepared TFDS data (default $TFDS_DATA_DIR)")
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = p.parse_args(argv)
@@ -192,6 +249,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown table id(s) {', '.join(bad)}; valid ids: {', '.join(tables.TABLE_IDS)}"
                 " (or 'all')")
     args.tables = ids
+    try:
+        args.seed_list = tuple(int(x) for x in args.seeds.split(",") if x.strip()) or None
+    except ValueError:
+        p.error(f"--seeds={args.seeds!r}: want comma-separated non-negative integers")
+    if args.seed_list and min(args.seed_list) < 0:
+        p.error(f"--seeds={args.seeds!r}: seeds must be non-negative")
     return args
 
 
@@ -206,13 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run():
         if args.scale == "paper" and not args.dry_run:  # every table's data before any run
             try:
-                check_datasets([r for t in args.tables for r in tables.runs(t, "paper")],
+                check_datasets([r for t in args.tables
+                                for r in tables.runs(t, "paper", args.seed_list)],
                                args.data_dir or None)
             except DatasetMissingError as e:
                 _cli.fail(str(e), _cli.USAGE_EXIT, args.verbose)
         for t in args.tables:
             reproduce(t, args.scale, args.workdir, dry_run=args.dry_run,
-                      data_dir=args.data_dir or None)
+                      data_dir=args.data_dir or None, seeds=args.seed_list)
     return _cli.guard(run, args.verbose)
 
 

@@ -17,6 +17,7 @@ Scales:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Callable
 
@@ -58,6 +59,12 @@ class Run:
     kind: str = "train"
     config: Any = None
     options: dict = dataclasses.field(default_factory=dict)
+    cell: str = ""  # the table cell this run is one seed of ("" = ``name``)
+    seed: int | None = None
+
+    @property
+    def cell_name(self) -> str:
+        return self.cell or self.name
 
     def setup(self) -> str:
         """A one-line description of what ours ran (model, width, data, epochs)."""
@@ -296,10 +303,34 @@ ALIASES = {"5.1": "wt5.1", "5.2": "wt5.2", "5.3": "wt5.3", "5.4": "wt5.4", "5.5"
 AMBIGUOUS = {"3.1": ("al3.1", "wt3.1")}
 
 
-def runs(table_id: str, scale: str) -> list[Run]:
-    """The runs of ``table_id`` at ``scale``; errors name the valid ids / scales."""
+# Seeds per cell: ``cpu`` reports mean ± std over three; ``paper`` runs one by default
+# (``experiments.reproduce --seeds=0,1,2`` for more).
+SEEDS = {"cpu": (0, 1, 2), "paper": (0,)}
+SEEDED_KINDS = ("train", "foa", "al_compare")
+
+
+def with_seeds(cells: list[Run], seeds: tuple[int, ...]) -> list[Run]:
+    """One run per (cell, seed) for the training kinds, named ``<cell>_s<seed>``."""
+    out = []
+    for cell in cells:
+        if cell.kind not in SEEDED_KINDS or cell.config is None:
+            out.append(cell)
+            continue
+        for seed in seeds:
+            c = copy.deepcopy(cell.config)
+            c.seed = int(seed)
+            out.append(dataclasses.replace(cell, name=f"{cell.name}_s{seed}", cell=cell.name,
+                                           seed=int(seed), config=c))
+    return out
+
+
+def runs(table_id: str, scale: str, seeds: tuple[int, ...] | None = None) -> list[Run]:
+    """The runs of ``table_id`` at ``scale``, one per cell and seed (default ``SEEDS``).
+
+    Errors name the valid ids / scales.
+    """
     if table_id not in TABLES:
         raise ValueError(f"unknown table {table_id!r}; valid ids: {', '.join(TABLE_IDS)}")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
-    return TABLES[table_id].build(scale)
+    return with_seeds(TABLES[table_id].build(scale), tuple(seeds or SEEDS[scale]))

@@ -1,4 +1,4 @@
-"""A held-out validation split carved from a training split (for choosing hyperparameters).
+"""A held-out validation split, and fixed subsets, carved from a training split.
 
 ``split(train_source, fraction)`` -> ``{"train": rest, "test": held_out}``. The held-out
 examples are, within each class, a fixed ``fraction`` chosen by a permutation with a fixed
@@ -36,16 +36,35 @@ def _labels(source) -> np.ndarray:
     return np.asarray(labels)
 
 
+def _stratified(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask picking, within each class, round(fraction * class size) examples."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        mask[rows[: max(1, int(round(fraction * len(rows))))]] = True
+    return mask
+
+
 def split(train, fraction: float) -> dict:
     """``{"train": Subset, "test": Subset}``: a class-stratified held-out ``fraction``."""
     if isinstance(fraction, bool) or not isinstance(fraction, (float, int)) or not 0 < fraction < 1:
         raise ValueError(f"validation must be a fraction in (0, 1), got {fraction!r}")
-    labels = _labels(train)
-    rng = np.random.default_rng(SPLIT_SEED)
-    held = []
-    for c in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        held.append(rows[: max(1, int(round(fraction * len(rows))))])
-    mask = np.zeros(len(labels), bool)
-    mask[np.concatenate(held)] = True
+    mask = _stratified(_labels(train), fraction, SPLIT_SEED)
     return {"train": Subset(train, np.flatnonzero(~mask)), "test": Subset(train, np.flatnonzero(mask))}
+
+
+def subset(train, examples: int) -> Subset:
+    """A fixed class-stratified subset of about ``examples`` training examples.
+
+    Drawn with a seed other than :func:`split`'s, so a subset taken after a validation split
+    is a fresh draw from what remains.
+    """
+    n = len(train)
+    if isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) \
+            or not 0 < examples <= n:
+        raise ValueError(f"train_examples must be an integer in [1, {n}], got {examples!r}")
+    if examples == n:
+        return Subset(train, np.arange(n))
+    mask = _stratified(_labels(train), examples / n, SPLIT_SEED + 1)
+    return Subset(train, np.flatnonzero(mask))

@@ -36,16 +36,28 @@ def _labels(source) -> np.ndarray:
     return np.asarray(labels)
 
 
+def check_fraction(fraction) -> float:
+    """``fraction`` as a float, if it is a number in (0, 1); else ValueError naming it."""
+    if (isinstance(fraction, bool) or not isinstance(fraction, (float, int, np.floating))
+            or not 0 < fraction < 1):
+        raise ValueError(f"validation must be a fraction in (0, 1) (e.g. 0.1), got {fraction!r}")
+    return float(fraction)
+
+
 def split(train, fraction: float) -> dict:
-    """``{"train": Subset, "test": Subset}``: a class-stratified held-out ``fraction``."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (float, int)) or not 0 < fraction < 1:
-        raise ValueError(f"validation must be a fraction in (0, 1), got {fraction!r}")
+    """``{"train": Subset, "test": Subset}``: a class-stratified held-out ``fraction``.
+
+    Class ``c`` with ``n_c`` examples gives ``round(fraction * n_c)`` of them to the held-out
+    part, at least 1 and, when ``n_c >= 2``, at most ``n_c - 1`` (each class stays in both).
+    """
+    fraction = check_fraction(fraction)
     labels = _labels(train)
     rng = np.random.default_rng(SPLIT_SEED)
     held = []
     for c in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == c))
-        held.append(rows[: max(1, int(round(fraction * len(rows))))])
+        k = min(max(1, int(round(fraction * len(rows)))), max(1, len(rows) - 1))
+        held.append(rows[:k])
     mask = np.zeros(len(labels), bool)
     mask[np.concatenate(held)] = True
     return {"train": Subset(train, np.flatnonzero(~mask)), "test": Subset(train, np.flatnonzero(mask))}

@@ -86,6 +86,8 @@ def test_converter_errors(tmp_path):
         idx_to_tfds.convert("mnist", tmp_path / "t2", tmp_path / "big")
     with pytest.raises(ValueError, match="registers 'mnist' at version 3.0.1"):
         idx_to_tfds.convert("mnist", tmp_path / "t2", tmp_path / "idx", version="1.0.0")
+    with pytest.raises(ValueError, match="'emnist' has builder configs"):
+        idx_to_tfds.convert("emnist", tmp_path / "t2", tmp_path / "idx")
     with pytest.raises(ValueError, match="--source .* is needed for --name=kmnist"):
         idx_to_tfds.convert("kmnist", tmp_path / "t2")
     with pytest.raises(ValueError, match="lower-case TFDS name"):

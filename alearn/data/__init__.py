@@ -14,8 +14,8 @@ for batch in ds.batches("train", 128, epoch=3):   # {"image": f32 (B,H,W,C), "la
 per-image standardisation of train and test images, the AL authors' CIFAR code),
 ``mean`` / ``std`` (override the constants of ``alearn.data.specs``), ``validation`` (a
 fraction in (0, 1): a fixed, class-stratified held-out part of the training split becomes
-the ``"test"`` split and the rest ``"train"``; the real test set is then not read at all —
-for choosing hyperparameters, see ``alearn.data.holdout``). TFDS datasets also take
+the ``"test"`` split and the rest ``"train"``; the real test split of IDX / TFDS data is then
+not even opened — for choosing hyperparameters, see ``alearn.data.holdout``). TFDS datasets also take
 ``in_memory`` (default True: decode each split once at ``create``, ~85 us per 32x32 PNG here,
 then batches are numpy gathers; False: decode every batch from the array_record files with
 one ``__getitems__`` call, for splits too large for RAM); ``synthetic`` takes

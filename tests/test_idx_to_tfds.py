@@ -50,6 +50,16 @@ def test_converted_idx_read_end_to_end_as_mnist(tmp_path, in_memory):
     np.testing.assert_array_equal(record["image"], arrays["train"][0][22])
     assert int(record["label"]) == arrays["train"][1][22]
     np.testing.assert_array_equal(loaded.images, arrays["train"][0])
+    # validation= opens the train split only: it works with the test file gone (in_memory=True
+    # would decode the test split, so that case fails if the test split is opened)
+    (out / "mnist-test.array_record-00000-of-00001").unlink()
+    held = data.create("mnist", data_dir=str(tmp_path / "tfds"), in_memory=in_memory,
+                       validation=0.3)
+    x, y = held._source("test").gather(np.arange(held.info.num_test))  # pylint: disable=protected-access
+    train_x, train_y = arrays["train"]
+    rows = [next(i for i in range(23) if np.array_equal(train_x[i], img)) for img in x]
+    np.testing.assert_array_equal(y, train_y[rows])
+    assert held.info.num_train + held.info.num_test == 23
 
 
 def test_unregistered_name_rgb_and_cli(tmp_path):

@@ -14,10 +14,10 @@ for batch in ds.batches("train", 128, epoch=3):   # {"image": f32 (B,H,W,C), "la
 per-image standardisation of train and test images, the AL authors' CIFAR code),
 ``mean`` / ``std`` (override the constants of ``alearn.data.specs``), ``validation`` (a
 fraction in (0, 1): a fixed, class-stratified held-out part of the training split becomes
-the ``"test"`` split and the rest ``"train"``; the real test set is then not read at all —
-for choosing hyperparameters, see ``alearn.data.holdout``), ``train_examples`` (an int: a
-fixed class-stratified subset of that many training examples, after ``validation``; the test
-split is untouched). TFDS datasets also take
+the ``"test"`` split and the rest ``"train"``; the real test split of IDX / TFDS data is then
+not even opened — for choosing hyperparameters, see ``alearn.data.holdout``),
+``train_examples`` (an int: a fixed class-stratified subset of that many training examples,
+taken after ``validation``; the test split is untouched). TFDS datasets also take
 ``in_memory`` (default True: decode each split once at ``create``, ~85 us per 32x32 PNG here,
 then batches are numpy gathers; False: decode every batch from the array_record files with
 one ``__getitems__`` call, for splits too large for RAM); ``synthetic`` takes
@@ -26,7 +26,7 @@ one ``__getitems__`` call, for splits too large for RAM); ``synthetic`` takes
 
 from __future__ import annotations
 
-from alearn.data import augment
+from alearn.data import augment, holdout
 from alearn.data.dataset import ArraySource, Dataset, DatasetInfo
 from alearn.data.specs import SPECS, DatasetSpec
 from alearn.data.tfds_source import DatasetNotFoundError, resolve_data_dir
@@ -48,18 +48,20 @@ def names() -> list[str]:
     return sorted(SPECS)
 
 
-def _sources(spec: DatasetSpec, data_dir, kind_options: dict):
-    """(sources, metadata overrides) for ``spec``."""
+def _sources(spec: DatasetSpec, data_dir, kind_options: dict, train_only: bool = False):
+    """(sources, metadata overrides) for ``spec``; ``train_only``: IDX and TFDS data do not
+    even open the test split (in-memory mnist5k / Tiny ImageNet / synthetic have it anyway)."""
     if spec.kind == "mnist5k":
         from alearn.data import mnist5k  # pylint: disable=import-outside-toplevel
         return mnist5k.sources(), {}
     if spec.kind == "idx":
         from alearn.data import idx  # pylint: disable=import-outside-toplevel
-        return idx.sources(data_dir), {}
+        return idx.sources(data_dir, ("train",) if train_only else ("train", "test")), {}
     if spec.kind == "tfds":
         from alearn.data import tfds_source  # pylint: disable=import-outside-toplevel
+        splits = {"train": "train"} if train_only else {"train": "train", "test": spec.test_split}
         return tfds_source.open_splits(
-            spec.name, spec.tfds_name, data_dir, {"train": "train", "test": spec.test_split},
+            spec.name, spec.tfds_name, data_dir, splits,
             extras=spec.build_extras, in_memory=bool(kind_options.get("in_memory", True)),
         ), {}
     if spec.kind == "tiny_imagenet":
@@ -85,8 +87,10 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
 
     Raises:
       ValueError: unknown name, option or option value (the message lists valid ones).
-      DatasetNotFoundError: a TFDS / Tiny ImageNet dataset is not on disk; the message names
-        the data_dir searched and the command that prepares it. Never downloads.
+      DatasetNotFoundError: a TFDS / Tiny ImageNet / Fashion-MNIST dataset is not on disk;
+        the message names the folders searched and the command that prepares or installs
+        it. Never downloads.
+      alearn.data.idx.IdxFormatError (a ValueError): a malformed Fashion-MNIST file.
     """
     key = str(name).lower()
     if key not in SPECS:
@@ -106,13 +110,13 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"unknown normalize {normalize!r}; choose one of: {', '.join(NORMALIZATIONS)}")
 
-    kind_options = {k: v for k, v in options.items() if k in _KIND_OPTIONS[spec.kind]}
-    sources, meta = _sources(spec, data_dir, kind_options)
-    key_name = key
     validation = options.get("validation", None)
+    if validation is not None:
+        validation = holdout.check_fraction(validation)  # before any data is read
     train_examples = options.get("train_examples", None)
-    if validation is not None or train_examples is not None:
-        from alearn.data import holdout  # pylint: disable=import-outside-toplevel
+    kind_options = {k: v for k, v in options.items() if k in _KIND_OPTIONS[spec.kind]}
+    sources, meta = _sources(spec, data_dir, kind_options, train_only=validation is not None)
+    key_name = key
     if validation is not None:
         sources = holdout.split(sources["train"], validation)
         key_name += f"[validation={validation:g}]"

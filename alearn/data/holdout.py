@@ -36,21 +36,29 @@ def _labels(source) -> np.ndarray:
     return np.asarray(labels)
 
 
+def check_fraction(fraction) -> float:
+    """``fraction`` as a float, if it is a number in (0, 1); else ValueError naming it."""
+    if (isinstance(fraction, bool) or not isinstance(fraction, (float, int, np.floating))
+            or not 0 < fraction < 1):
+        raise ValueError(f"validation must be a fraction in (0, 1) (e.g. 0.1), got {fraction!r}")
+    return float(fraction)
+
+
 def _stratified(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A boolean mask picking, within each class, round(fraction * class size) examples."""
+    """A mask picking, in class ``c`` of ``n_c`` examples, ``round(fraction * n_c)`` of them:
+    at least 1 and, when ``n_c >= 2``, at most ``n_c - 1`` (each class stays on both sides)."""
     rng = np.random.default_rng(seed)
     mask = np.zeros(len(labels), bool)
     for c in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == c))
-        mask[rows[: max(1, int(round(fraction * len(rows))))]] = True
+        k = min(max(1, int(round(fraction * len(rows)))), max(1, len(rows) - 1))
+        mask[rows[:k]] = True
     return mask
 
 
 def split(train, fraction: float) -> dict:
     """``{"train": Subset, "test": Subset}``: a class-stratified held-out ``fraction``."""
-    if isinstance(fraction, bool) or not isinstance(fraction, (float, int)) or not 0 < fraction < 1:
-        raise ValueError(f"validation must be a fraction in (0, 1), got {fraction!r}")
-    mask = _stratified(_labels(train), fraction, SPLIT_SEED)
+    mask = _stratified(_labels(train), check_fraction(fraction), SPLIT_SEED)
     return {"train": Subset(train, np.flatnonzero(~mask)), "test": Subset(train, np.flatnonzero(mask))}
 
 

@@ -81,7 +81,7 @@ def al_compare(run: Run, rundir: str) -> None:
         c = al_cfg.as_bp(run.config) if method == "bp" else copy.deepcopy(run.config)
         c.rule = method
         sub = os.path.join(rundir, method)
-        results[method] = (_read(sub) or train(Run(method, "", "", config=c), sub))
+        results[method] = _read(sub) or _train_shared(Run(method, "", "", config=c), sub)
     al_net, al_states, ds = al_train.restore(run.config, os.path.join(rundir, "al"))
     bp_config = al_cfg.as_bp(run.config)
     model, rule, bp_state = _bp_state(bp_config, os.path.join(rundir, "bp"), ds)
@@ -104,6 +104,18 @@ def al_compare(run: Run, rundir: str) -> None:
         "test_accuracy": {m: results[m]["test_accuracy"] for m in results},
         "num_params": {m: results[m].get("num_params") for m in results},
         "metafeatures": table, "last_layer": n, "num_examples": int(len(labels))})
+
+
+def _train_shared(run: Run, rundir: str) -> dict:
+    """Trains ``run`` into ``rundir``, or links it to the same run another table finished
+    (``experiments.reproduce``'s run keys; ``rundir`` is ``<workdir>/<table>/<run>/<sub>``)."""
+    from experiments import reproduce
+
+    workdir = os.path.dirname(os.path.dirname(os.path.dirname(rundir)))
+    if reproduce.link_shared(run, rundir, workdir) is None:
+        train(run, rundir)
+        reproduce.record_cell(run, rundir, workdir)
+    return _read(rundir)
 
 
 def _read(rundir: str) -> dict | None:

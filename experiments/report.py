@@ -113,6 +113,9 @@ def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str
 
 
 def _table_runs(table_id: str, workdir: str) -> tuple[str, dict, list]:
+    from experiments import _tables_cpu
+
+    _tables_cpu.set_workdir(workdir, allow_pending=True)
     manifest = _load(os.path.join(workdir, table_id, MANIFEST)) or {}
     scale = manifest.get("scale", "cpu")
     return scale, manifest, tables.runs(table_id, scale)

@@ -145,6 +145,9 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
               data_dir: str | None = None, seeds: tuple[int, ...] | None = None,
               out=sys.stdout) -> list[dict]:
     """Runs (or lists) every run of ``table_id`` at ``scale``; returns one dict per run."""
+    from experiments import _tables_cpu
+
+    _tables_cpu.set_workdir(workdir, allow_pending=dry_run)
     runs = tables.runs(table_id, scale, seeds)
     table_dir = os.path.join(workdir, table_id)
     if data_dir:
@@ -199,6 +202,10 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
         print(summary_line(table_id, run, rundir, wall), file=out, flush=True)
     if dry_run:
         _print_estimate(table_id, scale, report, out)
+        if _tables_cpu.PENDING:
+            print(f"{table_id}: learning rates shown at the paper's value until the lr_sweep "
+                  f"table has run ({', '.join(sorted('/'.join(p) for p in _tables_cpu.PENDING))})",
+                  file=out)
     if not dry_run:
         walls = [v.get("wall_time_s", 0.0) for v in manifest["runs"].values()]
         manifest["total_wall_time_s"] = sum(walls)

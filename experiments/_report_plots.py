@@ -14,6 +14,7 @@ import json
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -47,18 +48,32 @@ def _save(fig, path: str) -> str:
 
 
 def curves(tid: str, workdir: str, runs: list, out: str) -> list[str]:
-    rows: dict[str, list] = {}
+    """Test accuracy per epoch, one panel per row: the mean over seeds, a ±std band."""
+    rows: dict[str, dict[str, list]] = {}
     for run in runs:
         for label, hist in _histories(workdir, tid, run):
             if hist:
-                rows.setdefault(run.row, []).append((label, hist))
+                rows.setdefault(run.row, {}).setdefault(label, []).append(hist)
     if not rows:
         return []
     fig, axes = plt.subplots(1, len(rows), figsize=(4.8 * len(rows), 3.8), squeeze=False)
     for ax, (row, items) in zip(axes[0], rows.items()):
-        for label, hist in items:
-            ax.plot([r["epoch"] for r in hist], [100 * r["test_accuracy"] for r in hist],
-                    marker="o", label=label)
+        for label, hists in items.items():
+            by_epoch: dict[int, list[float]] = {}
+            for hist in hists:
+                for r in hist:
+                    if isinstance(r.get("test_accuracy"), (int, float)):
+                        by_epoch.setdefault(int(r["epoch"]), []).append(100 * r["test_accuracy"])
+            epochs = sorted(by_epoch)
+            mean = [float(np.mean(by_epoch[e])) for e in epochs]
+            std = [float(np.std(by_epoch[e], ddof=1)) if len(by_epoch[e]) > 1 else 0.0
+                   for e in epochs]
+            n = max(len(v) for v in by_epoch.values())
+            line, = ax.plot(epochs, mean, marker="o", label=label + (f" ({n} seeds)" if n > 1
+                                                                     else ""))
+            if n > 1:
+                ax.fill_between(epochs, np.subtract(mean, std), np.add(mean, std),
+                                color=line.get_color(), alpha=0.2)
         ax.set_title(row)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
@@ -175,6 +190,8 @@ def table_plots(tid: str, metric: str, workdir: str, runs: list, out: str) -> li
         return memory_bars(tid, workdir, runs, out)
     if metric == "pipeline":
         return pipeline_chart(tid, workdir, runs, out)
+    if metric == "sweep":
+        return curves(tid, workdir, runs, out)
     paths = curves(tid, workdir, runs, out) + alignment(tid, workdir, runs, out)
     paths += foa_angles(tid, workdir, runs, out)
     if metric == "metafeatures":

@@ -21,7 +21,8 @@ import os
 import sys
 from typing import Sequence
 
-from experiments import paper_results, tables
+from experiments import _report_stats as stats
+from experiments import claims, paper_results, tables
 from experiments import _report_plots as plots
 
 MANIFEST = "manifest.json"
@@ -78,16 +79,23 @@ def under_trained(history: list[dict], num_classes: int) -> str | None:
 
 
 def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str], float],
-                   tol: float = 0.005, untrained: dict[tuple[str, str], str] | None = None
-                   ) -> list[str]:
+                   tol: float = 0.005, untrained: dict[tuple[str, str], str] | None = None,
+                   stds: dict[tuple[str, str], float] | None = None) -> list[str]:
     """Per row, whether our ranking of methods (those with a paper number) matches the paper's.
 
-    A pair disagrees when the paper ranks a above b and ours ranks b strictly above a
-    (ties, within ``tol`` points, are reported as ties, not as disagreements). Cells in
-    ``untrained`` ((row, method) -> reason, see :func:`under_trained`) are listed, not ranked.
+    A pair disagrees when the paper ranks a above b and ours ranks b above a by more than
+    ``tol`` points or, with ``stds`` ((row, method) -> std over seeds), by more than the
+    combined std sqrt(std_a² + std_b²); closer pairs are reported as ties, not as
+    disagreements. Cells in ``untrained`` ((row, method) -> reason, see
+    :func:`under_trained`) are listed, not ranked.
     """
     notes = []
     untrained = untrained or {}
+    stds = stds or {}
+
+    def margin(row, a, b):
+        return max(tol, (stds.get((row, a), 0.0) ** 2 + stds.get((row, b), 0.0) ** 2) ** 0.5)
+
     for row, vals in ours.items():
         skipped = [f"{m} ({untrained[(row, m)]})" for m in vals if (row, m) in untrained]
         if skipped:
@@ -97,9 +105,9 @@ def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str
             continue
         theirs = {m: paper[(row, m)] for m in common}
         flipped = [(a, b) for a in common for b in common
-                   if theirs[a] > theirs[b] and common[b] - common[a] > tol]
+                   if theirs[a] > theirs[b] and common[b] - common[a] > margin(row, a, b)]
         ties = [(a, b) for a in common for b in common
-                if a < b and abs(common[a] - common[b]) <= tol]
+                if a < b and abs(common[a] - common[b]) <= margin(row, a, b)]
         if flipped:
             pairs = ", ".join(f"{b} > {a}" for a, b in flipped)
             notes.append(f"- **{row}**: ordering differs — paper {_chain(theirs)}; "
@@ -123,32 +131,57 @@ def _table_runs(table_id: str, workdir: str) -> tuple[str, dict, list]:
 
 def _accuracy(table_id: str, workdir: str, manifest: dict, runs: list) -> list[str]:
     paper = paper_results.PAPER.get(table_id, {})
-    lines = ["| row | method | ours: setup | ours (%) | paper (%) | Δ ours − paper | wall (s) "
-             "| trained enough to rank? |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | method | ours: setup | ours (%): mean ± std | seeds | paper (%) "
+             "| Δ ours − paper | wall per seed (s) | trained enough to rank? |",
+             "|---|---|---|---|---|---|---|---|---|"]
     ours: dict[str, dict[str, float]] = {}
     untrained: dict[tuple[str, str], str] = {}
-    for run in runs:
-        rundir = os.path.join(workdir, table_id, run.name)
-        res = _load(os.path.join(rundir, "results.json"))
-        acc = None if res is None or res.get("test_accuracy") is None \
-            else 100.0 * float(res["test_accuracy"])
+    num_classes = _num_classes(runs[0]) if runs else 10
+    cells = stats.cells(table_id, workdir, manifest, runs)
+    for (row, col), cell in cells.items():
         why = None
-        if acc is not None:
-            ours.setdefault(run.row, {})[run.col] = acc
-            why = under_trained(plots._jsonl(os.path.join(rundir, "metrics.jsonl")),
-                                _num_classes(run))
+        if cell.n:
+            ours.setdefault(row, {})[col] = cell.mean
+            curve = [{"epoch": e, "test_accuracy": m / 100.0} for e, m, _ in cell.mean_curve()]
+            why = under_trained(curve, num_classes)
             if why:
-                untrained[(run.row, run.col)] = why
-        p = paper.get((run.row, run.col))
-        wall = manifest.get("runs", {}).get(run.name, {}).get("wall_time_s")
-        verdict = "—" if acc is None else (f"**no**: {why}" if why else "yes")
-        lines.append(f"| {run.row} | {run.col} | {run.setup()} | {_fmt(acc)} | {_fmt(p)} "
-                     f"| {_fmt(_diff(acc, p))} | {_fmt(wall, 0)} | {verdict} |")
-    notes = ordering_notes(ours, paper, untrained=untrained) if paper else [
-        "- ours, per row (no paper numbers; under-trained cells left out): " + "; ".join(
-            f"{r}: {_chain(k)}" for r, v in ours.items()
-            if (k := {m: a for m, a in v.items() if (r, m) not in untrained}))]
-    return lines + [""] + notes
+                untrained[(row, col)] = why
+        p = paper.get((row, col))
+        verdict = "—" if not cell.n else (f"**no**: {why}" if why else "yes")
+        lines.append(f"| {row} | {col} | {cell.setup} | {cell.text()} | {cell.n} | {_fmt(p)} "
+                     f"| {_fmt(_diff(cell.mean, p))} | {stats.wall_text(cell)} | {verdict} |")
+    std = {k: c.std for k, c in cells.items()}
+    notes = ordering_notes(ours, paper, untrained=untrained, stds=std) if paper else [
+        "- ours, per row (no paper numbers; under-trained cells left out; `=`: within the "
+        "combined std of the seeds): " + "; ".join(
+            f"{r}: {_chain_cells([c for (rr, m), c in cells.items() if rr == r and c.n and (r, m) not in untrained])}"
+            for r in ours)]
+    return lines + [""] + notes + _convergence(cells)
+
+
+def _chain_cells(items: list) -> str:
+    """``A > B = C`` over cells by decreasing mean; ``=`` where within the combined std."""
+    items = sorted(items, key=lambda c: -c.mean)
+    out = [c.col for c in items[:1]]
+    for a, b in zip(items, items[1:]):
+        out += ["=" if stats.order(a, b) == "=" else ">", b.col]
+    return " ".join(out)
+
+
+def _convergence(cells: dict) -> list[str]:
+    """BP's curve, mean over seeds: the points it gained over its last two epochs."""
+    out = []
+    for (row, col), cell in cells.items():
+        if col not in ("BP",) or not cell.n:
+            continue
+        gain = stats.plateau_gain(cell)
+        curve = cell.mean_curve()
+        if gain is None:
+            continue
+        near = "within about a point of its plateau" if gain < 1.0 else "still rising"
+        out.append(f"- BP convergence, {row}: {curve[-1][1]:.2f} % after {curve[-1][0]} epochs, "
+                   f"+{gain:.2f} pt over the last 2 epochs ({near}; curve in the plot below).")
+    return [""] + out if out else []
 
 
 def _num_classes(run) -> int:
@@ -158,33 +191,83 @@ def _num_classes(run) -> int:
     return specs.SPECS[name].num_classes if name in specs.SPECS else 10
 
 
-def _metafeatures(table_id: str, workdir: str, runs: list) -> list[str]:
-    paper = paper_results.PAPER[table_id]
-    lines = ["| row | method | ours: setup | test acc (%) | inter | intra | ratio | paper inter "
-             "| paper intra | paper ratio | Δ ratio |", "|---" * 11 + "|"]
-    notes = []
+def _ratio_cells(table_id: str, workdir: str, runs: list) -> dict[tuple[str, str], dict]:
+    """(row, "AL"/"BP") -> {"acc": [...], "inter": [...], "intra": [...], "ratio": [...]}
+    over the seeds of al_compare runs (last prediction-path layer)."""
+    out: dict[tuple[str, str], dict] = {}
     for run in runs:
         res = _load(os.path.join(workdir, table_id, run.name, "results.json"))
-        ratios = {}
+        if res is None:
+            continue
         for m in ("BP", "AL"):
-            q = (res or {}).get("metafeatures", {}).get(f"{m} layer{(res or {}).get('last_layer')}")
-            acc = (res or {}).get("test_accuracy", {}).get(m.lower())
-            q = q or {}
-            ratio = q.get("ratio")
-            ratios[m] = ratio
-            pr = paper.get((run.row, f"{m} ratio"))
-            lines.append(
-                f"| {run.row} | {m} | {run.setup()} (last layer) | "
-                f"{_fmt(None if acc is None else 100 * acc)} | {_fmt(q.get('inter'))} | "
-                f"{_fmt(q.get('intra'))} | {_fmt(ratio)} | "
-                f"{_fmt(paper.get((run.row, f'{m} inter')))} | "
-                f"{_fmt(paper.get((run.row, f'{m} intra')))} | {_fmt(pr)} | "
-                f"{_fmt(_diff(ratio, pr))} |")
-        if None not in ratios.values():
-            verdict = "agrees" if ratios["AL"] > ratios["BP"] else "DISAGREES"
-            notes.append(f"- **{run.row}**: AL ratio {ratios['AL']:.2f} vs BP {ratios['BP']:.2f}"
-                         f" — {verdict} with the paper's claim (AL > BP).")
+            q = res.get("metafeatures", {}).get(f"{m} layer{res.get('last_layer')}") or {}
+            d = out.setdefault((run.row, m), {"acc": [], "inter": [], "intra": [], "ratio": [],
+                                              "setup": run.setup()})
+            acc = res.get("test_accuracy", {}).get(m.lower())
+            if acc is not None:
+                d["acc"].append(100 * acc)
+            for k in ("inter", "intra", "ratio"):
+                if q.get(k) is not None:
+                    d[k].append(q[k])
+    return out
+
+
+def ratio_cells(table_id: str, workdir: str) -> dict:
+    """al3.4's ratios as ``_report_stats.Cell`` objects (for the claims)."""
+    _, _, runs = _table_runs(table_id, workdir)
+    return {k: stats.Cell(k[0], k[1], v["setup"], accs=list(v["ratio"]))
+            for k, v in _ratio_cells(table_id, workdir, runs).items()}
+
+
+def _mstd(values: list[float], digits: int = 2) -> str:
+    c = stats.Cell("", "", "", accs=list(values))
+    return c.text(digits)
+
+
+def _metafeatures(table_id: str, workdir: str, runs: list) -> list[str]:
+    paper = paper_results.PAPER[table_id]
+    lines = ["| row | method | ours: setup | test acc (%) | inter | intra | ratio | seeds "
+             "| paper inter | paper intra | paper ratio | Δ ratio |", "|---" * 12 + "|"]
+    cells = _ratio_cells(table_id, workdir, runs)
+    for (row, m), d in cells.items():
+        pr = paper.get((row, f"{m} ratio"))
+        mean_ratio = sum(d["ratio"]) / len(d["ratio"]) if d["ratio"] else None
+        lines.append(
+            f"| {row} | {m} | {d['setup']} (last layer) | {_mstd(d['acc'])} | "
+            f"{_mstd(d['inter'])} | {_mstd(d['intra'])} | {_mstd(d['ratio'])} | "
+            f"{len(d['ratio'])} | {_fmt(paper.get((row, f'{m} inter')))} | "
+            f"{_fmt(paper.get((row, f'{m} intra')))} | {_fmt(pr)} | "
+            f"{_fmt(_diff(mean_ratio, pr))} |")
+    notes = []
+    for row in dict.fromkeys(r for r, _ in cells):
+        al, bp = (stats.Cell(row, m, "", accs=list(cells.get((row, m), {}).get("ratio", [])))
+                  for m in ("AL", "BP"))
+        if al.n and bp.n:
+            o = stats.order(al, bp)
+            verdict = {">": "agrees", "<": "DISAGREES", "=": "tie at this scale"}[o]
+            notes.append(f"- **{row}**: AL ratio {al.text()} vs BP {bp.text()} — {verdict} "
+                         "with the paper's claim (AL > BP).")
     return lines + [""] + notes
+
+
+def _sweep(table_id: str, workdir: str, runs: list) -> list[str]:
+    """The lr sweep: held-out accuracy per factor, and the factor each family uses."""
+    from experiments import _tables_cpu as cs
+
+    lines = ["| family | method | factor | lr | held-out accuracy (%) | chosen |",
+             "|---|---|---|---|---|---|"]
+    for family, method in cs.SWEPT:
+        res = cs.sweep_results(family, method, workdir)
+        best = None if None in res.values() else cs.best_factor(res)
+        for x, acc in res.items():
+            run = next((r for r in runs if r.name == cs.sweep_name(family, method, x) + "_s0"),
+                       None)
+            lr = None if run is None else float(run.config.learning_rate)
+            lines.append(f"| {family} | {method.upper()} | x{x:.3g} | "
+                         f"{'—' if lr is None else f'{lr:.3g}'} "
+                         f"| {_fmt(None if acc is None else 100 * acc)} | "
+                         f"{'**yes**' if x == best else ''} |")
+    return lines
 
 
 def _memory(table_id: str, workdir: str, runs: list) -> list[str]:
@@ -250,6 +333,7 @@ def render_table(table_id: str, workdir: str) -> str:
     if claim:
         head += [f"Paper's claim: {claim}", ""]
     body = {"accuracy": lambda: _accuracy(table_id, workdir, manifest, runs),
+            "sweep": lambda: _sweep(table_id, workdir, runs),
             "metafeatures": lambda: _metafeatures(table_id, workdir, runs),
             "memory": lambda: _memory(table_id, workdir, runs),
             "pipeline": lambda: _pipeline(table_id, workdir, runs)}[t.metric]()
@@ -274,6 +358,7 @@ def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
         section += "".join(f"\n![{os.path.basename(p)}]({os.path.relpath(p, out)})\n"
                            for p in pngs)
         sections.append(section)
+    parts += claims_section(workdir, ids) + machine_section(workdir, ids)
     parts += ["## Where our ordering of methods disagrees with the paper", "",
               *(flagged or ["- nowhere (among the methods with a paper number that trained "
                              "enough to rank)."]), ""]
@@ -282,6 +367,60 @@ def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
     with open(path, "w") as f:
         f.write("\n".join(parts))
     return path
+
+
+def table_cells(table_id: str, workdir: str, metric: str = "accuracy") -> dict:
+    """(row, method) -> ``_report_stats.Cell`` of a table in ``workdir`` ({} if not run)."""
+    if not os.path.isdir(os.path.join(workdir, table_id)):
+        return {}
+    if metric == "ratio":
+        return ratio_cells(table_id, workdir)
+    _, manifest, runs = _table_runs(table_id, workdir)
+    return stats.cells(table_id, workdir, manifest, runs)
+
+
+def claims_section(workdir: str, ids: Sequence[str]) -> list[str]:
+    """One verdict per claim of ``experiments.claims`` whose tables are in ``ids``."""
+    lines = ["## The papers' claims at this scale", "",
+             "Verdicts use the seeds' spread: an ordering agrees or disagrees only when the "
+             "means differ by more than the combined std sqrt(std_a² + std_b²); closer is a "
+             "tie at this scale (experiments/claims.py).", ""]
+    cache: dict = {}
+
+    def cells_of(table_id, metric):
+        key = (table_id, metric)
+        if key not in cache:
+            cache[key] = table_cells(table_id, workdir, metric) if table_id in ids else {}
+        return cache[key]
+
+    for claim in claims.CLAIMS:
+        overall, checks = claims.verdict(claim, cells_of)
+        if overall == "not run":
+            continue
+        lines.append(f"- **{claim.text}**: {overall}.")
+        lines += [f"  - {c}" for c in checks]
+    return lines + [""]
+
+
+def machine_section(workdir: str, ids: Sequence[str]) -> list[str]:
+    """The machine the runs were measured on and the total wall time of the runs."""
+    import platform
+
+    total = 0.0
+    for tid in ids:
+        m = _load(os.path.join(workdir, tid, MANIFEST)) or {}
+        total += sum(v.get("wall_time_s", 0.0) for v in m.get("runs", {}).values())
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    return ["## Machine and wall time", "",
+            f"Runs measured on {os.cpu_count()} CPU cores ({cpu}); the sum of every run's wall "
+            f"time in these tables is {total / 60:.1f} min (each table's section gives each "
+            "run's; a run shared with an earlier table counts once).", ""]
 
 
 def training_runs(workdir: str) -> list[str]:

@@ -202,7 +202,7 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
         print(summary_line(table_id, run, rundir, wall), file=out, flush=True)
     if dry_run:
         _print_estimate(table_id, scale, report, out)
-        if _tables_cpu.PENDING:
+        if scale == "cpu" and _tables_cpu.PENDING:
             print(f"{table_id}: learning rates shown at the paper's value until the lr_sweep "
                   f"table has run ({', '.join(sorted('/'.join(p) for p in _tables_cpu.PENDING))})",
                   file=out)

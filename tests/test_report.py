@@ -31,17 +31,18 @@ def test_under_trained_reasons():
 
 
 def test_report_marks_under_trained_cells_and_does_not_rank_them(tmp_path):
-    _write(str(tmp_path / "wt5.2" / "manifest.json"), {"scale": "cpu", "runs": {}})
-    cells = {"alexnet_mnist_bp": _hist(0.8, 0.9, 0.905), "alexnet_mnist_kp": _hist(0.7, 0.8),
-             "alexnet_mnist_fa": _hist(0.1, 0.12), "alexnet_mnist_dfa": _hist(0.85, 0.95, 0.95)}
+    _write(str(tmp_path / "wt5.2" / "manifest.json"), {"scale": "paper", "runs": {}})
+    cells = {"alexnet_mnist_bp_s0": _hist(0.8, 0.9, 0.905),
+             "alexnet_mnist_kp_s0": _hist(0.7, 0.8), "alexnet_mnist_fa_s0": _hist(0.1, 0.12),
+             "alexnet_mnist_dfa_s0": _hist(0.85, 0.95, 0.95)}
     for name, hist in cells.items():
         _write(str(tmp_path / "wt5.2" / name / "results.json"),
                {"test_accuracy": hist[-1]["test_accuracy"]})
         _write(str(tmp_path / "wt5.2" / name / "metrics.jsonl"), hist, jsonl=True)
     md = report.render_table("wt5.2", str(tmp_path))
-    assert "| 90.50 | 99.59 | -9.09 | — | yes |" in md
-    assert "| 80.00 | 99.55 | -19.55 | — | **no**: still rising (+10.0 in the last epoch) |" in md
-    assert "| 12.00 | 99.14 | -87.14 | — | **no**: near chance (10 %) |" in md
+    assert "| 90.50 | 1 | 99.59 | -9.09 | — | yes |" in md
+    assert "| 80.00 | 1 | 99.55 | -19.55 | — | **no**: still rising (+10.0 in the last epoch) |" in md
+    assert "| 12.00 | 1 | 99.14 | -87.14 | — | **no**: near chance (10 %) |" in md
     assert ("- **MNIST / AlexNet**: not ranked, under-trained: KP (still rising (+10.0 in the "
             "last epoch)); FA (near chance (10 %)).") in md
     # only BP and DFA are ranked: DFA 95.0 > BP 90.5 reverses the paper's BP > DFA

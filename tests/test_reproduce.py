@@ -15,25 +15,40 @@ def _write(path, obj):
         json.dump(obj, f)
 
 
+@pytest.fixture(autouse=True)
+def _pending_sweep_ok(tmp_path):
+    """cpu-scale runs read their lr from the sweep; with none run, the paper's lr (x1)."""
+    from experiments import _tables_cpu
+    _tables_cpu.set_workdir(str(tmp_path / "no_sweep"), allow_pending=True)
+    yield
+    _tables_cpu.set_workdir(None)
+
+
 @pytest.mark.parametrize("tid", tables.TABLE_IDS)
-def test_every_table_has_runs_at_both_scales(tid):
+def test_every_table_has_runs_at_its_scales(tid):
+    from experiments import _tables_cpu
+
     cpu, paper = tables.runs(tid, "cpu"), tables.runs(tid, "paper")
-    assert cpu and paper
+    assert cpu or paper
+    assert tid != "lr_sweep" or not paper  # the sweep is the cpu scale's rule only
     for runs in (cpu, paper):
         names = [r.name for r in runs]
         assert len(names) == len(set(names)), names  # one directory per run
     for r in cpu:
-        if r.config is not None:  # the cpu shrink: bundled digits, a few epochs
-            assert r.config.dataset == "mnist5k" and r.config.epochs <= tables.CPU_FOA_EPOCHS
+        if r.config is not None:  # the cpu scale: Fashion-MNIST, the family's epochs
+            family = _tables_cpu.FAMILIES[_tables_cpu.family_of(r.config.model)]
+            assert r.config.dataset == "fashion_mnist"
+            assert r.config.epochs in (family.epochs, _tables_cpu.sweep_epochs(
+                _tables_cpu.family_of(r.config.model)))
     for r in paper:
         if r.config is not None:
-            assert r.config.dataset != "mnist5k" and r.config.epochs == 200
+            assert r.config.dataset != "fashion_mnist" and r.config.epochs == 200
 
 
 def test_paper_numbers_cover_the_paper_scale_cells():
     for tid in tables.TABLE_IDS:
         cells = {(r.row, r.col) for r in tables.runs(tid, "paper")}
-        paper = paper_results.PAPER[tid]
+        paper = paper_results.PAPER.get(tid, {})
         if tables.TABLES[tid].metric == "accuracy" and paper:
             missing = [c for c in cells if c not in paper and c[1] not in ("HSIC",)]
             assert not missing, (tid, missing)
@@ -48,7 +63,7 @@ def test_dry_run_lists_without_running(tmp_path, monkeypatch):
     lines = out.getvalue().strip().splitlines()
     assert len(lines) - 1 == len(items) == 70  # 14 Table 5.2 rows x 5 rules, + the estimate
     assert lines[-1].startswith("wt5.2: 70 of 70 runs to do, estimated ~")
-    assert "wt5.2/cifar10" not in lines[0] and "[todo] wt5.2/alexnet_mnist_bp" in lines[0]
+    assert "wt5.2/cifar10" not in lines[0] and "[todo] wt5.2/alexnet_mnist_bp_s0" in lines[0]
     assert not os.listdir(tmp_path)
 
 
@@ -94,28 +109,41 @@ def test_skips_runs_whose_results_exist(tmp_path, monkeypatch):
         _write(os.path.join(rundir, "results.json"), {"test_accuracy": 0.5})
 
     monkeypatch.setattr(reproduce, "execute", fake)
-    runs = tables.runs("wt5.1", "cpu")
-    _write(str(tmp_path / "wt5.1" / runs[0].name / "results.json"), {"test_accuracy": 0.7})
-    reproduce.reproduce("wt5.1", "cpu", str(tmp_path), out=io.StringIO())
+    fake_sweep(tmp_path)
+    runs = tables.runs("al_sigmoid", "cpu")
+    _write(str(tmp_path / "al_sigmoid" / runs[0].name / "results.json"), {"test_accuracy": 0.7})
+    reproduce.reproduce("al_sigmoid", "cpu", str(tmp_path), out=io.StringIO())
     assert calls == [r.name for r in runs[1:]]
-    reproduce.reproduce("wt5.1", "cpu", str(tmp_path), out=io.StringIO())  # all done now
+    reproduce.reproduce("al_sigmoid", "cpu", str(tmp_path), out=io.StringIO())  # all done now
     assert calls == [r.name for r in runs[1:]]
-    manifest = json.load(open(tmp_path / "wt5.1" / "manifest.json"))
+    manifest = json.load(open(tmp_path / "al_sigmoid" / "manifest.json"))
     assert manifest["scale"] == "cpu" and set(manifest["runs"]) == {r.name for r in runs[1:]}
 
 
+def fake_sweep(workdir, best=None):
+    """Writes the lr_sweep's results: factor ``best[(family, method)]`` wins (default: x1)."""
+    from experiments import _tables_cpu as cs
+
+    for family, method in cs.SWEPT:
+        for x in cs.FACTORS[cs.FAMILIES[family].optimizer]:
+            win = (best or {}).get((family, method), 1.0)
+            _write(os.path.join(str(workdir), "lr_sweep",
+                                cs.sweep_name(family, method, x) + "_s0", "results.json"),
+                   {"test_accuracy": 0.9 if x == win else 0.5})
+
+
 def test_report_shows_paper_numbers_and_differences(tmp_path):
-    _write(str(tmp_path / "wt5.2" / "manifest.json"), {"scale": "cpu", "command": "cmd",
+    _write(str(tmp_path / "wt5.2" / "manifest.json"), {"scale": "paper", "command": "cmd",
                                                        "runs": {}})
-    acc = {"alexnet_mnist_bp": 0.9, "alexnet_mnist_fa": 0.95, "alexnet_mnist_kp": 0.8}
+    acc = {"alexnet_mnist_bp_s0": 0.9, "alexnet_mnist_fa_s0": 0.95, "alexnet_mnist_kp_s0": 0.8}
     for name, a in acc.items():
         _write(str(tmp_path / "wt5.2" / name / "results.json"), {"test_accuracy": a})
     md = report.render_table("wt5.2", str(tmp_path))
     # 90.00 - 99.59 = -9.59 ; 95.00 - 99.14 = -4.14 ; 80.00 - 99.55 = -19.55
-    assert "| MNIST / AlexNet | BP | alexnet x0.125, mnist5k, 1 ep | 90.00 | 99.59 | -9.59 |" in md
-    assert "| FA | alexnet x0.125, mnist5k, 1 ep | 95.00 | 99.14 | -4.14 |" in md
-    assert "| KP | alexnet x0.125, mnist5k, 1 ep | 80.00 | 99.55 | -19.55 |" in md
-    assert ("| CIFAR-10 / ResNet-18 | ASAP | resnet18 x0.0625, mnist5k, 1 ep | — | 92.19 | — |"
+    assert "| MNIST / AlexNet | BP | alexnet x1, mnist, 200 ep, lr 0.03 | 90.00 | 1 | 99.59 | -9.59 |" in md
+    assert "| FA | alexnet x1, mnist, 200 ep, lr 0.0001 | 95.00 | 1 | 99.14 | -4.14 |" in md
+    assert "| KP | alexnet x1, mnist, 200 ep, lr 0.03 | 80.00 | 1 | 99.55 | -19.55 |" in md
+    assert ("| CIFAR-10 / ResNet-18 | ASAP | resnet18 x1, cifar10, 200 ep, lr 0.03 | — | 0 | 92.19 | — |"
             in md)
     assert ("ordering differs — paper BP > KP > FA; ours FA > BP > KP (reversed: FA > BP, "
             "FA > KP)" in md)
@@ -129,15 +157,15 @@ def test_ordering_notes_ties_are_not_reversals():
 
 
 def test_report_metafeatures_ratio_difference(tmp_path):
-    _write(str(tmp_path / "al3.4" / "manifest.json"), {"scale": "cpu", "runs": {}})
+    _write(str(tmp_path / "al3.4" / "manifest.json"), {"scale": "paper", "runs": {}})
     mf = {"AL layer3": {"inter": 1.0, "intra": 0.5, "ratio": 2.0},
           "BP layer3": {"inter": 3.0, "intra": 6.0, "ratio": 0.5}}
-    _write(str(tmp_path / "al3.4" / "mlp_cifar10" / "results.json"),
+    _write(str(tmp_path / "al3.4" / "mlp_cifar10_s0" / "results.json"),
            {"metafeatures": mf, "last_layer": 3, "test_accuracy": {"al": 0.9, "bp": 0.8}})
     md = report.render_table("al3.4", str(tmp_path))
     # paper CIFAR-10 MLP ratios: AL 1.11, BP 0.58 -> differences 0.89 and -0.08
-    assert "| 2.00 | 0.73 | 0.66 | 1.11 | 0.89 |" in md
-    assert "| 0.50 | 39.36 | 67.97 | 0.58 | -0.08 |" in md
+    assert "| 2.00 | 1 | 0.73 | 0.66 | 1.11 | 0.89 |" in md
+    assert "| 0.50 | 1 | 39.36 | 67.97 | 0.58 | -0.08 |" in md
     assert "agrees with the paper's claim" in md
 
 

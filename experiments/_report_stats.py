@@ -1,0 +1,119 @@
+"""Cells of a reproduced table: each (row, method) over its seeds, as mean ± std.
+
+A table run by ``experiments.reproduce`` has one directory per (cell, seed)
+(``<cell>_s<seed>``, ``tables.with_seeds``); ``cells`` gathers them. Two cells are
+*ordered* only when their means differ by more than their combined standard deviation
+sqrt(std_a² + std_b²) (sample std over seeds); closer than that they are a tie at this scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+
+
+@dataclasses.dataclass
+class Cell:
+    """One table cell: a (row, method) over its seeds; accuracies in percent."""
+
+    row: str
+    col: str
+    setup: str
+    accs: list[float] = dataclasses.field(default_factory=list)
+    walls: list[float] = dataclasses.field(default_factory=list)
+    histories: list[list[dict]] = dataclasses.field(default_factory=list)
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    shared: list[str] = dataclasses.field(default_factory=list)  # runs reused from other tables
+
+    @property
+    def n(self) -> int:
+        return len(self.accs)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.accs) if self.accs else None
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.accs) if len(self.accs) > 1 else 0.0
+
+    def text(self, digits: int = 2) -> str:
+        if not self.accs:
+            return "—"
+        if self.n == 1:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+    def mean_curve(self) -> list[tuple[int, float, float]]:
+        """(epoch, mean, std) of test accuracy (%) over the seeds that logged each epoch."""
+        by_epoch: dict[int, list[float]] = {}
+        for hist in self.histories:
+            for r in hist:
+                if isinstance(r.get("test_accuracy"), (int, float)):
+                    by_epoch.setdefault(int(r["epoch"]), []).append(100.0 * r["test_accuracy"])
+        return [(e, statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+                for e, v in sorted(by_epoch.items())]
+
+
+def _load(path: str) -> dict | None:
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def _jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def cells(table_id: str, workdir: str, manifest: dict, runs: list) -> dict[tuple[str, str], Cell]:
+    """(row, method) -> Cell, in the table's order; runs without results are left out."""
+    out: dict[tuple[str, str], Cell] = {}
+    for run in runs:
+        rundir = os.path.join(workdir, table_id, run.name)
+        cell = out.setdefault((run.row, run.col), Cell(run.row, run.col, run.setup()))
+        res = _load(os.path.join(rundir, "results.json"))
+        acc = None if res is None else res.get("test_accuracy")
+        if not isinstance(acc, (int, float)):
+            continue
+        cell.accs.append(100.0 * float(acc))
+        cell.seeds.append(run.seed if run.seed is not None else 0)
+        entry = manifest.get("runs", {}).get(run.name, {})
+        cell.walls.append(float(entry.get("wall_time_s", float("nan"))))
+        if entry.get("shared_with"):
+            cell.shared.append(entry["shared_with"])
+        cell.histories.append(_jsonl(os.path.join(rundir, "metrics.jsonl")))
+    return out
+
+
+def combined_std(a: Cell, b: Cell) -> float:
+    return math.sqrt(a.std ** 2 + b.std ** 2)
+
+
+def order(a: Cell, b: Cell) -> str:
+    """'>' / '<' when a's mean is above / below b's by more than the combined std, else '='."""
+    d, s = a.mean - b.mean, combined_std(a, b)
+    return ">" if d > s else "<" if d < -s else "="
+
+
+def wall_text(cell: Cell) -> str:
+    """Each seed's wall time ('62/60/61'); a run shared from another table shows 'shared'."""
+    parts = []
+    for w in cell.walls:
+        parts.append("shared" if w == 0.0 and cell.shared else
+                     "—" if math.isnan(w) else f"{w:.0f}")
+    return "/".join(parts) or "—"
+
+
+def plateau_gain(cell: Cell, last: int = 2) -> float | None:
+    """Points the mean curve gained over its last ``last`` epochs (None: too short)."""
+    curve = cell.mean_curve()
+    if len(curve) <= last:
+        return None
+    return curve[-1][1] - curve[-1 - last][1]

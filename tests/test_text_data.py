@@ -1,6 +1,7 @@
 """Text data: the byte tokenizer, real TFDS array_record reads, and the missing-data errors."""
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -166,19 +167,22 @@ def test_binary_reports_missing_text_data_without_traceback(tmp_path):
     empty.mkdir()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TFDS_DATA_DIR": str(empty)}
     env.pop("XLA_FLAGS", None)
-    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.train",
          "--config=experiments/configs/al.py:mlp,mnist5k", "--config.dataset=imdb_reviews",
          f"--workdir={tmp_path / 'wd'}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    wall = time.perf_counter() - start
-    assert proc.returncode != 0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert (f"tfds build imdb_reviews/plain_text --data_dir={empty} "
             "--file_format=array_record") in proc.stderr
     assert not os.path.exists(tmp_path / "wd" / "checkpoints")
-    assert wall < 5, f"{wall:.1f} s"
+    # CPU time, not wall: the shared test box may be loaded (1.6-1.8 s CPU, 3.3-3.5 s wall at
+    # load 7 here). Mostly importing JAX / alearn; no data is read.
+    assert cpu < 5, f"{cpu:.1f} s CPU"
 
 
 def test_reproduce_check_datasets_names_missing_text_data(tmp_path):

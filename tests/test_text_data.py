@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alearn import data
-from alearn.data import text
+from alearn.data import text, words
 from tests._text_tfds import write_text_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,7 +125,46 @@ def test_text_validation_split_holds_out_training_examples(text_data_dir):
     assert all(tuple(r) in train_rows for r in held["image"].tolist())
 
 
+def test_words_hand_written():
+    assert words.split_words("Don't stop! <br />Great.") == ["don't", "stop", "!", "great", "."]
+    assert words.split_words("Café NAÏVE".encode()) == ["café", "naïve"]
+    # counts: a 3, b 2, c 1, d 1 -> a = 4, b = 5; 6 ids = 4 specials + 2 words.
+    vocab = words.Vocabulary.build(["b a a", "c b a", "d"], 6)
+    assert vocab.words == ("a", "b") and vocab.size == 6
+    np.testing.assert_array_equal(vocab.encode(["a c b", "b b b b b"], 4),
+                                  [[4, 3, 5, 0], [5, 5, 5, 5]])  # c unknown (3); truncated
+    # A tie (c and d once each) is broken alphabetically.
+    assert words.Vocabulary.build(["b a a", "c b a", "d"], 7).words == ("a", "b", "c")
+    with pytest.raises(ValueError, match="vocab_size must be an integer > 4.*got 4"):
+        words.Vocabulary.build(["a"], 4)
+
+
+def test_word_tokenizer_reads_real_files(text_data_dir):
+    # sst2 train words, each once: a, fun, gem, ride, tedious -> the first 3 alphabetically.
+    ds = data.create("sst2", data_dir=text_data_dir, tokenizer="words", vocab_size=7)
+    assert ds.vocabulary.words == ("a", "fun", "gem")
+    assert (ds.info.vocab_size, ds.info.image_shape) == (7, (64,))  # 256 bytes // 4
+    batch = next(ds.batches("test", 10))  # TFDS validation: "charming", "a mess"
+    np.testing.assert_array_equal(batch["image"][:, :3], [[3, 0, 0], [4, 3, 0]])
+    assert batch["image"].dtype == np.int32 and not batch["image"][:, 3:].any()
+
+
+def test_word_vocabulary_comes_from_the_training_part_only(text_data_dir):
+    # The four IMDB train texts share no word, so the held-out pair's words are all unknown.
+    ds = data.create("imdb_reviews", data_dir=text_data_dir, tokenizer="words",
+                     validation=0.5, in_memory=False)
+    held = next(ds.batches("test", 10))["image"]
+    assert held[held > 0].tolist() == [3] * int((held > 0).sum()) and (held > 0).any()
+    kept = [t for t, _ in IMDB_TRAIN if set(words.split_words(t)) & set(ds.vocabulary.words)]
+    assert len(kept) == 2
+    assert sorted(ds.vocabulary.words) == sorted({w for t in kept for w in words.split_words(t)})
+
+
 @pytest.mark.parametrize("options,message", [
+    ({"tokenizer": "chars"}, "unknown tokenizer 'chars' for dataset 'sst2'; choose one of: "
+                             "bytes, words"),
+    ({"vocab_size": 100}, "vocab_size=100 applies to tokenizer='words' only"),
+    ({"tokenizer": "words", "vocab_size": 3}, "vocab_size must be an integer > 4"),
     ({"augment": "flip"}, "option.s. augment do not apply to text dataset 'sst2'"),
     ({"normalize": "unit", "mean": (0.5,)}, "mean, normalize do not apply to text dataset"),
     ({"crop_padding": 2}, "crop_padding do not apply.*valid: validation, max_length, in_memory"),

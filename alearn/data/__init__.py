@@ -25,14 +25,14 @@ Text datasets (``ag_news_subset``, ``imdb_reviews``, ``sst2``; ``alearn.data.tex
 ``{"image": int32 (B, T) UTF-8 byte token ids, "label": int32 (B,)}`` — ``"image"`` is the
 trainer's model-input key for every dataset — with ``info.vocab_size == text.VOCAB_SIZE``
 (260), ``info.image_shape == (T,)`` and ``info.input_dtype == "int32"``. They take
-``max_length`` (T, default per dataset in ``alearn.data.specs``), ``in_memory`` and
-``validation``; pixel options (``augment``, ``crop_padding``, ``normalize``, ``mean``,
-``std``) are rejected.
+``tokenizer`` ("bytes" or "words": a vocabulary of the training split), ``max_length`` (T),
+``vocab_size`` (words), ``in_memory`` and ``validation`` (``alearn.data.text_dataset``); pixel
+options (``augment``, ``crop_padding``, ``normalize``, ``mean``, ``std``) are rejected.
 """
 
 from __future__ import annotations
 
-from alearn.data import augment, text
+from alearn.data import augment, text, words
 from alearn.data.dataset import ArraySource, Dataset, DatasetInfo
 from alearn.data.specs import SPECS, DatasetSpec
 from alearn.data.tfds_source import DatasetNotFoundError, resolve_data_dir
@@ -42,7 +42,6 @@ _KIND_OPTIONS = {
     "mnist5k": (),
     "idx": (),
     "tfds": ("in_memory",),
-    "text": ("max_length", "in_memory"),
     "tiny_imagenet": (),
     "synthetic": ("num_classes", "image_shape", "num_train", "num_test", "noise", "data_seed"),
 }
@@ -52,9 +51,6 @@ NORMALIZATIONS = ("unit", "standardize", "pixel_mean", "pixel_mean_per_image")
 def names() -> list[str]:
     """The valid dataset names."""
     return sorted(SPECS)
-
-
-_TEXT_COMMON_OPTIONS = ("validation",)
 
 
 def _sources(spec: DatasetSpec, data_dir, kind_options: dict):
@@ -71,16 +67,6 @@ def _sources(spec: DatasetSpec, data_dir, kind_options: dict):
             spec.name, spec.tfds_name, data_dir, {"train": "train", "test": spec.test_split},
             extras=spec.build_extras, in_memory=bool(kind_options.get("in_memory", True)),
         ), {}
-    if spec.kind == "text":
-        from alearn.data import tfds_source  # pylint: disable=import-outside-toplevel
-        max_length = text.check_max_length(kind_options.get("max_length", spec.image_shape[0]))
-        sources = tfds_source.open_splits(
-            spec.name, spec.tfds_name, data_dir, {"train": "train", "test": spec.test_split},
-            in_memory=bool(kind_options.get("in_memory", True)),
-            encode=text.RecordEncoder(spec.text_keys, max_length),
-        )
-        return sources, {"image_shape": (max_length,), "vocab_size": text.VOCAB_SIZE,
-                         "input_dtype": "int32"}
     if spec.kind == "tiny_imagenet":
         from alearn.data import tiny_imagenet  # pylint: disable=import-outside-toplevel
         return tiny_imagenet.open_splits(data_dir)
@@ -112,7 +98,8 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
     spec = SPECS[key]
     if spec.kind == "text":
-        return _create_text(spec, data_dir, seed, options)
+        from alearn.data import text_dataset  # pylint: disable=import-outside-toplevel
+        return text_dataset.create(spec, data_dir, seed, options)
     valid = _COMMON_OPTIONS + _KIND_OPTIONS[spec.kind]
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -154,35 +141,7 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
                    std=std, pixel_norm=pixel_norm)
 
 
-def _create_text(spec: DatasetSpec, data_dir, seed: int, options: dict) -> Dataset:
-    """``create`` for a text dataset: token ids, no pixel preprocessing."""
-    valid = _TEXT_COMMON_OPTIONS + _KIND_OPTIONS["text"]
-    pixel = sorted(set(options) & set(_COMMON_OPTIONS) - set(valid))
-    if pixel:
-        raise ValueError(
-            f"option(s) {', '.join(pixel)} do not apply to text dataset {spec.name!r}: its "
-            f"inputs are token ids, not pixels (no augmentation or normalisation); valid: "
-            f"{', '.join(valid)}")
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for dataset {spec.name!r}; "
-                         f"valid: {', '.join(valid)}")
-    if "max_length" in options:  # before any data is opened
-        text.check_max_length(options["max_length"])
-    kind_options = {k: v for k, v in options.items() if k in _KIND_OPTIONS["text"]}
-    sources, meta = _sources(spec, data_dir, kind_options)
-    name = spec.name
-    validation = options.get("validation", None)
-    if validation is not None:
-        from alearn.data import holdout  # pylint: disable=import-outside-toplevel
-        sources = holdout.split(sources["train"], validation)
-        name = f"{name}[validation={validation:g}]"
-    info = DatasetInfo(name=name, num_classes=spec.num_classes, num_train=len(sources["train"]),
-                       num_test=len(sources["test"]), **meta)
-    return Dataset(info, sources, seed=seed)
-
-
 __all__ = [
     "ArraySource", "Dataset", "DatasetInfo", "DatasetNotFoundError", "DatasetSpec", "SPECS",
-    "augment", "create", "names", "resolve_data_dir", "text",
+    "augment", "create", "names", "resolve_data_dir", "text", "words",
 ]

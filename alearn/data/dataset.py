@@ -123,6 +123,7 @@ class Dataset:
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
         pixel_norm: str = "",
+        vocabulary=None,
     ):
         if augment not in augment_lib.POLICIES:
             raise ValueError(
@@ -134,6 +135,7 @@ class Dataset:
                              f"normalisation do not apply (got augment={augment!r}, "
                              f"pixel_norm={pixel_norm!r})")
         self.info = info
+        self.vocabulary = vocabulary  # text with tokenizer="words": its word vocabulary
         self.seed = _check_nonneg_int("seed", seed)
         self.augment_policy = augment
         self.crop_padding = _check_nonneg_int("crop_padding", crop_padding)

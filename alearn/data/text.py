@@ -40,7 +40,7 @@ VOCAB_SIZE = 256 + NUM_SPECIAL
 STORE_DTYPE = np.uint16
 
 
-def _as_bytes(text) -> bytes:
+def as_bytes(text) -> bytes:
     if isinstance(text, bytes):
         return text
     if isinstance(text, np.bytes_):
@@ -48,7 +48,7 @@ def _as_bytes(text) -> bytes:
     if isinstance(text, str):
         return text.encode("utf-8")
     if isinstance(text, np.ndarray) and text.shape == ():
-        return _as_bytes(text.item())
+        return as_bytes(text.item())
     raise TypeError(f"a text must be str or UTF-8 bytes, got {type(text).__name__}: {text!r:.80}")
 
 
@@ -69,7 +69,7 @@ def encode(texts: Sequence[str | bytes], max_length: int, dtype=np.int32) -> np.
     max_length = check_max_length(max_length)
     out = np.zeros((len(texts), max_length), dtype)
     for i, text in enumerate(texts):
-        raw = np.frombuffer(_as_bytes(text)[:max_length], np.uint8)
+        raw = np.frombuffer(as_bytes(text)[:max_length], np.uint8)
         out[i, :len(raw)] = raw.astype(dtype) + BYTE_OFFSET
     return out
 
@@ -83,21 +83,50 @@ def decode(ids: np.ndarray) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-class RecordEncoder:
-    """Maps TFDS records to ``(ids (B, T) uint16, labels (B,))``; the ``encode`` of a source."""
+class RecordTexts:
+    """Maps TFDS records to ``(texts (B,) object array of bytes, labels (B,) int32)``.
 
-    def __init__(self, text_keys: Sequence[str], max_length: int, label_key: str = "label"):
+    The ``encode`` of a :class:`~alearn.data.tfds_source.TfdsSource`: the features
+    ``text_keys`` of a record are joined by one space.
+    """
+
+    def __init__(self, text_keys: Sequence[str], label_key: str = "label"):
         if not text_keys:
             raise ValueError("text_keys must name at least one text feature")
         self.text_keys = tuple(text_keys)
-        self.max_length = check_max_length(max_length)
         self.label_key = label_key
 
     def __call__(self, records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         try:
-            texts = [b" ".join(_as_bytes(r[k]) for k in self.text_keys) for r in records]
+            texts = [b" ".join(as_bytes(r[k]) for k in self.text_keys) for r in records]
             labels = np.asarray([r[self.label_key] for r in records], np.int32)
         except KeyError as e:
             have = sorted(records[0]) if records else []
             raise KeyError(f"TFDS record has no feature {e.args[0]!r}; it has {have}") from None
-        return encode(texts, self.max_length, STORE_DTYPE), labels
+        out = np.empty(len(texts), object)
+        out[:] = texts
+        return out, labels
+
+
+class TokenizedSource:
+    """A text source whose ``gather`` gives token ids: ``tokenize(texts)`` per batch."""
+
+    def __init__(self, source, tokenize):
+        self.source = source
+        self.tokenize = tokenize
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        texts, labels = self.source.gather(indices)
+        return self.tokenize(list(texts)), labels
+
+
+def all_texts(source, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Every (text, label) of a source, read in chunks of ``chunk`` indices."""
+    n = len(source)
+    parts = [source.gather(np.arange(s, min(n, s + chunk))) for s in range(0, n, chunk)]
+    if not parts:
+        return np.empty(0, object), np.empty(0, np.int32)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -68,7 +68,7 @@ class TfdsSource:
     """One TFDS split; ``gather`` reads a batch with one ``__getitems__`` call.
 
     ``encode`` (optional) maps the list of records to ``(inputs, labels)`` instead of
-    stacking ``record[image_key]`` (text datasets: ``alearn.data.text.RecordEncoder``).
+    stacking ``record[image_key]`` (text datasets: ``alearn.data.text.RecordTexts``).
     """
 
     def __init__(self, data_source, image_key: str = "image", label_key: str = "label",

@@ -22,9 +22,10 @@ one ``__getitems__`` call, for splits too large for RAM); ``synthetic`` takes
 ``num_classes``, ``image_shape``, ``num_train``, ``num_test``, ``noise``, ``data_seed``.
 
 Text datasets (``ag_news_subset``, ``imdb_reviews``, ``sst2``; ``alearn.data.text``) give
-``{"image": int32 (B, T) UTF-8 byte token ids, "label": int32 (B,)}`` — ``"image"`` is the
-trainer's model-input key for every dataset — with ``info.vocab_size == text.VOCAB_SIZE``
-(260), ``info.image_shape == (T,)`` and ``info.input_dtype == "int32"``. They take
+``{"image": int32 (B, T) token ids, "label": int32 (B,)}`` — ``"image"`` is the trainer's
+model-input key for every dataset — with ``info.vocab_size`` (``text.VOCAB_SIZE`` = 260 for
+the default UTF-8 byte ids), ``info.image_shape == (T,)`` and ``info.input_dtype == "int32"``.
+They take
 ``tokenizer`` ("bytes" or "words": a vocabulary of the training split), ``max_length`` (T),
 ``vocab_size`` (words), ``in_memory`` and ``validation`` (``alearn.data.text_dataset``); pixel
 options (``augment``, ``crop_padding``, ``normalize``, ``mean``, ``std``) are rejected.

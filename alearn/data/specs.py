@@ -44,7 +44,8 @@ class DatasetSpec:
       image_shape: (H, W, C); for text (max_length,), the default tokens per example.
       mean: per-channel mean of [0, 1] pixels (length C).
       std: per-channel standard deviation of [0, 1] pixels (length C).
-      normalize: default normalisation, "unit" ([0, 1]) or "standardize" ((x - mean) / std).
+      normalize: default normalisation, "unit" ([0, 1]) or "standardize" ((x - mean) / std);
+        "none" for text (token ids).
       augment: default augmentation policy (see ``alearn.data.augment``).
       crop_padding: zero padding of the random crop.
       tfds_name: TFDS builder name (kind "tfds").

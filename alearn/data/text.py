@@ -41,6 +41,7 @@ STORE_DTYPE = np.uint16
 
 
 def as_bytes(text) -> bytes:
+    """``text`` as bytes: ``str`` encoded as UTF-8, bytes (TFDS ``Text`` values) as they are."""
     if isinstance(text, bytes):
         return text
     if isinstance(text, np.bytes_):

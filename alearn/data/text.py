@@ -55,7 +55,8 @@ def as_bytes(text) -> bytes:
 
 def check_max_length(max_length) -> int:
     """``max_length`` as an int, or ValueError naming the bad value."""
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or max_length < 1:
+    ok = not isinstance(max_length, bool) and isinstance(max_length, (int, np.integer))
+    if not ok or max_length < 1:
         raise ValueError(f"max_length must be a positive integer (tokens per sequence), "
                          f"got {max_length!r}")
     return int(max_length)

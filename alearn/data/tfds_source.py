@@ -48,8 +48,8 @@ def _not_found(name: str, tfds_name: str, root: pathlib.Path, extras, reason: st
     return DatasetNotFoundError(
         f"dataset {name!r} (TFDS {tfds_name!r}) is not prepared under data_dir {root} "
         f"({reason}). On a machine with internet run:\n  {prepare_command(tfds_name, root, extras)}\n"
-        f"and copy its {tfds_name}/ folder to {root / tfds_name} here (or pass data_dir= / set "
-        f"TFDS_DATA_DIR). Data "
+        f"and copy its {tfds_name}/ folder to {root / tfds_name} here (or pass data_dir= / "
+        f"set TFDS_DATA_DIR). Data "
         f"already prepared as tfrecord can be converted with: tfds convert_format "
         f"--dataset_dir={shlex.quote(str(root / tfds_name))} --out_file_format=array_record"
     )

@@ -44,7 +44,7 @@ def check_datasets(runs: Sequence[Run], data_dir: str | None) -> None:
     problems = []
     for name in sorted({r.config.dataset for r in runs if r.config is not None}):
         spec = specs.SPECS[name]
-        if spec.kind == "tfds":
+        if spec.kind in specs.TFDS_KINDS:  # images and text
             try:
                 tfds_source.check_prepared(spec.name, spec.tfds_name, root, spec.build_extras)
             except tfds_source.DatasetNotFoundError as e:

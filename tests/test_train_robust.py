@@ -138,6 +138,7 @@ def test_sigterm_stops_cleanly_and_the_same_call_resumes(tmp_path, reference):
     ({"schedule": "step", "decay_epochs": (2,), "decay_factor": 0.0}, "decay_factor=0.0"),
     ({"data_dir": "/nonexistent/alearn"}, "data_dir='/nonexistent/alearn' is not a directory"),
     ({"dataset": "cifar10", "data_dir": "/tmp"}, "dataset 'cifar10'.*not prepared"),
+    ({"dataset": "sst2", "data_dir": "/tmp"}, "(?s)dataset 'sst2'.*not prepared.*tfds build glue/sst2"),
     ({"rule": "kp", "rule_hparams": {"weight_decay": -1.0}}, "rule 'kp'.*weight_decay"),
     ({"rule": "fa", "rule_hparams": {"bogus": 1}}, "unknown hyperparameter.*bogus"),
     ({"model_kwargs": {"depth": 3}}, "unknown field.*depth.*model 'mlp'"),

@@ -22,11 +22,20 @@ taken after ``validation``; the test split is untouched). TFDS datasets also tak
 then batches are numpy gathers; False: decode every batch from the array_record files with
 one ``__getitems__`` call, for splits too large for RAM); ``synthetic`` takes
 ``num_classes``, ``image_shape``, ``num_train``, ``num_test``, ``noise``, ``data_seed``.
+
+Text datasets (``ag_news_subset``, ``imdb_reviews``, ``sst2``; ``alearn.data.text``) give
+``{"image": int32 (B, T) token ids, "label": int32 (B,)}`` — ``"image"`` is the trainer's
+model-input key for every dataset — with ``info.vocab_size`` (``text.VOCAB_SIZE`` = 260 for
+the default UTF-8 byte ids), ``info.image_shape == (T,)`` and ``info.input_dtype == "int32"``.
+They take
+``tokenizer`` ("bytes" or "words": a vocabulary of the training split), ``max_length`` (T),
+``vocab_size`` (words), ``in_memory`` and ``validation`` (``alearn.data.text_dataset``); pixel
+options (``augment``, ``crop_padding``, ``normalize``, ``mean``, ``std``) are rejected.
 """
 
 from __future__ import annotations
 
-from alearn.data import augment, holdout
+from alearn.data import augment, holdout, text, words
 from alearn.data.dataset import ArraySource, Dataset, DatasetInfo
 from alearn.data.specs import SPECS, DatasetSpec
 from alearn.data.tfds_source import DatasetNotFoundError, resolve_data_dir
@@ -96,6 +105,9 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
     if key not in SPECS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
     spec = SPECS[key]
+    if spec.kind == "text":
+        from alearn.data import text_dataset  # pylint: disable=import-outside-toplevel
+        return text_dataset.create(spec, data_dir, seed, options)
     valid = _COMMON_OPTIONS + _KIND_OPTIONS[spec.kind]
     unknown = sorted(set(options) - set(valid))
     if unknown:
@@ -143,5 +155,5 @@ def create(name: str, *, data_dir: str | None = None, seed: int = 0, **options) 
 
 __all__ = [
     "ArraySource", "Dataset", "DatasetInfo", "DatasetNotFoundError", "DatasetSpec", "SPECS",
-    "augment", "create", "names", "resolve_data_dir",
+    "augment", "create", "names", "resolve_data_dir", "text", "words",
 ]

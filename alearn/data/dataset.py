@@ -23,13 +23,32 @@ SPLITS = ("train", "test")
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What a model and a trainer need to know about a dataset."""
+    """What a model and a trainer need to know about a dataset.
+
+    Attributes:
+      name: the dataset's name (with its validation fraction, if any).
+      num_classes: number of labels.
+      image_shape: the per-example shape of ``batch["image"]``: (H, W, C) for images, (T,)
+        for text (T = max_length tokens).
+      num_train, num_test: examples per split.
+      vocab_size: 0 for images; for text the number of token ids (ids are in
+        [0, vocab_size), 0 is padding; ``alearn.data.text``).
+      input_dtype: dtype of ``batch["image"]``: "float32" (pixels) or "int32" (token ids);
+        a trainer initialises its model on ``np.zeros((1, *image_shape), input_dtype)``.
+    """
 
     name: str
     num_classes: int
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     num_train: int
     num_test: int
+    vocab_size: int = 0
+    input_dtype: str = "float32"
+
+    @property
+    def max_length(self) -> int | None:
+        """Tokens per sequence for text (``image_shape[0]``), None for images."""
+        return self.image_shape[0] if self.vocab_size else None
 
 
 class Source(Protocol):
@@ -87,6 +106,10 @@ class Dataset:
     training images (pixels in [0, 1]; the AL authors' MNIST code); ``"pixel_mean_per_image"``
     subtracts it, augments the mean-subtracted floats, then standardises every image
     (train and test; the AL authors' CIFAR code).
+
+    Token data (``info.vocab_size > 0``): the sources give integer ids (B, T), batches carry
+    them as int32 and there is no normalisation or augmentation (``augment`` must be
+    "none" and ``pixel_norm`` "").
     """
 
     def __init__(
@@ -100,13 +123,19 @@ class Dataset:
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
         pixel_norm: str = "",
+        vocabulary=None,
     ):
         if augment not in augment_lib.POLICIES:
             raise ValueError(
                 f"unknown augmentation policy {augment!r}; choose one of: "
                 f"{', '.join(augment_lib.POLICIES)}"
             )
+        if info.vocab_size and (augment != "none" or pixel_norm):
+            raise ValueError(f"dataset {info.name!r} holds token ids: augmentation / pixel "
+                             f"normalisation do not apply (got augment={augment!r}, "
+                             f"pixel_norm={pixel_norm!r})")
         self.info = info
+        self.vocabulary = vocabulary  # text with tokenizer="words": its word vocabulary
         self.seed = _check_nonneg_int("seed", seed)
         self.augment_policy = augment
         self.crop_padding = _check_nonneg_int("crop_padding", crop_padding)
@@ -179,7 +208,8 @@ class Dataset:
         drop_remainder: bool | None = None,
         augment: bool | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
-        """One epoch of ``{"image": float32 (B, H, W, C), "label": int32 (B,)}`` batches.
+        """One epoch of ``{"image": float32 (B, H, W, C), "label": int32 (B,)}`` batches
+        (text: ``"image"`` is int32 (B, T) token ids).
 
         Defaults: train shuffles, drops the remainder and augments with the dataset's
         policy; test keeps the file order and the remainder and does not augment. Without
@@ -203,6 +233,10 @@ class Dataset:
         for b in range(num):
             idx = order[b * batch_size:(b + 1) * batch_size]
             images, labels = source.gather(idx)
+            if self.info.vocab_size:  # token ids: no pixel preprocessing
+                yield {"image": np.asarray(images, np.int32),
+                       "label": np.asarray(labels, np.int32)}
+                continue
             if self.pixel_norm:  # the AL code: subtract the pixel mean, then augment
                 images = self._subtract_pixel_mean(images)
             if augment and self.augment_policy != "none":

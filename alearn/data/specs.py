@@ -16,6 +16,14 @@ normalized"). Default augmentation: ``crop_flip`` on CIFAR-10/100 and Tiny Image
 Sec. 5.1), none on digits (no flips for digits; the AL thesis uses no augmentation on
 MNIST and SVHN is not augmented in ASAP). The AL thesis' CIFAR recipe is
 ``augment="jitter2"``.
+
+Text datasets (kind "text", ``alearn.data.text``): ``image_shape`` is ``(max_length,)``, the
+default number of UTF-8 byte tokens per example; normalisation and augmentation do not apply.
+Default lengths (bytes): ``sst2`` 256 (single sentences, mostly < 200 characters),
+``ag_news_subset`` 512 (title + description, a few hundred characters), ``imdb_reviews`` 1024
+(whole reviews, often longer: 1014 is the character-CNN convention of Zhang et al. 2015, so
+long reviews keep their first 1024 bytes). These are literature figures, not measured here
+(no text data on this machine); ``max_length=`` overrides them.
 """
 
 from __future__ import annotations
@@ -30,23 +38,26 @@ class DatasetSpec:
 
     Attributes:
       name: the ``alearn.data`` name.
-      kind: "mnist5k", "idx", "tfds", "tiny_imagenet" or "synthetic" (which reader builds it).
+      kind: "mnist5k", "idx", "tfds", "text", "tiny_imagenet" or "synthetic" (which reader
+        builds it).
       num_classes: number of labels.
-      image_shape: (H, W, C).
+      image_shape: (H, W, C); for text (max_length,), the default tokens per example.
       mean: per-channel mean of [0, 1] pixels (length C).
       std: per-channel standard deviation of [0, 1] pixels (length C).
-      normalize: default normalisation, "unit" ([0, 1]) or "standardize" ((x - mean) / std).
+      normalize: default normalisation, "unit" ([0, 1]) or "standardize" ((x - mean) / std);
+        "none" for text (token ids).
       augment: default augmentation policy (see ``alearn.data.augment``).
       crop_padding: zero padding of the random crop.
       tfds_name: TFDS builder name (kind "tfds").
       test_split: TFDS split used as ``"test"``.
       build_extras: extra pip packages ``tfds build`` needs for this dataset.
+      text_keys: (kind "text") the TFDS text features joined by a space into one text.
     """
 
     name: str
     kind: str
     num_classes: int
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     normalize: str = "standardize"
@@ -55,7 +66,11 @@ class DatasetSpec:
     tfds_name: str | None = None
     test_split: str = "test"
     build_extras: tuple[str, ...] = ()
+    text_keys: tuple[str, ...] = ()
 
+
+# Kinds read through ``tfds.data_source``: on disk as <data_dir>/<tfds_name>/<version>/.
+TFDS_KINDS = ("tfds", "text")
 
 _MNIST_MEAN, _MNIST_STD = (0.1307,), (0.3081,)
 # Measured on Fashion-MNIST's 60,000 training images (docs/notes/data.md).
@@ -94,6 +109,20 @@ SPECS = MappingProxyType({
         DatasetSpec(
             "tiny_imagenet", "tiny_imagenet", 200, (64, 64, 3),
             (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), augment="crop_flip",
+        ),
+        # Text (UTF-8 byte tokens, alearn.data.text); feature names from the TFDS 4.9.10
+        # builders. imdb_reviews' default config is plain_text; glue/sst2's test labels are -1.
+        DatasetSpec(
+            "ag_news_subset", "text", 4, (512,), (0.0,), (1.0,), normalize="none",
+            tfds_name="ag_news_subset", text_keys=("title", "description"),
+        ),
+        DatasetSpec(
+            "imdb_reviews", "text", 2, (1024,), (0.0,), (1.0,), normalize="none",
+            tfds_name="imdb_reviews/plain_text", text_keys=("text",),
+        ),
+        DatasetSpec(
+            "sst2", "text", 2, (256,), (0.0,), (1.0,), normalize="none",
+            tfds_name="glue/sst2", test_split="validation", text_keys=("sentence",),
         ),
         DatasetSpec("synthetic", "synthetic", 10, (8, 8, 1), (0.0,), (1.0,), normalize="unit"),
     )

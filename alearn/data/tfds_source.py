@@ -48,8 +48,8 @@ def _not_found(name: str, tfds_name: str, root: pathlib.Path, extras, reason: st
     return DatasetNotFoundError(
         f"dataset {name!r} (TFDS {tfds_name!r}) is not prepared under data_dir {root} "
         f"({reason}). On a machine with internet run:\n  {prepare_command(tfds_name, root, extras)}\n"
-        f"and copy its {tfds_name}/ folder into {root} here (or pass data_dir= / set "
-        f"TFDS_DATA_DIR). Data "
+        f"and copy its {tfds_name}/ folder to {root / tfds_name} here (or pass data_dir= / "
+        f"set TFDS_DATA_DIR). Data "
         f"already prepared as tfrecord can be converted with: tfds convert_format "
         f"--dataset_dir={shlex.quote(str(root / tfds_name))} --out_file_format=array_record"
     )
@@ -65,12 +65,18 @@ def check_prepared(name: str, tfds_name: str, root: pathlib.Path, extras=()) -> 
 
 
 class TfdsSource:
-    """One TFDS split; ``gather`` reads a batch with one ``__getitems__`` call."""
+    """One TFDS split; ``gather`` reads a batch with one ``__getitems__`` call.
 
-    def __init__(self, data_source, image_key: str = "image", label_key: str = "label"):
+    ``encode`` (optional) maps the list of records to ``(inputs, labels)`` instead of
+    stacking ``record[image_key]`` (text datasets: ``alearn.data.text.RecordTexts``).
+    """
+
+    def __init__(self, data_source, image_key: str = "image", label_key: str = "label",
+                 encode=None):
         self._ds = data_source
         self._image_key = image_key
         self._label_key = label_key
+        self._encode = encode
 
     def __len__(self) -> int:
         return len(self._ds)
@@ -85,8 +91,11 @@ class TfdsSource:
         indices = np.asarray(indices, dtype=np.int64)
         order = np.argsort(indices, kind="stable")  # read in file order: sequential I/O
         records = self._read(indices[order].tolist())
-        images = np.stack([np.asarray(r[self._image_key]) for r in records])
-        labels = np.asarray([r[self._label_key] for r in records], dtype=np.int32)
+        if self._encode is not None:
+            images, labels = self._encode(records)
+        else:
+            images = np.stack([np.asarray(r[self._image_key]) for r in records])
+            labels = np.asarray([r[self._label_key] for r in records], dtype=np.int32)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         return images[inverse], labels[inverse]
@@ -105,8 +114,11 @@ def open_splits(
     *,
     extras: tuple[str, ...] = (),
     in_memory: bool = True,
+    encode=None,
 ) -> dict[str, TfdsSource | ArraySource]:
     """Opens ``{our_split: tfds_split}`` of ``tfds_name`` without ever downloading.
+
+    ``encode``: see :class:`TfdsSource`.
 
     Raises:
       DatasetNotFoundError: the data is not prepared under the resolved data_dir.
@@ -122,7 +134,7 @@ def open_splits(
                                   data_dir=str(root), try_gcs=False)
         except Exception as e:  # noqa: BLE001 — any failure here means "not usable on disk"
             raise _not_found(name, tfds_name, root, extras, f"tfds: {type(e).__name__}: {e}") from e
-        source = TfdsSource(ds)
+        source = TfdsSource(ds, encode=encode)
         if in_memory:
             start = time.perf_counter()
             source = source.load_all()

@@ -150,7 +150,7 @@ def _check_data(config: Any) -> None:
                           "holding prepared datasets, or '' for the default location")
     spec = specs.SPECS[name]
     root = tfds_source.resolve_data_dir(data_dir or None)
-    if spec.kind == "tfds":
+    if spec.kind in specs.TFDS_KINDS:  # images and text
         try:
             tfds_source.check_prepared(spec.name, spec.tfds_name, root, spec.build_extras)
         except tfds_source.DatasetNotFoundError as e:

@@ -98,8 +98,9 @@ def al_compare(run: Run, rundir: str) -> None:
     picks = [n if s == "last" else int(s) for s in run.options["tsne_layers"]]
     rows = [(m, [("raw", x)] + [(f"layer {k}", layers[m][k - 1][1]) for k in picks])
             for m in ("BP", "AL")]
-    tsne.plot_tsne(rows, labels, os.path.join(rundir, "tsne.png"),
-                   title=f"{run.config.model} on {run.config.dataset} (test)")
+    if run.seed in (None, 0):  # one t-SNE figure per cell: the seeds differ only in layout
+        tsne.plot_tsne(rows, labels, os.path.join(rundir, "tsne.png"),
+                       title=f"{run.config.model} on {run.config.dataset} (test)")
     _write(rundir, "results.json", {
         "test_accuracy": {m: results[m]["test_accuracy"] for m in results},
         "num_params": {m: results[m].get("num_params") for m in results},

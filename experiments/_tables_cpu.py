@@ -22,6 +22,7 @@ What changes from the papers, and by which rule (everything else is the paper's 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -78,6 +79,19 @@ def set_workdir(workdir: str | None, *, allow_pending: bool = False) -> None:
     _WORKDIR[:] = [workdir] if workdir else []
     _ALLOW_PENDING[0] = allow_pending
     PENDING.clear()
+
+
+@contextlib.contextmanager
+def pending_allowed():
+    """Within: an unfinished sweep gives factor 1.0 (for cost estimates); state restored."""
+    saved = (list(_WORKDIR), _ALLOW_PENDING[0], set(PENDING))
+    _ALLOW_PENDING[0] = True
+    try:
+        yield
+    finally:
+        _WORKDIR[:], _ALLOW_PENDING[0] = saved[0], saved[1]
+        PENDING.clear()
+        PENDING.update(saved[2])
 
 
 def family_of(model: str) -> str:

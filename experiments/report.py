@@ -363,6 +363,10 @@ def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
               *(flagged or ["- nowhere (among the methods with a paper number that trained "
                              "enough to rank)."]), ""]
     parts += sections
+    walls = {tid: (_load(os.path.join(workdir, tid, MANIFEST)) or {}).get("runs", {})
+             for tid in ids}
+    with open(os.path.join(out, "walls.json"), "w") as f:  # experiments/_estimate.py reads it
+        json.dump({t: w for t, w in walls.items() if w}, f, indent=1, sort_keys=True)
     path = os.path.join(out, "README.md")
     with open(path, "w") as f:
         f.write("\n".join(parts))

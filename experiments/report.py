@@ -408,23 +408,19 @@ def claims_section(workdir: str, ids: Sequence[str]) -> list[str]:
 
 def machine_section(workdir: str, ids: Sequence[str]) -> list[str]:
     """The machine the runs were measured on and the total wall time of the runs."""
-    import platform
+    from experiments import reproduce
 
-    total = 0.0
+    total, machines, versions = 0.0, set(), set()
     for tid in ids:
         m = _load(os.path.join(workdir, tid, MANIFEST)) or {}
         total += sum(v.get("wall_time_s", 0.0) for v in m.get("runs", {}).values())
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
+        machines.add(m.get("machine") or reproduce.machine())
+        versions.add(m.get("code_version", "not recorded"))
     return ["## Machine and wall time", "",
-            f"Runs measured on {os.cpu_count()} CPU cores ({cpu}); the sum of every run's wall "
-            f"time in these tables is {total / 60:.1f} min (each table's section gives each "
-            "run's; a run shared with an earlier table counts once).", ""]
+            f"Runs measured on {'; '.join(sorted(machines))}; code version (git) "
+            f"{', '.join(sorted(versions))}. The sum of every run's wall time in these tables "
+            f"is {total / 60:.1f} min (each table's section gives each run's; a run shared "
+            "with an earlier table counts once).", ""]
 
 
 def training_runs(workdir: str) -> list[str]:

@@ -61,6 +61,35 @@ def check_datasets(runs: Sequence[Run], data_dir: str | None) -> None:
                                   + "\n".join(problems))
 
 
+def machine() -> str:
+    """'<cores> cores, <CPU model>' of this machine (recorded in each table's manifest)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+def code_version() -> str:
+    """The git commit of this checkout ('+dirty' with local changes); 'unknown' outside git."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def is_done(run: Run, rundir: str) -> bool:
     """Whether ``run`` already finished in ``rundir`` (its results.json exists)."""
     need = [RESULTS] + (["angles.json"] if run.kind == "foa" else [])
@@ -162,7 +191,8 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
                f"--workdir={workdir}" + (f" --data_dir={data_dir}" if data_dir else "")
                + (f" --seeds={','.join(map(str, seeds))}" if seeds else ""))
     manifest.update(table=table_id, scale=scale, command=command,
-                    title=tables.TABLES[table_id].title)
+                    title=tables.TABLES[table_id].title, machine=machine(),
+                    code_version=code_version())
     manifest.setdefault("runs", {})
     report = []
     for run in runs:

@@ -57,14 +57,25 @@ def test_paper_numbers_cover_the_paper_scale_cells():
 
 
 def test_dry_run_lists_without_running(tmp_path, monkeypatch):
+    from experiments import _estimate
+
     monkeypatch.setattr(reproduce, "execute", lambda *a: pytest.fail("dry run executed"))
+    walls = tmp_path / "walls.json"  # one measured AlexNet run: every AlexNet row estimated
+    walls.write_text(json.dumps({"wt5.2": {"alexnet_mnist_bp_s0": {"wall_time_s": 60.0}}}))
+    monkeypatch.setattr(_estimate, "WALLS", str(walls))
+    _estimate.measured.cache_clear()
+    _estimate._per_example_epoch.cache_clear()
+    work = tmp_path / "work"
     out = io.StringIO()
-    items = reproduce.reproduce("wt5.2", "paper", str(tmp_path), dry_run=True, out=out)
+    items = reproduce.reproduce("wt5.2", "paper", str(work), dry_run=True, out=out)
+    _estimate.measured.cache_clear()
+    _estimate._per_example_epoch.cache_clear()
     lines = out.getvalue().strip().splitlines()
     assert len(lines) - 1 == len(items) == 70  # 14 Table 5.2 rows x 5 rules, + the estimate
     assert lines[-1].startswith("wt5.2: 70 of 70 runs to do, estimated ~")
     assert "wt5.2/cifar10" not in lines[0] and "[todo] wt5.2/alexnet_mnist_bp_s0" in lines[0]
-    assert not os.listdir(tmp_path)
+    assert lines[0].endswith("| est. ~9 days")  # 60 s / (10 ep x 6000) x 200 x 60000 x 8² s
+    assert not work.exists()
 
 
 def test_unknown_table_lists_valid_ids(capsys):

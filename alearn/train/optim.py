@@ -200,6 +200,9 @@ def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int
     get: Callable[[str, Any], Any] = lambda k, d: config.get(k, d)  # noqa: E731
     mask = get("weight_decay_mask", "params")
     check_rule_weight_decay(rule, get("weight_decay", 0.0), mask)
+    fused = _kp_fused_from_config(config, rule, steps_per_epoch)
+    if fused is not None:
+        return fused
     base = create_optimizer(
         get("optimizer", "sgd"), get("learning_rate", 0.1),
         schedule=get("schedule", "constant"), steps_per_epoch=steps_per_epoch,
@@ -209,3 +212,27 @@ def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int
         decay_factor=schedule_factor(config),
         decay_fractions=tuple(get("decay_fractions", ()) or ()))
     return create_rule_optimizer(rule, base)
+
+
+def _kp_fused_from_config(config: Any, rule: Rule, steps_per_epoch: int
+                          ) -> optax.GradientTransformation | None:
+    """KP's one-pass SGD (:func:`alearn.train.kp_sgd.kp_sgd`) when the rule asks for it
+    (``fused_sgd``) and the config allows it (``unfusable_reason``); None otherwise, and
+    the trainer uses the separate form."""
+    # pylint: disable=import-outside-toplevel
+    from alearn.train.kp_sgd import kp_sgd, unfusable_reason
+    get = config.get
+    if not getattr(rule, "fused_sgd", False) or str(get("optimizer", "sgd")).lower() != "sgd":
+        return None
+    kwargs = dict(momentum=float(get("momentum", 0.0) or 0.0),
+                  weight_decay=get("weight_decay", 0.0),
+                  weight_decay_mask=get("weight_decay_mask", "params"))
+    if unfusable_reason(rule, weight_decay=kwargs["weight_decay"],
+                        weight_decay_mask=kwargs["weight_decay_mask"]) is not None:
+        return None
+    lr = create_schedule(get("schedule", "constant"), get("learning_rate", 0.1),
+                         steps_per_epoch=steps_per_epoch, epochs=get("epochs", 1),
+                         decay_epochs=tuple(get("decay_epochs", ()) or ()),
+                         decay_factor=schedule_factor(config),
+                         decay_fractions=tuple(get("decay_fractions", ()) or ()))
+    return kp_sgd(rule, lr, nesterov=bool(get("nesterov", False)), **kwargs)

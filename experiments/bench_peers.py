@@ -15,7 +15,7 @@ batch 128, SGD momentum 0.9, softmax cross-entropy:
 - KP step time / BP step time, MLP, both with the trainer's optimizer
   (``optimizer_from_config``: SGD momentum 0.9, weight decay 5e-4 on the params, KP's
   λ = 5e-4 on B, so KP runs in its fused one-pass form, ``alearn/train/kp_sgd.py``);
-  ``kp_separate_vs_bp`` (in the medians line) is the separate form (``fused_sgd=False``);
+  ``kp_separate_vs_bp`` (in the medians line) is the separate form (``kp_fused=False``);
 - ``host_batch_overhead``: BP MLP steps fed fresh numpy batches through the trainer's input
   path (:func:`alearn.train.prefetch_to_device`) / steps on one pre-placed batch.
 
@@ -68,13 +68,13 @@ KP_CONFIG = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "weight
 
 
 def alearn_case(model, rule_name: str, *, fresh_batches: int = 0, config: dict | None = None,
-                **hparams):
+                kp_fused: bool = True):
     """``run(n)`` doing n trainer steps; with ``fresh_batches`` > 0, host batches cycle
     through the trainer's prefetching input path instead of one pre-placed batch. With
     ``config`` the optimizer is the trainer's (``optimizer_from_config``), else plain SGD
     momentum 0.9 without weight decay."""
-    rule = alearn.rules.create(rule_name, **hparams)
-    opt = (train.optimizer_from_config(config, rule, 1) if config is not None
+    rule = alearn.rules.create(rule_name)
+    opt = (train.optimizer_from_config(config, rule, 1, kp_fused=kp_fused) if config is not None
            else train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9)))
     mesh = train.data_mesh()
     (x, y), = _data((28, 28, 1))
@@ -156,7 +156,7 @@ def main(argv):
         "mlp_wm": alearn_case(mlp, "wm"),
         "mlp_bp_wd": alearn_case(mlp, "bp", config=KP_CONFIG),
         "mlp_kp": alearn_case(mlp, "kp", config=KP_CONFIG),
-        "mlp_kp_separate": alearn_case(mlp, "kp", config=KP_CONFIG, fused_sgd=False),
+        "mlp_kp_separate": alearn_case(mlp, "kp", config=KP_CONFIG, kp_fused=False),
         "mlp_bp_host": alearn_case(mlp, "bp", fresh_batches=8),
         "sgemm": sgemm_case(),
     }

@@ -5,7 +5,7 @@ Load-independent evidence for issue 13's "KP ≤ 1.05× BP": the compiled traine
 weight decay 5e-4 on the params, KP's λ = 5e-4 on B) of the MLP 784-1024-1024-10 and
 BioTorch's LeNet-5 (XLA convolutions: the autotuner's timed choice would vary
 with load) at batch 128, for BP, KP in the separate form (B a leaf of the base
-optimizer with its own momentum, ``fused_sgd=False``) and KP fused
+optimizer with its own momentum, ``kp_fused=False``) and KP fused
 (:func:`alearn.train.kp_sgd.kp_sgd`). Prints one JSON line per (model, case) and the
 ratios to BP.
 
@@ -27,14 +27,13 @@ from experiments._bench_models import LeNet5
 
 CONFIG = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
           "weight_decay_mask": "params", "epochs": 1}
-CASES = {"bp": ("bp", {}), "kp_separate": ("kp", {"fused_sgd": False}),
-         "kp_fused": ("kp", {"fused_sgd": True})}
+CASES = {"bp": ("bp", True), "kp_separate": ("kp", False), "kp_fused": ("kp", True)}
 
 
-def step_cost(model, rule_name: str, hparams: dict, batch: int = 128) -> dict:
+def step_cost(model, rule_name: str, kp_fused: bool, batch: int = 128) -> dict:
     """flops, bytes accessed and optimizer-state size of one compiled trainer step."""
-    rule = alearn.rules.create(rule_name, **hparams)
-    opt = train.optimizer_from_config(CONFIG, rule, steps_per_epoch=100)
+    rule = alearn.rules.create(rule_name)
+    opt = train.optimizer_from_config(CONFIG, rule, steps_per_epoch=100, kp_fused=kp_fused)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, 28, 28, 1)).astype(np.float32)
     y = rng.integers(0, 10, batch).astype(np.int32)

@@ -149,12 +149,12 @@ def test_fused_difference_decays_as_one_minus_eta_lambda_to_the_t():
             rtol=1e-4, atol=1e-5)
 
 
-def _trainer_run(rule, config, steps=4):
+def _trainer_run(rule, config, steps=4, kp_fused=None):
     model = alearn.models.create("mlp", 10, widths=(16,))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 28, 28, 1)).astype(np.float32)
     y = rng.integers(0, 10, 16).astype(np.int32)
-    opt = train.optimizer_from_config(config, rule, steps_per_epoch=2)
+    opt = train.optimizer_from_config(config, rule, steps_per_epoch=2, kp_fused=kp_fused)
     mesh = train.data_mesh()
     state = train.replicate(train.create_train_state(model, rule, opt, jax.random.key(0), x),
                             mesh)
@@ -168,7 +168,7 @@ def test_trainer_uses_fused_form_for_sgd_and_equals_separate_form():
     config = {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True,
               "weight_decay": 0.05, "schedule": "cosine", "epochs": 2}
     fused = _trainer_run(create("kp", weight_decay=0.05), config)
-    separate = _trainer_run(create("kp", weight_decay=0.05, fused_sgd=False), config)
+    separate = _trainer_run(create("kp", weight_decay=0.05), config, kp_fused=False)
     assert isinstance(fused.opt_state, KPSGDState)
     assert not isinstance(separate.opt_state, KPSGDState)
     _assert_close(fused.trainable, separate.trainable, rtol=1e-5, atol=1e-6)
@@ -205,6 +205,14 @@ def test_kp_sgd_init_names_feedback_without_kernel():
         kp_sgd(create("kp", weight_decay=0.0), 0.1).init(tree)
 
 
-def test_fused_sgd_must_be_bool():
-    with pytest.raises(ValueError, match="fused_sgd='yes' must be a bool"):
-        create("kp", fused_sgd="yes")
+def test_env_switch_selects_the_form(monkeypatch):
+    config, rule = {"optimizer": "sgd", "weight_decay": 5e-4}, create("kp")
+    trainable = alearn.trainable(rule, _tree())
+    monkeypatch.setenv("ALEARN_KP_FUSED", "0")
+    assert not isinstance(train.optimizer_from_config(config, rule, 1).init(trainable),
+                          KPSGDState)
+    assert isinstance(train.optimizer_from_config(config, rule, 1, kp_fused=True).init(
+        trainable), KPSGDState)
+    monkeypatch.setenv("ALEARN_KP_FUSED", "yes")
+    with pytest.raises(ValueError, match="ALEARN_KP_FUSED='yes'; choose 1"):
+        train.optimizer_from_config(config, rule, 1)

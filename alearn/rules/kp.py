@@ -78,11 +78,6 @@ class KP(FA):
       weight_decay: λ (paper: 5e-4, the global weight decay of Sec. 5.1).
       decay_kernel: whether ``transform`` also decays the kernels (default False: the base
         optimizer does; see :func:`kp_decay`).
-      fused_sgd: when the trainer's optimizer is SGD (``optimizer_from_config``) and the
-        decays allow it, update B in W's optimizer pass without a momentum buffer of its
-        own (:func:`alearn.train.kp_sgd.kp_sgd`, equal to the separate form up to float32
-        rounding); False keeps B as a leaf of the base optimizer with its own momentum
-        (the separate form; Adam/AdamW always use it).
     """
 
     name = "kp"
@@ -90,7 +85,6 @@ class KP(FA):
 
     weight_decay: float = 5e-4
     decay_kernel: bool = False
-    fused_sgd: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -100,8 +94,6 @@ class KP(FA):
         _checks.non_negative(self.name, "weight_decay", self.weight_decay)
         if not isinstance(self.decay_kernel, bool):
             raise ValueError(f"rule 'kp': decay_kernel={self.decay_kernel!r} must be a bool")
-        if not isinstance(self.fused_sgd, bool):
-            raise ValueError(f"rule 'kp': fused_sgd={self.fused_sgd!r} must be a bool")
 
     def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):
         x, b = res

@@ -130,7 +130,7 @@ def kp_sgd(rule: KP, learning_rate: float | Callable[[Array], Array], *,
         c = lam * state.a + mu * state.c  # m_D' = λD + μ m_D
         q = (lam * state.a + mu * c) if (nesterov and mu) else c
         step = eta * q  # D' = D − step D_0
-        if state.d0:
+        if "feedback" in params:
             u_w = traverse_util.flatten_dict(out["params"])
             out["feedback"] = traverse_util.unflatten_dict({
                 path: u_w[path[:-1] + ("kernel",)] + (step * d0).astype(d0.dtype)

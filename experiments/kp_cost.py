@@ -50,7 +50,8 @@ def step_cost(model, rule_name: str, kp_fused: bool, batch: int = 128) -> dict:
 
 def main(argv):
     del argv
-    models = {"mlp": alearn.models.create("mlp", 10, widths=(1024, 1024)), "lenet": LeNet5(conv_impl="xla")}
+    models = {"mlp": alearn.models.create("mlp", 10, widths=(1024, 1024)),
+              "lenet": LeNet5(conv_impl="xla")}
     for mname, model in models.items():
         costs = {case: step_cost(model, *spec) for case, spec in CASES.items()}
         for case, c in costs.items():

@@ -5,11 +5,12 @@ With KP (eq. 2.7) W and B get the same gradient ``g`` plus each its own decay ``
 learning-rate schedule η_t is linear in the gradient and both momentum buffers start at 0,
 so ``D = W − B`` and ``m_D = m_W − m_B`` follow a gradient-free recurrence:
 
-    m_D' = λD + μ m_D,   D' = D − η_t m_D'            (Nesterov: D' = D − η_t (λD + μ m_D'))
+    m_D' = λD + μ m_D,   D' = D − η_t m_D'      (Nesterov: D' = D − η_t (λD + μ m_D'))
 
 Both start from ``(D_0, 0)``, so they stay scalar multiples of ``D_0 = W_0 − B_0``:
 ``D_t = a_t D_0``, ``m_D = c_t D_0`` with ``a_0 = 1``, ``c_0 = 0``,
-``c' = λa + μc``, ``q = c'`` (Nesterov ``λa + μc'``; no momentum ``λa``), ``a' = a − η_t q``.
+``c' = λa + μc``, ``q = c'`` (Nesterov ``λa + μc'``; no momentum ``λa``),
+``a' = a − η_t q``.
 So B's step is W's step plus a multiple of the constant ``D_0``:
 
     u_B = u_W + η_t q_t D_0

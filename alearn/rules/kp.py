@@ -72,7 +72,9 @@ class KP(FA):
     (the papers' setup: SGD weight decay 5e-4 on every forward parameter); with a base
     optimizer without weight decay set ``decay_kernel=True``. The trainer rejects the
     combinations that decay W or B twice, or W and B by different amounts
-    (:meth:`check_base_weight_decay`).
+    (:meth:`check_base_weight_decay`). With SGD the trainer's optimizer
+    (``optimizer_from_config``) applies B's update in W's pass, without a momentum buffer
+    for B (:mod:`alearn.train.kp_sgd`, equal up to float32 rounding).
 
     Attributes:
       weight_decay: λ (paper: 5e-4, the global weight decay of Sec. 5.1).

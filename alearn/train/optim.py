@@ -13,6 +13,7 @@ belongs to the rule's transform unless ``weight_decay_mask="all"``.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -189,9 +190,15 @@ def schedule_factor(config: Any) -> float | tuple[float, ...]:
     return factors if factors else float(config.get("decay_factor", 0.1))
 
 
-def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int
-                          ) -> optax.GradientTransformation:
+def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int, *,
+                          kp_fused: bool | None = None) -> optax.GradientTransformation:
     """Builds the full optimizer from a config (fields as in experiments/configs/default.py).
+
+    KP with SGD runs in its one-pass form (:func:`alearn.train.kp_sgd.kp_sgd`: B without a
+    momentum buffer, equal to the separate form up to float32 rounding) where that form is
+    exact; ``kp_fused=False`` (or ``$ALEARN_KP_FUSED=0`` when ``kp_fused`` is None) keeps
+    the separate form ``optax.chain(rule.transform(), base)``, e.g. to resume a KP + SGD
+    run checkpointed before the one-pass form existed (its optimizer state differs).
 
     Raises:
       ValueError: bad names, or a weight decay the rule would apply twice
@@ -200,6 +207,10 @@ def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int
     get: Callable[[str, Any], Any] = lambda k, d: config.get(k, d)  # noqa: E731
     mask = get("weight_decay_mask", "params")
     check_rule_weight_decay(rule, get("weight_decay", 0.0), mask)
+    fused = (_kp_fused_from_config(config, rule, steps_per_epoch) if _kp_fused(kp_fused)
+             else None)
+    if fused is not None:
+        return fused
     base = create_optimizer(
         get("optimizer", "sgd"), get("learning_rate", 0.1),
         schedule=get("schedule", "constant"), steps_per_epoch=steps_per_epoch,
@@ -209,3 +220,37 @@ def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int
         decay_factor=schedule_factor(config),
         decay_fractions=tuple(get("decay_fractions", ()) or ()))
     return create_rule_optimizer(rule, base)
+
+
+def _kp_fused(kp_fused: bool | None) -> bool:
+    """``kp_fused``, or ``$ALEARN_KP_FUSED`` ("1" default, "0") when it is None."""
+    if kp_fused is not None:
+        return bool(kp_fused)
+    value = os.environ.get("ALEARN_KP_FUSED", "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"ALEARN_KP_FUSED={value!r}; choose 1 (KP's one-pass SGD, default) "
+                         "or 0 (the separate form)")
+    return value == "1"
+
+
+def _kp_fused_from_config(config: Any, rule: Rule, steps_per_epoch: int
+                          ) -> optax.GradientTransformation | None:
+    """KP's one-pass SGD (:func:`alearn.train.kp_sgd.kp_sgd`) when the config allows it
+    exactly (``unfusable_reason``); None otherwise (the separate form)."""
+    # pylint: disable=import-outside-toplevel
+    from alearn.train.kp_sgd import kp_sgd, unfusable_reason
+    get = config.get
+    if str(get("optimizer", "sgd")).lower() != "sgd":
+        return None
+    kwargs = dict(momentum=float(get("momentum", 0.0) or 0.0),
+                  weight_decay=get("weight_decay", 0.0),
+                  weight_decay_mask=get("weight_decay_mask", "params"))
+    if unfusable_reason(rule, weight_decay=kwargs["weight_decay"],
+                        weight_decay_mask=kwargs["weight_decay_mask"]) is not None:
+        return None
+    lr = create_schedule(get("schedule", "constant"), get("learning_rate", 0.1),
+                         steps_per_epoch=steps_per_epoch, epochs=get("epochs", 1),
+                         decay_epochs=tuple(get("decay_epochs", ()) or ()),
+                         decay_factor=schedule_factor(config),
+                         decay_fractions=tuple(get("decay_fractions", ()) or ()))
+    return kp_sgd(rule, lr, nesterov=bool(get("nesterov", False)), **kwargs)

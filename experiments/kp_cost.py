@@ -1,0 +1,65 @@
+"""XLA's own cost of the KP train step against BP's: flops and bytes accessed.
+
+Load-independent evidence for issue 13's "KP ≤ 1.05× BP": the compiled trainer step
+(``make_train_step``, optimizer from ``optimizer_from_config``: SGD lr 0.01, momentum 0.9,
+weight decay 5e-4 on the params, KP's λ = 5e-4 on B) of the MLP 784-1024-1024-10 and
+BioTorch's LeNet-5 (XLA convolutions: the autotuner's timed choice would vary
+with load) at batch 128, for BP, KP in the separate form (B a leaf of the base
+optimizer with its own momentum, ``kp_fused=False``) and KP fused
+(:func:`alearn.train.kp_sgd.kp_sgd`). Prints one JSON line per (model, case) and the
+ratios to BP.
+
+Usage:
+  python -m experiments.kp_cost
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+from absl import app
+
+import alearn
+from alearn import train
+from experiments._bench_models import LeNet5
+
+CONFIG = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+          "weight_decay_mask": "params", "epochs": 1}
+CASES = {"bp": ("bp", True), "kp_separate": ("kp", False), "kp_fused": ("kp", True)}
+
+
+def step_cost(model, rule_name: str, kp_fused: bool, batch: int = 128) -> dict:
+    """flops, bytes accessed and optimizer-state size of one compiled trainer step."""
+    rule = alearn.rules.create(rule_name)
+    opt = train.optimizer_from_config(CONFIG, rule, steps_per_epoch=100, kp_fused=kp_fused)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, 28, 28, 1)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
+    mesh = train.data_mesh()
+    state = train.replicate(train.create_train_state(model, rule, opt, jax.random.key(0), x),
+                            mesh)
+    step = train.make_train_step(model, rule, opt, mesh=mesh)
+    cost = step.lower(state, train.shard_batch({"image": x, "label": y}, mesh)
+                      ).compile().cost_analysis()
+    leaves = jax.tree.leaves(state.opt_state)
+    return {"flops": float(cost["flops"]), "bytes": float(cost["bytes accessed"]),
+            "opt_state_floats": int(sum(a.size for a in leaves if a.ndim))}
+
+
+def main(argv):
+    del argv
+    models = {"mlp": alearn.models.create("mlp", 10, widths=(1024, 1024)),
+              "lenet": LeNet5(conv_impl="xla")}
+    for mname, model in models.items():
+        costs = {case: step_cost(model, *spec) for case, spec in CASES.items()}
+        for case, c in costs.items():
+            bp = costs["bp"]
+            print(json.dumps({"model": mname, "case": case, **c,
+                              "flops_vs_bp": round(c["flops"] / bp["flops"], 4),
+                              "bytes_vs_bp": round(c["bytes"] / bp["bytes"], 4)}), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -21,7 +21,7 @@ Spec kinds (tuples, as ``alearn.al.stack``'s):
 - ``("lstm", width)``: one LSTM layer (gates i, f, g, o; forget bias 1); at a padded step
   the state is held, so the last output is the last real step's state;
 - ``("encoder", heads, mlp_width)``: one pre-LayerNorm Transformer encoder layer (masked
-  multi-head self-attention + GELU MLP, both residual), width kept;
+  multi-head self-attention, no key bias, + GELU MLP, both residual), width kept;
 - ``("seqpool", "mean" | "last")``: ``(B, T, D + 1) -> (B, D)``: mean over the real steps,
   or the last step's output (the LSTM's last real state, padding on either side).
 
@@ -138,7 +138,9 @@ class Encoder(nn.Module):
             raise ValueError(f"encoder width {d} is not divisible by heads={self.heads}")
         dh = d // self.heads
         a = nn.LayerNorm(epsilon=1e-6, name="ln_attn")(h)
-        q, k, v = (nn.Dense(d, name=n)(a).reshape(b, t, self.heads, dh)
+        # no key bias: softmax is shift-invariant, so its gradient is exactly 0 (Adam would
+        # only amplify float noise in it)
+        q, k, v = (nn.Dense(d, use_bias=n != "key", name=n)(a).reshape(b, t, self.heads, dh)
                    for n in ("query", "key", "value"))
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.float32(dh))
         logits = jnp.where(mask[:, None, None, :] > 0, logits, NEG)

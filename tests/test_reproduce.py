@@ -34,6 +34,11 @@ def test_every_table_has_runs_at_its_scales(tid):
     for runs in (cpu, paper):
         names = [r.name for r in runs]
         assert len(names) == len(set(names)), names  # one directory per run
+    if tid == "al_seq":  # sequence models: sequential Fashion-MNIST / text (_tables_seq.py)
+        assert {r.config.dataset for r in cpu} == {"fashion_mnist"}
+        assert all(r.config.epochs <= 2 for r in cpu) and len(cpu) == 4
+        assert {r.config.dataset for r in paper} == {"ag_news_subset", "imdb_reviews", "sst2"}
+        return
     for r in cpu:
         if r.config is not None:  # the cpu scale: Fashion-MNIST, the family's epochs
             family = _tables_cpu.FAMILIES[_tables_cpu.family_of(r.config.model)]

@@ -25,7 +25,8 @@ API (pure pytrees; the device pipeline builds on this):
   ``prediction_path`` (scores and every layer's activation); ``param_counts`` (effective /
   affiliated / total, Sec. 2.6).
 - Models: ``create(name, num_classes, input_shape, width_multiplier=..., lr=..., ...)`` for
-  ``al_mlp, al_cnn, al_vgg, al_resnet20, al_resnet32, al_sigmoid_mlp``;
+  ``al_mlp, al_cnn, al_vgg, al_resnet20, al_resnet32, al_sigmoid_mlp`` and the sequence
+  models ``al_lstm, al_transformer`` (layers: ``alearn.al.seq``);
   ``BASELINES[name](num_classes=..., width_multiplier=..., baseline="matched"|"authors")``
   is its BP model: the parameter-matched twin or the authors' code's (also registered in
   ``alearn.models``).

@@ -18,6 +18,13 @@ every width):
   into Dense(5y)-Dense(y); ``"avgpool"`` pools globally first, keeping b_1 small) and
   ``res_act="both"`` (residual block ``act(act(BN(conv2)) + x)``; ``"after"`` is He et
   al.'s ``act(BN(conv2) + x)``).
+- ``al_lstm`` / ``al_transformer`` (sequences, :mod:`alearn.al.seq`): ``depth`` (3) blocks;
+  f_1 = input embedding (token ids, 0 = padding, ``vocab_size`` 260 = bytes + 4
+  specials; or image rows) + one LSTM layer / ``layers_per_block`` (1) pre-LN encoder
+  layers (``heads`` 4, MLP 2x width, learned positions up to ``max_len`` 512), f_i (i > 1)
+  the same layer(s) alone; width 128, y width 128; bridge b_i = masked mean over time
+  (``pool="mean"``; ``"last"`` = the LSTM's last real state) then Dense(y). BP twin:
+  embedding, the N LSTM / encoder layers, pool, Dense(y), (N-1)x Dense(y), logits.
 - ``al_sigmoid_mlp``: the sigmoid experiment: ``depth`` (4) blocks of ``layers_per_block``
   (3) Dense(width) sigmoid layers, y width = width, bridge one Dense(width). BP twin:
   4·3 + 1 + 3 + 1 = 17 sigmoid layers; each AL gradient path crosses at most 4.
@@ -43,6 +50,7 @@ from typing import Callable
 import flax.linen as nn
 import optax
 
+from alearn.al import seq
 from alearn.al.block import BlockDef
 from alearn.al.network import ALNetwork
 from alearn.al.stack import MatchedBP, Stack
@@ -121,6 +129,33 @@ def sigmoid_mlp_spec(width_multiplier: float = 1.0, depth: int = 4, width: int =
     return ALSpec(f, (bridge,) * depth, w, f_act="sigmoid", bp_act="sigmoid")
 
 
+def _seq_bridge(pool: str, y: int) -> tuple:
+    return (("seqpool", _choice("pool", pool, seq.POOLS)), ("dense", y))
+
+
+def lstm_spec(width_multiplier: float = 1.0, depth: int = 3, width: int = 128,
+              y_width: int = 128, vocab_size: int = 260, pool: str = "mean") -> ALSpec:
+    """AL LSTM: block 1 = embedding + LSTM, blocks 2..depth = LSTM; b_i = pool + Dense(y)."""
+    w, y = _w(width, width_multiplier), _w(y_width, width_multiplier)
+    f = ((("embed", w, vocab_size, 0), ("lstm", w)),) + ((("lstm", w),),) * (depth - 1)
+    return ALSpec(f, (_seq_bridge(pool, y),) * depth, y)
+
+
+def transformer_spec(width_multiplier: float = 1.0, depth: int = 3, width: int = 128,
+                     y_width: int = 128, vocab_size: int = 260, max_len: int = 512,
+                     heads: int = 4, layers_per_block: int = 1, pool: str = "mean") -> ALSpec:
+    """AL Transformer: block 1 = embedding (learned positions, ``max_len``) + encoder
+    layer(s), blocks 2..depth = ``layers_per_block`` encoder layers; b_i = masked mean +
+    Dense(y). MLP width 2x the model width."""
+    if pool != "mean":
+        raise ValueError(f"al_transformer pools by the masked mean; got pool={pool!r} (the "
+                         f"last position of a Transformer is not its summary); choose: mean")
+    w, y = _w(width, width_multiplier), _w(y_width, width_multiplier)
+    enc = (("encoder", heads, 2 * w),) * layers_per_block
+    f = ((("embed", w, vocab_size, max_len),) + enc,) + (enc,) * (depth - 1)
+    return ALSpec(f, (_seq_bridge(pool, y),) * depth, y)
+
+
 SPECS: MappingProxyType[str, Callable[..., ALSpec]] = MappingProxyType({
     "al_mlp": mlp_spec,
     "al_cnn": cnn_spec,
@@ -128,6 +163,8 @@ SPECS: MappingProxyType[str, Callable[..., ALSpec]] = MappingProxyType({
     "al_resnet20": lambda width_multiplier=1.0, **kw: resnet_spec(3, width_multiplier, **kw),
     "al_resnet32": lambda width_multiplier=1.0, **kw: resnet_spec(5, width_multiplier, **kw),
     "al_sigmoid_mlp": sigmoid_mlp_spec,
+    "al_lstm": lstm_spec,
+    "al_transformer": transformer_spec,
 })
 
 
@@ -223,6 +260,10 @@ class ALBaseline(nn.Module):
     y_width: int = 0  # 0: the spec's default (al_cnn, al_vgg, al_resnet*)
     bridge: str = ""  # "": the spec's default (al_resnet*)
     res_act: str = ""  # "": the spec's default (al_resnet*)
+    vocab_size: int = 0  # 0: the spec's default (al_lstm, al_transformer: 260)
+    max_len: int = 0  # 0: the spec's default (al_transformer: 512)
+    heads: int = 0  # 0: the spec's default (al_transformer: 4)
+    pool: str = ""  # "": the spec's default (al_lstm, al_transformer: "mean")
     baseline: str = "matched"
 
     def _spec(self) -> ALSpec:
@@ -236,7 +277,8 @@ class ALBaseline(nn.Module):
 
 
 # ALBaseline fields that are spec overrides (passed to ``spec`` when non-zero / non-empty).
-SPEC_FIELDS = ("width", "depth", "layers_per_block", "y_width", "bridge", "res_act")
+SPEC_FIELDS = ("width", "depth", "layers_per_block", "y_width", "bridge", "res_act",
+               "vocab_size", "max_len", "heads", "pool")
 
 
 # model name -> BP twin factory (num_classes, width_multiplier) for alearn.models' registry.

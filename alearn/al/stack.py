@@ -16,7 +16,9 @@ Layer specs (tuples, hashable so they can be Flax module fields):
   True is the authors' code, ``act(act(BN(conv2)) + x)``; False (or absent) is He et al.'s
   ``act(BN(conv2) + x)``;
 - ``("maxpool",)``: 2x2/2 max pool; ``("avgpool",)``: global average pool;
-- ``("flatten",)``.
+- ``("flatten",)``;
+- sequence kinds ``("embed", ...)``, ``("lstm", ...)``, ``("encoder", ...)``,
+  ``("seqpool", ...)``: see :mod:`alearn.al.seq` (no activation applied; the BP rule only).
 
 Every activated layer output is ``sow``-n into the ``"intermediates"`` collection as
 ``layer<k>`` (k counts weight layers from 1), which the metafeature analysis reads.
@@ -30,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from alearn.al import seq
 from alearn.layers import Conv, Dense, Tape, initializers
 from alearn.rules.bp import BP
 
@@ -42,7 +45,8 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": jnp.tanh,
     "linear": lambda x: x,
 }
-SPEC_KINDS = ("dense", "conv", "res", "maxpool", "avgpool", "flatten")
+SPEC_KINDS = ("dense", "conv", "res", "maxpool", "avgpool", "flatten") + seq.SEQ_KINDS
+_SOWN_SEQ = ("embed", "lstm", "encoder")  # sequence layers sown as layer<k> (features only)
 HE_NORMAL = initializers.he_normal  # flat draw: fast to compile
 
 
@@ -55,7 +59,8 @@ def activation(name: str) -> Callable[[Array], Array]:
 
 def num_weight_layers(layers: tuple) -> int:
     """Weight layers in ``layers`` as the thesis counts them (a res block counts 2)."""
-    return sum({"dense": 1, "conv": 1, "res": 2}.get(spec[0], 0) for spec in layers)
+    return sum({"dense": 1, "conv": 1, "res": 2, "embed": 1, "lstm": 1, "encoder": 1}.get(
+        spec[0], 0) for spec in layers)
 
 
 class Stack(nn.Module):
@@ -76,6 +81,8 @@ class Stack(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False, tape: Tape | None = None) -> Array:
         tape = tape if tape is not None else Tape(BP(), x.shape[0], 1)
+        if any(spec[0] in seq.SEQ_KINDS for spec in self.layers):
+            seq.check_rule(tape.rule)
         act = activation(self.act)
         last = max((i for i, s in enumerate(self.layers) if s[0] in ("dense", "conv", "res")),
                    default=-1)
@@ -100,11 +107,16 @@ class Stack(nn.Module):
                 x = jnp.mean(x, axis=(1, 2))
             elif kind == "flatten":
                 x = x.reshape(x.shape[0], -1)
+            elif kind in seq.SEQ_KINDS:
+                x = seq.apply_spec(spec, x)
             else:
                 raise ValueError(f"unknown layer spec {spec!r}; kinds: {', '.join(SPEC_KINDS)}")
             if kind in ("dense", "conv", "res"):
                 k += 2 if kind == "res" else 1
                 self.sow("intermediates", f"layer{k}", x)
+            elif kind in _SOWN_SEQ:
+                k += 1
+                self.sow("intermediates", f"layer{k}", seq.split(x)[0])
         return x
 
     def _res(self, x: Array, feats: int, stride: int, fn: Callable, train: bool,

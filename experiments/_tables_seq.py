@@ -1,0 +1,36 @@
+"""``reproduce``'s ``al_seq`` table: AL LSTM / Transformer vs their parameter-matched BP twins.
+
+One run per cell (seeds are added by the table registry). cpu scale: sequential
+Fashion-MNIST (28 rows of 28 pixels) with the ``cpu`` cell of configs/al_seq.py (width 32,
+2 epochs; ~1 min per run on 2 shared cores). paper scale: the byte-token text sets the
+data layer provides (AG News, IMDB, SST-2) at width 128.
+"""
+
+from __future__ import annotations
+
+from experiments.configs import al_seq as cfg
+
+CPU_DATASETS = ("fashion_mnist",)
+PAPER_DATASETS = ("ag_news_subset", "imdb_reviews", "sst2")
+NAMES = {"fashion_mnist": "sequential Fashion-MNIST", "mnist5k": "sequential mnist5k",
+         "ag_news_subset": "AG News", "imdb_reviews": "IMDB", "sst2": "SST-2",
+         "lstm": "LSTM", "transformer": "Transformer"}
+
+
+def al_seq(scale: str) -> list:
+    """The runs of table ``al_seq`` at ``scale`` ("cpu" or "paper")."""
+    from experiments.tables import Run, SCALES  # noqa: PLC0415 - tables registers this builder
+
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    cpu = scale == "cpu"
+    out = []
+    for d in CPU_DATASETS if cpu else PAPER_DATASETS:
+        for m in cfg.MODELS:
+            for method in ("bp", "al"):
+                c = cfg.get_config(f"{m},{d}" + (",cpu" if cpu else "")
+                                   + (",bp" if method == "bp" else ""))
+                c.progress_bar, c.tensorboard = False, not cpu
+                name = f"{m}_{method}" if cpu else f"{m}_{d}_{method}"
+                out.append(Run(name, f"{NAMES[d]} / {NAMES[m]}", method.upper(), config=c))
+    return out

@@ -1,0 +1,98 @@
+"""Associated Learning on sequences: AL LSTM / Transformer vs their parameter-matched BP twins.
+
+``--config=experiments/configs/al_seq.py:<model>,<dataset>[,cpu][,bp]`` with model one of
+``lstm, transformer`` and dataset one of ``fashion_mnist, mnist5k`` (images read as 28
+rows of 28 pixels: the sequential-image task) or ``ag_news_subset, imdb_reviews, sst2``
+(``glue/sst2`` accepted; byte-token text, fed as int32 ids (B, T) under the batch key
+"image", 0 = padding; the text readers live in ``alearn.data``). ``bp`` trains the BP twin
+(f_1 … f_N, b_N, h_N … h_1 as one net: equal effective parameter count) with the same lr;
+``cpu`` selects the CPU-sized cell of ``reproduce``'s ``al_seq`` table (width 32, 2
+epochs of sequential fashion_mnist, ~1 min per run on 2 shared cores; 20 on mnist5k).
+
+Models (alearn/al/models.py): ``depth`` 3 blocks; f_1 = input embedding (+ learned
+positions up to ``max_len`` for the Transformer) and one LSTM layer / one pre-LN encoder
+layer, f_2, f_3 one such layer each; b_i = masked mean over time, then Dense(y) sigmoid;
+g_i, h_i = Dense sigmoid (the thesis' label autoencoder). Hyperparameters are ours (the
+AL thesis has no sequence models, and its code none to copy): Adam 1e-3 for every side
+(autoencoder at 2x, as the code), constant lr, batch 128, no L2, no augmentation.
+
+Commands (figures in docs/notes/al.md, "Sequence models"):
+  python -m experiments.train --config=experiments/configs/al_seq.py:lstm,fashion_mnist,cpu \
+      --config.seed=0 --workdir=/tmp/al_lstm_al
+  python -m experiments.train --config=experiments/configs/al_seq.py:lstm,fashion_mnist,cpu,bp \
+      --config.seed=0 --workdir=/tmp/al_lstm_bp
+  # device pipeline, one block per device:
+  XLA_FLAGS=--xla_force_host_platform_device_count=3 python -m experiments.train \
+      --config=experiments/configs/al_seq.py:transformer,fashion_mnist,cpu \
+      --config.pipeline_stages=3 --workdir=/tmp/al_tf_pipe
+"""
+
+import ml_collections
+
+from experiments.configs import al as al_cfg
+from experiments.configs import default
+
+MODELS = ("lstm", "transformer")
+IMAGE_DATASETS = ("fashion_mnist", "mnist5k")
+TEXT_DATASETS = ("ag_news_subset", "imdb_reviews", "sst2")
+DATASETS = IMAGE_DATASETS + TEXT_DATASETS
+ALIASES = {"glue/sst2": "sst2"}
+FLAGS = ("cpu", "bp")
+VOCAB_SIZE = 260  # 256 bytes + 4 specials (0 = padding)
+TEXT_MAX_LEN = 512  # the Transformer's positions; longer inputs fail naming both lengths
+
+
+def get_config(arg: str = "lstm,fashion_mnist") -> ml_collections.ConfigDict:
+    """AL sequence model (or its BP twin) for "<model>,<dataset>[,cpu][,bp]"."""
+    parts = [ALIASES.get(p.strip().lower(), p.strip().lower()) for p in arg.split(",")
+             if p.strip()]
+    if not parts or parts[0] not in MODELS:
+        raise ValueError(f"unknown AL sequence model {parts[0] if parts else ''!r} in {arg!r}; "
+                         f"choose one of: {', '.join(MODELS)}")
+    model, rest = parts[0], parts[1:]
+    bad = [p for p in rest if p not in DATASETS + FLAGS]
+    if bad:
+        raise ValueError(f"unknown dataset or flag {bad[0]!r} in {arg!r}; datasets: "
+                         f"{', '.join(DATASETS)} (or glue/sst2); flags: {', '.join(FLAGS)}")
+    named = [p for p in rest if p in DATASETS]
+    if len(named) != 1:
+        raise ValueError(f"give exactly one dataset in {arg!r} (got {named or 'none'}); "
+                         f"choose one of: {', '.join(DATASETS)}")
+    dataset, cpu, text = named[0], "cpu" in rest, named[0] in TEXT_DATASETS
+    c = default.get_config("bp")
+    c.rule = "al"
+    c.rule_hparams = ml_collections.ConfigDict()
+    c.al_hparams = ml_collections.ConfigDict(
+        {"ae_lr_mult": 2.0, "assoc_trains_g": False, "assoc_reduction": "mean",
+         "l2_scope": "f"})
+    c.model = f"al_{model}"
+    kwargs = {"width_multiplier": 1.0, "baseline": "matched", "depth": 3,
+              "width": 32 if cpu else 128, "y_width": 32 if cpu else 128,
+              "vocab_size": VOCAB_SIZE, "pool": "mean"}
+    if model == "transformer":
+        kwargs.update(heads=4, max_len=TEXT_MAX_LEN if text else 28)
+    c.model_kwargs = ml_collections.ConfigDict(kwargs)
+    c.dataset = dataset
+    c.preprocessing = "text_bytes" if text else "image_rows"
+    c.dataset_options = ml_collections.ConfigDict({} if text else {"augment": "none"})
+    # cpu: ~940 steps of 128 either way (fashion_mnist 60k train, mnist5k 4k train)
+    c.epochs = (20 if dataset == "mnist5k" else 2) if cpu else (10 if text else 20)
+    c.batch_size = 128
+    c.optimizer = "adam"
+    c.learning_rate = 1e-3
+    c.schedule = "constant"
+    c.weight_decay = 0.0
+    c.weight_decay_mask = "kernels"
+    c.bp = ml_collections.ConfigDict({"learning_rate": 1e-3, "weight_decay": 0.0,
+                                      "weight_decay_mask": "kernels"})
+    c.eval_train = not cpu
+    c.progress_bar = not cpu
+    c.tensorboard = not cpu
+    c.pipeline_stages = 0
+    c.pipeline_data = 1
+    c.pipeline_blocks_per_stage = ()
+    c.pipeline_mode = "auto"
+    return as_bp(c) if "bp" in rest else c
+
+
+as_bp = al_cfg.as_bp  # the same BP switch as configs/al.py (rule "bp", config.bp's lr and L2)

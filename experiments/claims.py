@@ -64,6 +64,9 @@ CLAIMS = (
           "1.5 and 2.0; Table 3.1)",
           tuple(Check("wt3.1", (f"{n} 10-10-10", "FoA"), (f"{n} 10-10-10", "BP"), "close", 2.0)
                 for n in ("linear", "nonlinear"))),
+    Claim("al_seq_close", "AL ≈ its BP twin (within 1 point) with LSTM and Transformer blocks "
+          "(the AL follow-up papers, on text)",
+          tuple(Check("al_seq", (m, "AL"), (m, "BP"), "close") for m in ("LSTM", "Transformer"))),
     Claim("al_ratio", "AL's inter:intra class distance ratio > BP's (AL thesis Table 3.4)",
           tuple(Check("al3.4", (m, "AL"), (m, "BP"), metric="ratio") for m in ("MLP", "CNN"))),
 )

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import ml_collections
 
 from experiments import _tables_cpu as cpu_scale
+from experiments import _tables_seq
 from experiments.configs import al as al_cfg
 from experiments.configs import asap as asap_cfg
 from experiments.configs import asap_foa as foa_cfg
@@ -341,7 +342,11 @@ TABLES: dict[str, Table] = {t.id: t for t in (
           note="Block step costs are measured on one device; makespans are MODELLED "
                "(alearn.al.schedule; hand-over time not modelled). The real multi-device "
                "pipeline is alearn.al.Pipeline (tests/test_pipeline.py)."),
-    Table("al_seq", "AL beyond the thesis: LSTM / Transformer blocks vs their BP twins", lambda s: __import__("experiments._tables_seq", fromlist=["al_seq"]).al_seq(s), note="BP = the parameter-matched twin (configs/al_seq.py). cpu scale: sequential Fashion-MNIST (28 rows), width 32, 2 epochs; paper scale: byte-token AG News, IMDB, SST-2."),  # noqa: E501 - one line: experiments/_tables_seq.py
+    Table("al_seq", "AL beyond the thesis: LSTM / Transformer blocks vs their BP twins",
+          _tables_seq.al_seq,
+          note="BP = the parameter-matched twin (configs/al_seq.py). cpu scale: sequential "
+               "Fashion-MNIST (28 rows), width 32, 2 epochs; paper scale: byte-token AG News, "
+               "IMDB, SST-2."),
     Table("wt3.1", "ASAP thesis Table 3.1 + Fig. 3.2: Forward Alignment vs BP (10-10-10)", _foa,
           note="Deviation (configs/asap_foa.py): the nonlinear net is ReLU without BatchNorm; "
                "SGD momentum 0.9 (the thesis names no optimizer)."),

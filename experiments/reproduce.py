@@ -63,16 +63,9 @@ def check_datasets(runs: Sequence[Run], data_dir: str | None) -> None:
 
 def machine() -> str:
     """'<cores> cores, <CPU model>' of this machine (recorded in each table's manifest)."""
-    import platform
+    from alearn._machine import cpu_model
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}"
+    return f"{os.cpu_count()} cores, {cpu_model()}"
 
 
 def code_version() -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import tempfile
 import time
 from typing import Any, Callable
@@ -39,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+
+from alearn._machine import cpu_model
 
 Array = jax.Array
 
@@ -120,14 +121,7 @@ def _cache_path() -> str | None:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                       cpu)
-    except OSError:
-        pass
-    return f"jax{jax.__version__}|{cpu}|{os.cpu_count()}cpu"
+    return f"jax{jax.__version__}|{cpu_model()}|{os.cpu_count()}cpu"
 
 
 _MEMORY: dict[str, str] = {}

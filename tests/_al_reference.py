@@ -119,3 +119,36 @@ def train_step(blocks, k: Knobs, params, stats, opt, x, num_classes, labels):
         new_o.append({"fwd": o_f, "ae": o_a})
         losses.append((assoc, ae))
     return new_p, new_s, new_o, losses
+
+
+def check_no_cross_block_gradients(net, states, all_params, x, labels, assoc_trains_g=False):
+    """d(L_i or L'_i)/d(params of block j) == 0 exactly for j != i, with the block inputs
+    computed from the raw inputs through blocks < i without any stop_gradient of ours; each
+    block's own parts (f, b for L_i; g, h for L'_i; g too when ``assoc_trains_g``) get a
+    non-zero gradient."""
+    import alearn.al as al
+
+    def loss(ps, i, which):
+        s, y = x, al.targets(net, labels)
+        for j in range(i):
+            bd = net.blocks[j]
+            s, _ = al.apply_fn(bd.f, ps[j]["f"], states[j].model_state["f"], s, True)
+            y = bd.g.apply({"params": ps[j]["g"]}, y)
+        bd = net.blocks[i]
+        if which == "assoc":
+            return al.associated_loss(bd, ps[i], states[i].model_state, s, y)[0]
+        return al.autoencoder_loss(bd, ps[i], y)[0]
+
+    cases = [(i, w) for i in range(len(net.blocks)) for w in ("assoc", "ae")]
+    all_grads = jax.jit(lambda ps: [jax.grad(loss)(ps, i, w) for i, w in cases])(all_params)
+    for (i, which), grads in zip(cases, all_grads):
+        for j, gj in enumerate(grads):
+            for part, tree in gj.items():
+                norm = sum(float(jnp.abs(leaf).sum()) for leaf in jax.tree.leaves(tree))
+                own = (which == "assoc" and part in ("f", "b")) or \
+                      (which == "ae" and part in ("g", "h")) or \
+                      (which == "assoc" and part == "g" and assoc_trains_g)
+                if j == i and own:
+                    assert norm > 0, (i, which, part)
+                else:
+                    assert norm == 0.0, (i, which, j, part, norm)

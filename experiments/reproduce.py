@@ -83,10 +83,33 @@ def code_version() -> str:
         return "unknown"
 
 
+KEY_FILE = "run_key.txt"  # the run_key of what a finished run directory computed
+
+
+class StaleRunError(SystemExit):
+    """A run directory holds results of another configuration than the table's run."""
+
+
 def is_done(run: Run, rundir: str) -> bool:
-    """Whether ``run`` already finished in ``rundir`` (its results.json exists)."""
+    """Whether ``run`` already finished in ``rundir`` (its results.json exists).
+
+    Raises:
+      StaleRunError: the directory finished a different configuration (its ``run_key.txt``
+        differs: the table's settings or the lr sweep changed since), so its results are
+        not this run's; the message says to delete it.
+    """
     need = [RESULTS] + (["angles.json"] if run.kind == "foa" else [])
-    return all(os.path.exists(os.path.join(rundir, f)) for f in need)
+    done = all(os.path.exists(os.path.join(rundir, f)) for f in need)
+    key_path = os.path.join(rundir, KEY_FILE)
+    if done and os.path.exists(key_path):
+        with open(key_path) as f:
+            stored = f.read().strip()
+        if stored != run_key(run):
+            raise StaleRunError(
+                f"{rundir} holds a finished run of another configuration (run key {stored}, "
+                f"the table now asks for {run_key(run)}: its settings or the lr sweep changed). "
+                f"Delete that directory to train it again, or use a fresh --workdir.")
+    return done
 
 
 CELLS = "cells.json"  # <workdir>/cells.json: run key -> the run dir that computed it
@@ -123,6 +146,10 @@ def link_shared(run: Run, rundir: str, workdir: str) -> str | None:
 
 
 def record_cell(run: Run, rundir: str, workdir: str) -> None:
+    """Notes that ``rundir`` computed ``run`` (its key file, and the workdir's index)."""
+    if not os.path.islink(rundir) and os.path.isdir(rundir):
+        with open(os.path.join(rundir, KEY_FILE), "w") as f:
+            f.write(run_key(run) + "\n")
     path = os.path.join(workdir, CELLS)
     cells = _load(path)
     cells.setdefault(run_key(run), rundir)

@@ -183,7 +183,7 @@ def _wt(rule: str, model: str, dataset: str, scale: str, extra: str = "", *,
         family = cpu_scale.family_of(model)
         if sweep_factor is None:
             cpu_scale.apply(c, family)
-            c.learning_rate *= cpu_scale.chosen_factor(family, "bp")
+            c.learning_rate *= cpu_scale.rule_factor(family, rule)
         else:
             cpu_scale.apply(c, family, epochs=cpu_scale.sweep_epochs(family), validation=True)
             c.learning_rate *= sweep_factor
@@ -282,7 +282,7 @@ def _lr_sweep(scale: str) -> list[Run]:
         return []
     out = []
     for family, method in cpu_scale.SWEPT:
-        for x in cpu_scale.FACTORS[cpu_scale.FAMILIES[family].optimizer]:
+        for x in cpu_scale.factors(family, method):
             if family.startswith("al_"):
                 model = "sigmoid_mlp" if family == "al_sigmoid" else family[3:]
                 c = _al_cpu(model, sweep=(method, x))
@@ -292,7 +292,7 @@ def _lr_sweep(scale: str) -> list[Run]:
                 c = _foa_cpu("bp", "relu", sweep_factor=x)
             else:
                 model = "resnet18" if family == "resnet" else family
-                c = _wt("bp", model, "", "cpu", sweep_factor=x)
+                c = _wt(method, model, "", "cpu", sweep_factor=x)
             out.append(Run(cpu_scale.sweep_name(family, method, x), family, method.upper(),
                            config=_quiet(c, True), options={"factor": x}))
     return out

@@ -141,7 +141,7 @@ def fake_sweep(workdir, best=None):
     from experiments import _tables_cpu as cs
 
     for family, method in cs.SWEPT:
-        for x in cs.FACTORS[cs.FAMILIES[family].optimizer]:
+        for x in cs.factors(family, method):
             win = (best or {}).get((family, method), 1.0)
             _write(os.path.join(str(workdir), "lr_sweep",
                                 cs.sweep_name(family, method, x) + "_s0", "results.json"),

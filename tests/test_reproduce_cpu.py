@@ -25,15 +25,20 @@ def _forget_workdir():
 
 def test_cpu_runs_take_the_factor_the_sweep_chose(tmp_path):
     fake_sweep(tmp_path, best={("alexnet", "bp"): 3.0, ("al_mlp", "al"): 10.0,
-                               ("al_mlp", "bp"): 3.0})
+                               ("al_mlp", "bp"): 3.0, ("alexnet", "fa"): 100.0,
+                               ("resnet", "bp"): 1 / 3})
     cs.set_workdir(str(tmp_path))
     runs = {r.name: r for r in tables.runs("wt5.2", "cpu")}
-    fa = runs["alexnet_mnist_fa_s0"].config  # Table 5.1's FA rate x the BP sweep's factor
-    assert fa.learning_rate == pytest.approx(wt.LEARNING_RATES["alexnet"]["fa"] * 3.0)
+    kp = runs["alexnet_mnist_kp_s0"].config  # Table 5.1's KP rate x the BP sweep's factor
+    assert kp.learning_rate == pytest.approx(wt.LEARNING_RATES["alexnet"]["kp"] * 3.0)
+    fa = runs["alexnet_mnist_fa_s0"].config  # AlexNet's FA has a sweep of its own
+    assert fa.learning_rate == pytest.approx(wt.LEARNING_RATES["alexnet"]["fa"] * 100.0)
+    dfa = runs["alexnet_mnist_dfa_s1"].config  # ... DFA's chose x1 (the fake's default)
+    assert dfa.learning_rate == pytest.approx(wt.LEARNING_RATES["alexnet"]["dfa"])
+    r_fa = runs["resnet18_cifar10_fa_s0"].config  # ResNet rules follow BP's x1/3
+    assert r_fa.learning_rate == pytest.approx(wt.LEARNING_RATES["resnet"]["fa"] / 3)
     assert fa.dataset == "fashion_mnist" and fa.dataset_options.train_examples == 6000
     assert "validation" not in fa.dataset_options  # the tables train on the whole split
-    resnet = runs["resnet18_cifar10_bp_s0"].config  # resnet's sweep chose x1 (the default)
-    assert resnet.learning_rate == pytest.approx(wt.LEARNING_RATES["resnet"]["bp"])
     al = {r.name: r.config for r in tables.runs("al3.1", "cpu")}
     assert al["mlp_al_s0"].learning_rate == pytest.approx(1e-3)  # AL code's 1e-4 x 10
     assert al["mlp_bp_s0"].learning_rate == pytest.approx(3e-4)  # BP twin's 1e-4 x 3
@@ -53,7 +58,7 @@ def test_a_pending_sweep_stops_with_the_command(tmp_path):
 def test_sweep_holds_out_part_of_train_with_one_seed_and_half_the_epochs(tmp_path):
     cs.set_workdir(str(tmp_path), allow_pending=True)
     runs = tables.runs("lr_sweep", "cpu")
-    assert len(runs) == sum(len(cs.FACTORS[cs.FAMILIES[f].optimizer]) for f, _ in cs.SWEPT)
+    assert len(runs) == sum(len(cs.factors(f, m)) for f, m in cs.SWEPT)
     for r in runs:
         family = r.row
         assert r.seed == 0 and r.name.endswith("_s0")
@@ -152,3 +157,14 @@ def test_order_and_close_use_the_combined_std():
     assert claims.evaluate(check, cells)[0][0] == "disagrees"
     greater = claims.Check("t", ("M", "B"), ("M", "A"))
     assert claims.evaluate(greater, cells)[0][0] == "disagrees"
+
+
+def test_a_run_dir_of_another_config_is_not_taken_as_done(tmp_path, monkeypatch):
+    fake_sweep(tmp_path)
+    monkeypatch.setattr(reproduce, "execute", lambda run, rundir: _write(
+        os.path.join(rundir, "results.json"), {"test_accuracy": 0.5}))
+    reproduce.reproduce("al_sigmoid", "cpu", str(tmp_path), out=io.StringIO())
+    fake_sweep(tmp_path, best={("al_sigmoid", "al"): 10.0})  # the sweep now picks x10
+    with pytest.raises(reproduce.StaleRunError, match="sigmoid_mlp_al_s0 holds a finished run "
+                                                      "of another configuration"):
+        reproduce.reproduce("al_sigmoid", "cpu", str(tmp_path), out=io.StringIO())

@@ -1,14 +1,19 @@
-"""reproduce's ``al_compare`` kind (metafeature distances, t-SNE) on AL sequence models."""
+"""Metafeature distances and t-SNE (AL thesis Sec. 3.3) on AL sequence models' block outputs.
 
-import json
-import os
+The ``al_compare`` kind of ``experiments.reproduce`` feeds ``al.prediction_path``'s
+activations to ``alearn.analysis``; its training and restoring is tested on the MLP
+(tests/test_reproduce*.py, tests/test_al*.py). Here: the sequence blocks' outputs (which carry
+the padding mask as an extra channel) reach the analysis without that channel.
+"""
 
 import jax
 import numpy as np
 
-from experiments import _reproduce_kinds as kinds
-from experiments.configs import al_seq
-from experiments.tables import Run
+import alearn.al as al
+from alearn.analysis import metafeatures as mf
+from alearn.analysis import tsne
+
+from _al_seq_fixtures import CLASSES, _net, _states
 
 
 def _distances(x, labels):
@@ -25,51 +30,36 @@ def _distances(x, labels):
     return float(np.mean(inter)), float(np.mean(intra))
 
 
-def test_al_compare_on_transformer_block_outputs(tmp_path, monkeypatch):
-    """AL transformer and its BP twin on a tiny synthetic row-sequence set: the kind writes
-    per-layer distances for both and a t-SNE panel; AL layer 2 (block 1's encoder output,
-    without the mask channel) has the distances a hand computation gives."""
-    import alearn.al as al
-    import alearn.al.train as al_train
-    from alearn.analysis import tsne
-    from sklearn.manifold import TSNE
+def test_block_outputs_reach_the_analysis_without_the_mask_channel(tmp_path, monkeypatch):
+    """Transformer on image rows: prediction-path layer 2 (block 1's encoder output) has the
+    distances a hand computation of block 1's f (minus its mask channel) gives, and a t-SNE
+    panel of it is drawn."""
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 7, 4, 1)).astype(np.float32)  # 7 rows of 4 pixels
+    labels = np.repeat(np.arange(CLASSES), 8)
+    net = _net("al_transformer", shape=(7, 4, 1))
+    states = net.init(jax.random.key(2))
+    _, acts = al.prediction_path(net, states, x)
+    bd, st = net.blocks[0], states[0]
+    s1, _ = al.apply_fn(bd.f, st.params["f"], st.model_state["f"], x, False)
+    assert s1.shape == (24, 7, 8 + 1)  # 7 rows, width 8 + the mask channel
+    name, layer2 = acts[1]
+    assert np.asarray(layer2).shape == (24, 7, 8), name
+    inter, intra = _distances(jax.device_get(s1)[..., :-1], labels)
+    q = mf.metafeature_quality(layer2, labels)
+    np.testing.assert_allclose([q["inter"], q["intra"]], [inter, intra], rtol=1e-4)
 
     fitted = []
+    monkeypatch.setattr(tsne, "embed", lambda f, seed=0, perplexity=30.0: fitted.append(
+        np.asarray(f).reshape(len(f), -1).shape) or rng.random((len(f), 2)))
+    tsne.plot_tsne([("AL", [("layer 2", layer2)])], labels, str(tmp_path / "t.png"))
+    assert fitted == [(24, 56)] and (tmp_path / "t.png").stat().st_size > 1000
 
-    def short_embed(features, seed=0, perplexity=30.0):  # sklearn's fewest iterations
-        x = np.asarray(features, np.float32).reshape(len(features), -1)
-        fitted.append(x.shape)
-        return TSNE(2, perplexity=10.0, init="pca", random_state=seed,
-                    max_iter=250).fit_transform(x)
 
-    monkeypatch.setattr(tsne, "embed", short_embed)
-    restored = []  # the kind's own restored AL network and states
-    real_restore = al_train.restore
-    monkeypatch.setattr(al_train, "restore",
-                        lambda *a, **k: restored.append(real_restore(*a, **k)) or restored[-1])
-
-    c = al_seq.get_config("transformer,fashion_mnist,cpu")
-    c.dataset = "synthetic"
-    c.dataset_options = {"num_train": 128, "num_test": 64, "num_classes": 3}
-    c.model_kwargs.update(width=8, y_width=6, depth=2, heads=2, max_len=8)
-    c.epochs, c.batch_size, c.eval_train = 1, 32, False
-    run = Run("tf", "synthetic / Transformer", "AL vs BP", kind="al_compare", config=c,
-              options={"num_examples": 64, "tsne_layers": ["2"]})
-    kinds.al_compare(run, str(tmp_path))
-    out = json.loads((tmp_path / "results.json").read_text())
-    mf = out["metafeatures"]
-    # embed, 2 encoders, bridge Dense, 2 decoders = 6 prediction-path layers in both nets
-    assert out["last_layer"] == 6 and os.path.getsize(tmp_path / "tsne.png") > 1000
-    # BP and AL rows: raw (8x8x1), layer 2 (8 rows x 8 features, no mask channel)
-    assert fitted == [(64, 64), (64, 64)] * 2
-    assert {f"{m} layer{k}" for m in ("AL", "BP") for k in range(1, 7)} <= set(mf)
-    net, states, ds = restored[0]
-    batch = next(ds.batches("test", 64, shuffle=False, augment=False))
+def test_lstm_token_block_outputs_drop_the_mask_channel():
+    net, states = _net("al_lstm"), _states("al_lstm")
+    ids = np.array([[3, 4, 0, 0, 0], [5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [2, 0, 0, 0, 0]])
+    _, acts = al.prediction_path(net, states, ids)
     bd, st = net.blocks[0], states[0]
-    s1, _ = al.apply_fn(bd.f, st.params["f"], st.model_state["f"], batch["image"], False)
-    assert s1.shape == (64, 8, 9)  # 8 rows, 8 features + the mask channel
-    inter, intra = _distances(jax.device_get(s1)[..., :-1], batch["label"])
-    np.testing.assert_allclose(mf["AL layer2"]["inter"], inter, rtol=1e-4)
-    np.testing.assert_allclose(mf["AL layer2"]["intra"], intra, rtol=1e-4)
-    assert out["test_accuracy"]["bp"] is not None and out["num_params"]["al"] == \
-        out["num_params"]["bp"]
+    s1, _ = al.apply_fn(bd.f, st.params["f"], st.model_state["f"], ids, False)
+    np.testing.assert_array_equal(np.asarray(acts[1][1]), np.asarray(s1)[..., :-1])

@@ -58,6 +58,29 @@ class Cell:
                 for e, v in sorted(by_epoch.items())]
 
 
+# A cell is under-trained (shown, not ranked) when its test accuracy is within CHANCE_MARGIN
+# points of chance, its last epoch still gained RISING points or more, or it ran one epoch.
+CHANCE_MARGIN = 5.0
+RISING = 1.0
+
+
+def under_trained(history: list[dict], num_classes: int) -> str | None:
+    """Why a run's accuracy cannot be ranked yet (None: it can, or there is no curve)."""
+    accs = [100.0 * r["test_accuracy"] for r in history
+            if isinstance(r.get("test_accuracy"), (int, float))]
+    if not accs:
+        return None
+    chance = 100.0 / num_classes
+    if accs[-1] - chance < CHANCE_MARGIN:
+        return f"near chance ({chance:.0f} %)"
+    if len(accs) == 1:
+        return "1 epoch, no curve to judge"
+    if accs[-1] - accs[-2] >= RISING:
+        return f"still rising (+{accs[-1] - accs[-2]:.1f} in the last epoch)"
+    return None
+
+
+
 def _load(path: str) -> dict | None:
     if os.path.exists(path):
         with open(path) as f:
@@ -109,6 +132,12 @@ def wall_text(cell: Cell) -> str:
         parts.append("shared" if w == 0.0 and cell.shared else
                      "—" if math.isnan(w) else f"{w:.0f}")
     return "/".join(parts) or "—"
+
+
+def cell_under_trained(cell: Cell, num_classes: int = 10) -> str | None:
+    """:func:`under_trained` of the cell's mean curve over its seeds."""
+    curve = [{"epoch": e, "test_accuracy": m / 100.0} for e, m, _ in cell.mean_curve()]
+    return under_trained(curve, num_classes)
 
 
 def plateau_gain(cell: Cell, last: int = 2) -> float | None:

@@ -97,6 +97,10 @@ def evaluate(check: Check, cells: dict) -> list[tuple[str, str]]:
         if check.a[0] == check.b[0]:
             na, nb = check.a[1], check.b[1]
         nums = f"{na} {a.text()} vs {nb} {b.text()} (Δ {d:+.2f}{unit}, combined std {s:.2f})"
+        flags = [f"{n} {why}" for n, c in ((na, a), (nb, b))
+                 if check.metric == "accuracy" and (why := stats.cell_under_trained(c))]
+        if flags:  # shown, not hidden: the verdict stands on the numbers as they are
+            nums += f" [under-trained: {'; '.join(flags)}]"
         if check.kind == "close":
             if abs(d) <= check.tol:
                 verdict = "agrees"

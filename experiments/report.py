@@ -56,26 +56,9 @@ def _chain(values: dict[str, float], tol: float = 0.005) -> str:
     return " ".join(out)
 
 
-# A cell is under-trained (shown, not ranked) when its test accuracy is within CHANCE_MARGIN
-# points of chance, its last epoch still gained RISING points or more, or it ran one epoch.
-CHANCE_MARGIN = 5.0
-RISING = 1.0
-
-
-def under_trained(history: list[dict], num_classes: int) -> str | None:
-    """Why a run's accuracy cannot be ranked yet (None: it can, or there is no curve)."""
-    accs = [100.0 * r["test_accuracy"] for r in history
-            if isinstance(r.get("test_accuracy"), (int, float))]
-    if not accs:
-        return None
-    chance = 100.0 / num_classes
-    if accs[-1] - chance < CHANCE_MARGIN:
-        return f"near chance ({chance:.0f} %)"
-    if len(accs) == 1:
-        return "1 epoch, no curve to judge"
-    if accs[-1] - accs[-2] >= RISING:
-        return f"still rising (+{accs[-1] - accs[-2]:.1f} in the last epoch)"
-    return None
+# Under-trained cells (shown, not ranked): ``_report_stats.under_trained``.
+CHANCE_MARGIN, RISING = stats.CHANCE_MARGIN, stats.RISING
+under_trained = stats.under_trained
 
 
 def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str], float],

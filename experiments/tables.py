@@ -291,8 +291,8 @@ def _lr_sweep(scale: str) -> list[Run]:
             elif family == "foa":
                 c = _foa_cpu("bp", "relu", sweep_factor=x)
             else:
-                model = "resnet18" if family == "resnet" else family
-                c = _wt(method, model, "", "cpu", sweep_factor=x)
+                c = _wt(method, cpu_scale.SWEEP_MODEL.get(family, family), "", "cpu",
+                        sweep_factor=x)
             out.append(Run(cpu_scale.sweep_name(family, method, x), family, method.upper(),
                            config=_quiet(c, True), options={"factor": x}))
     return out

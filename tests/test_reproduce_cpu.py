@@ -35,8 +35,12 @@ def test_cpu_runs_take_the_factor_the_sweep_chose(tmp_path):
     assert fa.learning_rate == pytest.approx(wt.LEARNING_RATES["alexnet"]["fa"] * 100.0)
     dfa = runs["alexnet_mnist_dfa_s1"].config  # ... DFA's chose x1 (the fake's default)
     assert dfa.learning_rate == pytest.approx(wt.LEARNING_RATES["alexnet"]["dfa"])
-    r_fa = runs["resnet18_cifar10_fa_s0"].config  # ResNet rules follow BP's x1/3
-    assert r_fa.learning_rate == pytest.approx(wt.LEARNING_RATES["resnet"]["fa"] / 3)
+    r_kp = runs["resnet18_cifar10_kp_s0"].config  # ResNet's KP follows BP's x1/3
+    assert r_kp.learning_rate == pytest.approx(wt.LEARNING_RATES["resnet"]["kp"] / 3)
+    r_fa = runs["resnet18_cifar10_fa_s0"].config  # ... its FA (3e-3 < BP's 3e-2) has its own
+    assert r_fa.learning_rate == pytest.approx(wt.LEARNING_RATES["resnet"]["fa"])
+    nsc = runs["resnet18_nsc_cifar10_asap_s0"].config  # ASAP nsc: 3e-3, its own sweep (x1)
+    assert nsc.model == "resnet18_nsc" and nsc.learning_rate == pytest.approx(3e-3)
     assert fa.dataset == "fashion_mnist" and fa.dataset_options.train_examples == 6000
     assert "validation" not in fa.dataset_options  # the tables train on the whole split
     al = {r.name: r.config for r in tables.runs("al3.1", "cpu")}

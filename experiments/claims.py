@@ -91,10 +91,12 @@ def evaluate(check: Check, cells: dict) -> list[tuple[str, str]]:
         if a is None or b is None:
             continue
         where = f"{data}: " if data else ""
+        if check.a[0] == check.b[0] and check.a[0] != check.a[1]:  # one model: name it
+            where = f"{data} / {check.a[0]}: " if data else f"{check.a[0]}: "
         unit = "" if check.metric == "ratio" else " pt"
         d, s = a.mean - b.mean, stats.combined_std(a, b)
         na, nb = f"{check.a[0]} {check.a[1]}", f"{check.b[0]} {check.b[1]}"
-        if check.a[0] == check.b[0]:
+        if check.a[0] == check.b[0]:  # the model is in ``where``
             na, nb = check.a[1], check.b[1]
         nums = f"{na} {a.text()} vs {nb} {b.text()} (Δ {d:+.2f}{unit}, combined std {s:.2f})"
         flags = [f"{n} {why}" for n, c in ((na, a), (nb, b))

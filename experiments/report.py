@@ -163,7 +163,7 @@ def _convergence(cells: dict) -> list[str]:
             continue
         near = "within about a point of its plateau" if gain < 1.0 else "still rising"
         out.append(f"- BP convergence, {row}: {curve[-1][1]:.2f} % after {curve[-1][0]} epochs, "
-                   f"+{gain:.2f} pt over the last 2 epochs ({near}; curve in the plot below).")
+                   f"{gain:+.2f} pt over the last 2 epochs ({near}; curve in the plot below).")
     return [""] + out if out else []
 
 

@@ -139,7 +139,7 @@ def test_report_mean_std_over_seeds_and_claim_verdicts(tmp_path):
     overall, lines = claims.verdict(claims.CLAIMS[0], lambda t, m: cells)
     # MLP: |Δ| 0.67 <= 1 agrees; CNN: Δ -5.0, far beyond 1 + combined std -> disagrees
     assert overall == "mixed"
-    assert lines[0].startswith("Fashion-MNIST: AL 89.00 ± 1.00 vs BP 89.67 ± 0.76 (Δ -0.67 pt")
+    assert lines[0].startswith("Fashion-MNIST / MLP: AL 89.00 ± 1.00 vs BP 89.67 ± 0.76 (Δ -0.67 pt")
     assert lines[0].endswith("— agrees") and lines[1].endswith("— disagrees")
     full = open(report.write_report(str(tmp_path), str(tmp_path / "out"))).read()
     assert "**AL ≈ BP (within 1 point) on the MLP and the CNN" in full and "mixed." in full

@@ -222,8 +222,11 @@ def main(out_path: str, kills: int = 24, seed: int = 0) -> dict:
             chain_dir = os.path.join(root, f"chain{chain_no}")
         resume = _resume_epoch(chain_dir)
         before = {"epochs_logged": _lines(chain_dir), "checkpoints": _ckpts(chain_dir)}
-        if point == "random":  # a random epoch this run trains, then a random part of one
-            target, frac = rng.randint(min(resume, EPOCHS - 1), EPOCHS - 1), rng.random()
+        if point == "random":  # one of the next 3 epochs this run trains, then a random part
+            # of one: small steps keep every chain's kills spread over the epochs (a uniform
+            # draw up to the last epoch halves the distance each time and piles kills up late)
+            lo = min(resume, EPOCHS - 1)
+            target, frac = rng.randint(lo, min(lo + 2, EPOCHS - 1)), rng.random()
             pid, fd = _fork_run(chain_dir)
             seen, code = 0, None
             while seen < target:

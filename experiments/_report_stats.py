@@ -81,7 +81,8 @@ def under_trained(history: list[dict], num_classes: int) -> str | None:
 
 
 
-def _load(path: str) -> dict | None:
+def load(path: str) -> dict | None:
+    """A JSON file's contents, or None when it does not exist."""
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
@@ -101,7 +102,7 @@ def cells(table_id: str, workdir: str, manifest: dict, runs: list) -> dict[tuple
     for run in runs:
         rundir = os.path.join(workdir, table_id, run.name)
         cell = out.setdefault((run.row, run.col), Cell(run.row, run.col, run.setup()))
-        res = _load(os.path.join(rundir, "results.json"))
+        res = load(os.path.join(rundir, "results.json"))
         acc = None if res is None else res.get("test_accuracy")
         if not isinstance(acc, (int, float)):
             continue
@@ -113,6 +114,20 @@ def cells(table_id: str, workdir: str, manifest: dict, runs: list) -> dict[tuple
             cell.shared.append(entry["shared_with"])
         cell.histories.append(_jsonl(os.path.join(rundir, "metrics.jsonl")))
     return out
+
+
+def fmt(v, digits: int = 2) -> str:
+    """``v`` with ``digits`` decimals; "—" for None."""
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def diff(ours, paper) -> float | None:
+    return None if ours is None or paper is None else ours - paper
+
+
+def order_keys(values: dict[str, float]) -> list[str]:
+    """Keys by decreasing value."""
+    return sorted(values, key=lambda k: -values[k])
 
 
 def combined_std(a: Cell, b: Cell) -> float:

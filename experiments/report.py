@@ -24,27 +24,12 @@ from typing import Sequence
 from experiments import _report_stats as stats
 from experiments import claims, paper_results, tables
 from experiments import _report_plots as plots
+from experiments import _report_sections as sections
 
 MANIFEST = "manifest.json"
 
 
-def _load(path: str) -> dict | None:
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return None
-
-
-def _fmt(v, digits: int = 2) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
-def _diff(ours, paper) -> float | None:
-    return None if ours is None or paper is None else ours - paper
-
-
-def _order(values: dict[str, float]) -> list[str]:
-    return sorted(values, key=lambda k: -values[k])
+_load, _fmt, _diff, _order = stats.load, stats.fmt, stats.diff, stats.order_keys
 
 
 def _chain(values: dict[str, float], tol: float = 0.005) -> str:
@@ -174,134 +159,6 @@ def _num_classes(run) -> int:
     return specs.SPECS[name].num_classes if name in specs.SPECS else 10
 
 
-def _ratio_cells(table_id: str, workdir: str, runs: list) -> dict[tuple[str, str], dict]:
-    """(row, "AL"/"BP") -> {"acc": [...], "inter": [...], "intra": [...], "ratio": [...]}
-    over the seeds of al_compare runs (last prediction-path layer)."""
-    out: dict[tuple[str, str], dict] = {}
-    for run in runs:
-        res = _load(os.path.join(workdir, table_id, run.name, "results.json"))
-        if res is None:
-            continue
-        for m in ("BP", "AL"):
-            q = res.get("metafeatures", {}).get(f"{m} layer{res.get('last_layer')}") or {}
-            d = out.setdefault((run.row, m), {"acc": [], "inter": [], "intra": [], "ratio": [],
-                                              "setup": run.setup()})
-            acc = res.get("test_accuracy", {}).get(m.lower())
-            if acc is not None:
-                d["acc"].append(100 * acc)
-            for k in ("inter", "intra", "ratio"):
-                if q.get(k) is not None:
-                    d[k].append(q[k])
-    return out
-
-
-def ratio_cells(table_id: str, workdir: str) -> dict:
-    """al3.4's ratios as ``_report_stats.Cell`` objects (for the claims)."""
-    _, _, runs = _table_runs(table_id, workdir)
-    return {k: stats.Cell(k[0], k[1], v["setup"], accs=list(v["ratio"]))
-            for k, v in _ratio_cells(table_id, workdir, runs).items()}
-
-
-def _mstd(values: list[float], digits: int = 2) -> str:
-    c = stats.Cell("", "", "", accs=list(values))
-    return c.text(digits)
-
-
-def _metafeatures(table_id: str, workdir: str, runs: list) -> list[str]:
-    paper = paper_results.PAPER[table_id]
-    lines = ["| row | method | ours: setup | test acc (%) | inter | intra | ratio | seeds "
-             "| paper inter | paper intra | paper ratio | Δ ratio |", "|---" * 12 + "|"]
-    cells = _ratio_cells(table_id, workdir, runs)
-    for (row, m), d in cells.items():
-        pr = paper.get((row, f"{m} ratio"))
-        mean_ratio = sum(d["ratio"]) / len(d["ratio"]) if d["ratio"] else None
-        lines.append(
-            f"| {row} | {m} | {d['setup']} (last layer) | {_mstd(d['acc'])} | "
-            f"{_mstd(d['inter'])} | {_mstd(d['intra'])} | {_mstd(d['ratio'])} | "
-            f"{len(d['ratio'])} | {_fmt(paper.get((row, f'{m} inter')))} | "
-            f"{_fmt(paper.get((row, f'{m} intra')))} | {_fmt(pr)} | "
-            f"{_fmt(_diff(mean_ratio, pr))} |")
-    notes = []
-    for row in dict.fromkeys(r for r, _ in cells):
-        al, bp = (stats.Cell(row, m, "", accs=list(cells.get((row, m), {}).get("ratio", [])))
-                  for m in ("AL", "BP"))
-        if al.n and bp.n:
-            o = stats.order(al, bp)
-            verdict = {">": "agrees", "<": "DISAGREES", "=": "tie at this scale"}[o]
-            notes.append(f"- **{row}**: AL ratio {al.text()} vs BP {bp.text()} — {verdict} "
-                         "with the paper's claim (AL > BP).")
-    return lines + [""] + notes
-
-
-def _sweep(table_id: str, workdir: str, runs: list) -> list[str]:
-    """The lr sweep: held-out accuracy per factor, and the factor each family uses."""
-    from experiments import _tables_cpu as cs
-
-    lines = ["| family | method | factor | lr | held-out accuracy (%) | chosen |",
-             "|---|---|---|---|---|---|"]
-    for family, method in cs.SWEPT:
-        res = cs.sweep_results(family, method, workdir)
-        best = None if None in res.values() else cs.best_factor(res)
-        for x, acc in res.items():
-            run = next((r for r in runs if r.name == cs.sweep_name(family, method, x) + "_s0"),
-                       None)
-            lr = None if run is None else float(run.config.learning_rate)
-            lines.append(f"| {family} | {method.upper()} | x{x:.3g} | "
-                         f"{'—' if lr is None else f'{lr:.3g}'} "
-                         f"| {_fmt(None if acc is None else 100 * acc)} | "
-                         f"{'**yes**' if x == best else ''} |")
-    return lines
-
-
-def _memory(table_id: str, workdir: str, runs: list) -> list[str]:
-    lines = ["| model | rule | params | saved activations | accesses (M) | accesses / BP "
-             "| XLA step temp (MB) | temp / BP |", "|---|---|---|---|---|---|---|---|"]
-    notes = []
-    for run in runs:
-        res = _load(os.path.join(workdir, table_id, run.name, "results.json")) or {}
-        for model, per_rule in res.get("models", {}).items():
-            bp = per_rule["BP"]
-            totals = {}
-            for rule, r in per_rule.items():
-                tot = r["access"]["total"]
-                totals[rule] = tot
-                temp = r.get("compiled_step", {}).get("temp")
-                bp_temp = bp.get("compiled_step", {}).get("temp")
-                lines.append(f"| {model} | {rule} | {r['params']:,} | {r['saved_activations']:,} "
-                             f"| {tot / 1e6:.2f} | {tot / bp['access']['total']:.3f} | "
-                             f"{_fmt(None if temp is None else temp / 1e6, 1)} | "
-                             f"{_fmt(temp / bp_temp if temp and bp_temp else None, 3)} |")
-            order = _order(totals)
-            verdict = "agrees" if order == ["BP", "ASAP k=2", "ASAP k=4"] else "DISAGREES"
-            notes.append(f"- **{model}**: accesses {' > '.join(order)} — {verdict} with the "
-                         "paper's claim (BP > ASAP k=2 > ASAP k=4).")
-    return lines + [""] + notes
-
-
-def _pipeline(table_id: str, workdir: str, runs: list) -> list[str]:
-    lines = []
-    for run in runs:
-        res = _load(os.path.join(workdir, table_id, run.name, "results.json"))
-        if res is None:
-            lines.append(f"- {run.name}: not run yet")
-            continue
-        t, f = res["modelled_time"], res["modelled_flops"]
-        lines += [f"{run.row}: {res['blocks']} stages, n = {res['micro_batches']} micro-batches "
-                  f"of {res['micro_batch']} on `{res['device']}`.", "",
-                  "| quantity | value |", "|---|---|",
-                  f"| ticks (n + N − 1) | {res['schedule']['ticks']} |",
-                  f"| utilisation | {res['schedule']['utilisation']:.3f} |",
-                  f"| MODELLED speedup over sequential AL (measured block times) | "
-                  f"{t['speedup_vs_sequential_al']:.2f}x |",
-                  f"| MODELLED speedup over sequential AL (XLA flops) | "
-                  f"{f['speedup_vs_sequential_al']:.2f}x |",
-                  f"| MODELLED speedup over BP (measured times / flops) | "
-                  f"{t.get('speedup_vs_bp', float('nan')):.2f}x / "
-                  f"{f.get('speedup_vs_bp', float('nan')):.2f}x |", "",
-                  "```", res["report"], "```"]
-    return lines
-
-
 def render_table(table_id: str, workdir: str) -> str:
     """The markdown section of one table (no plots)."""
     scale, manifest, runs = _table_runs(table_id, workdir)
@@ -316,10 +173,10 @@ def render_table(table_id: str, workdir: str) -> str:
     if claim:
         head += [f"Paper's claim: {claim}", ""]
     body = {"accuracy": lambda: _accuracy(table_id, workdir, manifest, runs),
-            "sweep": lambda: _sweep(table_id, workdir, runs),
-            "metafeatures": lambda: _metafeatures(table_id, workdir, runs),
-            "memory": lambda: _memory(table_id, workdir, runs),
-            "pipeline": lambda: _pipeline(table_id, workdir, runs)}[t.metric]()
+            "sweep": lambda: sections.sweep(table_id, workdir, runs),
+            "metafeatures": lambda: sections.metafeatures(table_id, workdir, runs),
+            "memory": lambda: sections.memory(table_id, workdir, runs),
+            "pipeline": lambda: sections.pipeline(table_id, workdir, runs)}[t.metric]()
     return "\n".join(head + body) + "\n"
 
 
@@ -361,7 +218,8 @@ def table_cells(table_id: str, workdir: str, metric: str = "accuracy") -> dict:
     if not os.path.isdir(os.path.join(workdir, table_id)):
         return {}
     if metric == "ratio":
-        return ratio_cells(table_id, workdir)
+        _, _, runs = _table_runs(table_id, workdir)
+        return sections.ratio_cells(table_id, workdir, runs)
     _, manifest, runs = _table_runs(table_id, workdir)
     return stats.cells(table_id, workdir, manifest, runs)
 

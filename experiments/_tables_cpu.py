@@ -191,7 +191,8 @@ def chosen_factor(family: str, method: str) -> float:
     if missing:
         raise SweepPendingError(
             f"the cpu-scale learning rate of {family}/{method} comes from the lr sweep, which "
-            f"has not finished in {workdir} (factors {missing} missing). Run first:\n  python "
+            f"has not finished in {workdir} (factors {', '.join(f'x{x:.3g}' for x in missing)} "
+            f"missing). Run first:\n  python "
             f"-m experiments.reproduce --table=lr_sweep --scale=cpu --workdir={workdir}")
     return best_factor(res)
 

@@ -347,9 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                args.data_dir or None)
             except DatasetMissingError as e:
                 _cli.fail(str(e), _cli.USAGE_EXIT, args.verbose)
+        from experiments._tables_cpu import SweepPendingError
+
         for t in args.tables:
-            reproduce(t, args.scale, args.workdir, dry_run=args.dry_run,
-                      data_dir=args.data_dir or None, seeds=args.seed_list)
+            try:
+                reproduce(t, args.scale, args.workdir, dry_run=args.dry_run,
+                          data_dir=args.data_dir or None, seeds=args.seed_list)
+            except (SweepPendingError, StaleRunError) as e:  # the message says what to do
+                _cli.fail(str(e), _cli.USAGE_EXIT, args.verbose)
     return _cli.guard(run, args.verbose)
 
 

@@ -55,7 +55,7 @@ def test_a_pending_sweep_stops_with_the_command(tmp_path):
         tables.runs("wt5.2", "cpu")
     fake_sweep(tmp_path)
     os.remove(tmp_path / "lr_sweep" / "resnet_bp_x3_s0" / "results.json")
-    with pytest.raises(cs.SweepPendingError, match=r"resnet/bp .*factors \[3\.0\] missing"):
+    with pytest.raises(cs.SweepPendingError, match=r"resnet/bp .*factors x3 missing"):
         tables.runs("wt5.2", "cpu")
 
 
@@ -172,3 +172,12 @@ def test_a_run_dir_of_another_config_is_not_taken_as_done(tmp_path, monkeypatch)
     with pytest.raises(reproduce.StaleRunError, match="sigmoid_mlp_al_s0 holds a finished run "
                                                       "of another configuration"):
         reproduce.reproduce("al_sigmoid", "cpu", str(tmp_path), out=io.StringIO())
+
+
+def test_binary_reports_a_pending_sweep_without_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(["--table=wt5.2", "--scale=cpu", f"--workdir={tmp_path}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--table=lr_sweep --scale=cpu" in err
+    assert not (tmp_path / "wt5.2").exists()  # nothing started

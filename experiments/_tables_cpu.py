@@ -85,6 +85,7 @@ def rule_factor(family: str, rule: str) -> float:
         return chosen_factor(family, rule)
     return chosen_factor(BP_FAMILY.get(family, family), "bp")
 
+
 _WORKDIR: list[str] = []  # set by experiments.reproduce: where lr_sweep's results live
 _ALLOW_PENDING: list[bool] = [False]
 PENDING: set[tuple[str, str]] = set()  # (family, method) answered with 1.0 while pending

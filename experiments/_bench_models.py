@@ -18,7 +18,7 @@ class SmallCNN(nn.Module):
         del train
         tape = layers.Tape(rule, x.shape[0], self.num_classes)
         for f in (32, 64):
-            x = nn.max_pool(nn.relu(layers.Conv(f, (3, 3))(x, tape)), (2, 2), (2, 2))
+            x = layers.max_pool(nn.relu(layers.Conv(f, (3, 3))(x, tape)), (2, 2), (2, 2))
         x = nn.relu(layers.Dense(128)(x.reshape(x.shape[0], -1), tape))
         return tape.finish(layers.Dense(self.num_classes)(x, tape))
 
@@ -36,7 +36,7 @@ class LeNet5(nn.Module):
         tape = layers.Tape(rule, x.shape[0], self.num_classes)
         for f in (6, 16):
             x = layers.Conv(f, (5, 5), padding="VALID", impl=self.conv_impl)(x, tape)
-            x = nn.max_pool(nn.relu(x), (2, 2), (2, 2))
+            x = layers.max_pool(nn.relu(x), (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
         for w in (120, 84):
             x = nn.relu(layers.Dense(w)(x, tape))

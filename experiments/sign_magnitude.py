@@ -38,8 +38,8 @@ class LeNet5(nn.Module):
     def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
         del train
         tape = layers.Tape(rule, x.shape[0], self.num_classes)
-        x = nn.max_pool(nn.relu(layers.Conv(6, (5, 5), padding=2)(x, tape)), (2, 2), (2, 2))
-        x = nn.max_pool(nn.relu(layers.Conv(16, (5, 5), padding="VALID")(x, tape)), (2, 2),
+        x = layers.max_pool(nn.relu(layers.Conv(6, (5, 5), padding=2)(x, tape)), (2, 2), (2, 2))
+        x = layers.max_pool(nn.relu(layers.Conv(16, (5, 5), padding="VALID")(x, tape)), (2, 2),
                         (2, 2))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(layers.Dense(120)(x, tape))

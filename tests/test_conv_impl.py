@@ -1,4 +1,4 @@
-"""The im2col convolution forms equal XLA's convolution and its VJP; the per-shape chooser."""
+"""The im2col and banded convolution forms equal XLA's convolution and its VJP; the per-shape chooser."""
 
 import json
 
@@ -23,8 +23,9 @@ def _rand(key, shape):
     return jax.random.normal(jax.random.key(key), shape, jnp.float32)
 
 
+@pytest.mark.parametrize("impl", ["im2col", "banded"])
 @pytest.mark.parametrize("in_shape,kshape,strides,padding", CASES)
-def test_im2col_forms_equal_xla_conv_and_its_vjp(in_shape, kshape, strides, padding):
+def test_matmul_forms_equal_xla_conv_and_its_vjp(in_shape, kshape, strides, padding, impl):
     x, w = _rand(0, in_shape), _rand(1, kshape)
 
     def ref(x, w):  # the oracle: XLA's convolution, differentiated by JAX
@@ -35,17 +36,18 @@ def test_im2col_forms_equal_xla_conv_and_its_vjp(in_shape, kshape, strides, padd
     g = _rand(2, y.shape)
     dx_ref, dw_ref = vjp(g)
     op = ConvOp(in_shape=in_shape, kernel_shape=kshape, strides=strides, padding=padding,
-                impl="im2col")
+                impl=impl)
     assert op.out_shape == y.shape
     np.testing.assert_allclose(jax.jit(op.apply)(x, w), y, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(jax.jit(op.input_grad)(g, w), dx_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(jax.jit(op.weight_grad)(x, g), dw_ref, rtol=1e-5, atol=1e-4)
 
 
-def test_im2col_input_grad_inside_shard_map_is_exact():
+@pytest.mark.parametrize("impl", ["im2col", "banded"])
+def test_matmul_input_grad_inside_shard_map_is_exact(impl):
     """In the AL pipeline the transposes run under shard_map with varying cotangents."""
     mesh = jax.make_mesh((2,), ("stage",), axis_types=(jax.sharding.AxisType.Auto,))
-    op = ConvOp(in_shape=(2, 6, 6, 3), kernel_shape=(3, 3, 3, 4), impl="im2col")
+    op = ConvOp(in_shape=(2, 6, 6, 3), kernel_shape=(3, 3, 3, 4), impl=impl)
     w, g = _rand(1, (3, 3, 3, 4)), _rand(2, (4, 6, 6, 4))
     spec = jax.sharding.PartitionSpec
 
@@ -70,7 +72,7 @@ def fresh_chooser(monkeypatch, tmp_path):
 def test_autotune_keeps_the_faster_form_and_caches_it(fresh_chooser, monkeypatch):
     timed = []
 
-    def fake_time(fn, args, reps=5):  # im2col "faster" for apply, XLA for the transposes
+    def fake_time(fn, args, reps=5):  # "faster": im2col for apply, XLA, banded for the transposes
         timed.append(fn)
         return 1.0 if fn is forms_seen[id(fn)] else 2.0
 
@@ -80,7 +82,7 @@ def test_autotune_keeps_the_faster_form_and_caches_it(fresh_chooser, monkeypatch
 
     def forms(product):
         f = real_forms(product)
-        fast = f["im2col"] if product == "apply" else f["xla"]
+        fast = f[{"apply": "im2col", "input_grad": "xla", "weight_grad": "banded"}[product]]
         forms_seen.update({id(fn): fast for fn in f.values()})
         return f
 
@@ -90,14 +92,27 @@ def test_autotune_keeps_the_faster_form_and_caches_it(fresh_chooser, monkeypatch
     y = jax.jit(op.apply)(x, w)  # autotuned while tracing the jitted function
     op.input_grad(y, w)
     op.weight_grad(x, y)
-    assert len(timed) == 6
+    assert len(timed) == 9
     saved = json.loads(fresh_chooser.read_text())
     choices = {k.split("|")[-6]: v for k, v in saved.items()}
-    assert choices == {"apply": "im2col", "input_grad": "xla", "weight_grad": "xla"}
+    assert choices == {"apply": "im2col", "input_grad": "xla", "weight_grad": "banded"}
     op.apply(x, w)  # cached: not timed again
     conv_impl._MEMORY.clear()  # a new process reads the file
     op.apply(x, w)
-    assert len(timed) == 6
+    assert len(timed) == 9
+
+
+def test_banded_form_is_timed_only_where_its_band_matrix_is_small(fresh_chooser, monkeypatch):
+    timed = []
+    monkeypatch.setattr(conv_impl, "_best_time",
+                        lambda fn, args, reps=5: timed.append(fn) or 1.0)
+    # 64 -> 64 channels on 34-pixel padded rows: band matrix 3*34*64*32*64 > 2**22 elements.
+    big = ConvOp(in_shape=(1, 32, 32, 64), kernel_shape=(3, 3, 64, 64))
+    assert not conv_impl.banded_fits(big.in_shape, big.kernel_shape, (1, 1), big.pads)
+    jax.eval_shape(big.apply, jnp.zeros(big.in_shape), jnp.zeros(big.kernel_shape))
+    assert len(timed) == 2  # xla and im2col only
+    lenet = ConvOp(in_shape=(2, 12, 12, 6), kernel_shape=(5, 5, 6, 16), padding="VALID")
+    assert conv_impl.banded_fits(lenet.in_shape, lenet.kernel_shape, (1, 1), lenet.pads)
 
 
 def test_autotune_really_times_and_stays_exact(fresh_chooser):
@@ -106,7 +121,7 @@ def test_autotune_really_times_and_stays_exact(fresh_chooser):
     y = jax.jit(op.apply)(x, w)
     np.testing.assert_allclose(y, ConvOp((2, 8, 8, 3), (3, 3, 3, 4), strides=(2, 2),
                                          impl="xla").apply(x, w), rtol=1e-5, atol=1e-5)
-    assert list(json.loads(fresh_chooser.read_text()).values())[0] in ("xla", "im2col")
+    assert list(json.loads(fresh_chooser.read_text()).values())[0] in ("xla", "im2col", "banded")
 
 
 def test_auto_is_xla_off_cpu_and_env_overrides(fresh_chooser, monkeypatch):

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from alearn.al import seq
-from alearn.layers import Conv, Dense, Tape, initializers
+from alearn.layers import Conv, Dense, Tape, initializers, max_pool
 from alearn.rules.bp import BP
 
 Array = jax.Array
@@ -102,7 +102,7 @@ class Stack(nn.Module):
                 x = self._res(x, spec[1], spec[2], fn, train, tape,
                               pre_add_act=len(spec) > 3 and bool(spec[3]))
             elif kind == "maxpool":
-                x = nn.max_pool(x, (2, 2), (2, 2))
+                x = max_pool(x, (2, 2), (2, 2))
             elif kind == "avgpool":
                 x = jnp.mean(x, axis=(1, 2))
             elif kind == "flatten":

@@ -28,8 +28,9 @@ class Conv(nn.Module):
 
     Parameter names and shapes match ``flax.linen.Conv`` (``kernel`` HWIO, ``bias``).
     ``padding`` is "SAME", "VALID", an int, or ((lo, hi), (lo, hi)). ``impl`` picks how
-    the convolution and its transposes are computed (XLA's convolution or the exact im2col
-    matrix-product form; ``"auto"`` times both per shape on CPU: :mod:`alearn.layers.conv_impl`).
+    the convolution and its transposes are computed (XLA's convolution or the exact im2col or
+    banded matrix-product forms; ``"auto"`` times them per shape on CPU:
+    :mod:`alearn.layers.conv_impl`).
     """
 
     features: int
@@ -40,7 +41,7 @@ class Conv(nn.Module):
     kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
     bias_init: Callable[..., Array] = nn.initializers.zeros_init()
     dtype: Any = jnp.float32
-    impl: str = "auto"  # "auto" | "xla" | "im2col" (alearn.layers.conv_impl)
+    impl: str = "auto"  # "auto" | "xla" | "im2col" | "banded" (alearn.layers.conv_impl)
 
     @nn.compact
     def __call__(self, x: Array, tape: Tape) -> Array:

@@ -9,20 +9,31 @@ of the padded input are sliced out and concatenated on the channel axis ("patche
 are matrix products too: the weight cotangent is patchesᵀ·g, the input cotangent is
 col2im(g·Wᵀ) (the transpose of the slicing, a sum of shifted, padded windows).
 
-Both forms are exact (equal to ``jax.lax.conv_general_dilated`` and its VJP to float32
+The *banded* form gathers only the kh input rows each output row reads (kh copies of the
+input, not kh·kw) and multiplies them by the kernel laid out as a band matrix over one row
+(kh·Wp·C, Wo·O): Wp/kw times the multiply-adds, but one large matrix product instead of a
+convolution of few channels. On LeNet-5's 5×5 convolutions (1 → 6 and 6 → 16 channels,
+rows of 28 and 12 pixels) it is the fastest of the three for all three products here
+(docs/notes/perf.md); its transposes are the linear transposes of the row gathering and of
+the band matrix.
+
+All forms are exact (equal to ``jax.lax.conv_general_dilated`` and its VJP to float32
 rounding: ``tests/test_conv_impl.py``). Which is faster depends on the shape and the machine,
 so each of the three products (``apply``, ``input_grad``, ``weight_grad``) is chosen per
 shape:
 
-- ``impl="xla"`` or ``"im2col"`` forces a form;
+- ``impl="xla"``, ``"im2col"`` or ``"banded"`` forces a form;
 - ``impl="auto"`` (the default) uses XLA's convolution off CPU (GPU/TPU have fast
-  convolutions) and on CPU times both forms once per distinct shape at trace time
-  (compiled, warm, best of a few runs) and keeps the faster. Choices are cached in memory
-  and in a JSON file (``$ALEARN_CONV_CACHE``, default ``~/.cache/alearn/conv_autotune.json``;
-  set it to the empty string to keep choices in memory only), keyed by shape, jax version
-  and processor, so a shape is timed once per machine.
-- The environment variable ``ALEARN_CONV_IMPL`` (``xla``, ``im2col`` or ``auto``) overrides
-  ``"auto"`` for a whole process (the test suite uses ``xla`` to skip autotuning).
+  convolutions) and on CPU times the forms once per distinct shape at trace time
+  (compiled, warm, best of a few runs) and keeps the fastest (the banded form only where
+  its band matrix is small and its overhead Wp/kw moderate: ``banded_fits``). Choices are
+  cached in memory and in a JSON file (``$ALEARN_CONV_CACHE``, default
+  ``~/.cache/alearn/conv_autotune.json``; set it to the empty string to keep choices in
+  memory only), keyed by shape, jax version and processor, so a shape is timed once per
+  machine.
+- The environment variable ``ALEARN_CONV_IMPL`` (``xla``, ``im2col``, ``banded`` or
+  ``auto``) overrides ``"auto"`` for a whole process (the test suite uses ``xla`` to skip
+  autotuning).
 """
 
 from __future__ import annotations
@@ -43,7 +54,8 @@ from alearn._machine import cpu_model
 
 Array = jax.Array
 
-IMPLS = ("auto", "xla", "im2col")
+IMPLS = ("auto", "xla", "im2col", "banded")
+FORMS = IMPLS[1:]
 PRODUCTS = ("apply", "input_grad", "weight_grad")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -103,6 +115,85 @@ def input_grad_im2col(g: Array, w: Array, in_shape, strides, pads,
     return transpose(lambda x: patches(x, (kh, kw), strides, pads), tuple(in_shape), gp)
 
 
+def _band_selector(in_w: int, out_w: int, kw: int, sw: int) -> np.ndarray:
+    """(in_w, out_w, kw) 0/1 array: 1 where input column p feeds output column q via tap j."""
+    sel = np.zeros((in_w, out_w, kw), np.float32)
+    for q in range(out_w):
+        for j in range(kw):
+            sel[sw * q + j, q, j] = 1.0
+    return sel
+
+
+def banded_kernel(w: Array, in_w: int, out_w: int, sw: int) -> Array:
+    """The kernel as the (kh·Wp·C, Wo·O) band matrix of one output row's product.
+
+    Entry ((i, p, c), (q, o)) is w[i, p − sw·q, c, o] where 0 ≤ p − sw·q < kw, else 0: each
+    entry is one kernel element or zero (a product with a 0/1 selector, so exact).
+    """
+    kh, kw, c, o = w.shape
+    sel = jnp.asarray(_band_selector(in_w, out_w, kw, sw), w.dtype)
+    t = jnp.einsum("pqj,ijco->ipcqo", sel, w, precision=jax.lax.Precision.HIGHEST)
+    return t.reshape(kh * in_w * c, out_w * o)
+
+
+def row_windows(x: Array, kh: int, sh: int, pads) -> Array:
+    """(N, Ho, kh·Wp·C): for each output row, the kh padded input rows it reads."""
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    ho = (xp.shape[1] - kh) // sh + 1
+    rows = [xp[:, i:i + sh * (ho - 1) + 1:sh] for i in range(kh)]
+    rows = rows[0][:, :, None] if kh == 1 else jnp.stack(rows, axis=2)  # (N, Ho, kh, Wp, C)
+    return rows.reshape(x.shape[0], ho, -1)
+
+
+def conv_banded(x: Array, w: Array, strides, pads) -> Array:
+    """The convolution as rows(x) · band(w): one matrix product per output row.
+
+    Only the kh input rows of each output row are gathered (kh copies of the input, not
+    im2col's kh·kw); the kernel becomes a (kh·Wp·C, Wo·O) band matrix, so the product does
+    Wp/kw times the convolution's multiply-adds at matrix-product speed. It wins where
+    channels are few and rows narrow (LeNet's 5×5 convolutions on 28- and 12-pixel rows);
+    ``banded_fits`` keeps it out of the choice where the band matrix is large.
+    """
+    kh, kw, c, o = w.shape
+    (sh, sw) = strides
+    rows = row_windows(x, kh, sh, pads)
+    in_w = x.shape[2] + sum(pads[1])
+    out_w = (in_w - kw) // sw + 1
+    y = jnp.dot(rows, banded_kernel(w, in_w, out_w, sw))
+    return y.reshape(*rows.shape[:2], out_w, o)
+
+
+def weight_grad_banded(x: Array, g: Array, kernel_shape, strides, pads) -> Array:
+    """rows(x)ᵀ · g, then the band matrix's transpose (the sum along each band diagonal).
+
+    Written out rather than left to ``jax.linear_transpose`` of :func:`conv_banded`, whose
+    transpose contracts over the batch and row axes in an order XLA:CPU runs 2× slower.
+    """
+    kh, kw, c, o = kernel_shape
+    rows = row_windows(x, kh, strides[0], pads)
+    in_w = x.shape[2] + sum(pads[1])
+    out_w = g.shape[2]
+    band = jnp.dot(rows.reshape(-1, rows.shape[-1]).T, g.reshape(-1, out_w * o))
+    sel = jnp.asarray(_band_selector(in_w, out_w, kw, strides[1]), g.dtype)
+    return jnp.einsum("pqj,ipcqo->ijco", sel, band.reshape(kh, in_w, c, out_w, o),
+                      precision=jax.lax.Precision.HIGHEST)
+
+
+#: Largest band matrix (elements) and largest multiply-add overhead (Wp/kw) for which the
+#: autotuner tries the banded form.
+BANDED_MAX_ELEMENTS = 1 << 22
+BANDED_MAX_OVERHEAD = 8.0
+
+
+def banded_fits(in_shape, kernel_shape, strides, pads) -> bool:
+    """Whether the banded form is worth timing for this shape (band matrix size and overhead)."""
+    kh, kw, c, o = kernel_shape
+    in_w = in_shape[2] + sum(pads[1])
+    out_w = (in_w - kw) // strides[1] + 1
+    return (kh * in_w * c * out_w * o <= BANDED_MAX_ELEMENTS
+            and in_w / kw <= BANDED_MAX_OVERHEAD)
+
+
 # --------------------------------------------------------------------------- choosing
 
 
@@ -121,7 +212,8 @@ def _cache_path() -> str | None:
 
 
 def _machine() -> str:
-    return f"jax{jax.__version__}|{cpu_model()}|{os.cpu_count()}cpu"
+    # "forms3": choices made among xla/im2col/banded (older cache entries chose among two).
+    return f"jax{jax.__version__}|{cpu_model()}|{os.cpu_count()}cpu|forms3"
 
 
 _MEMORY: dict[str, str] = {}
@@ -131,7 +223,7 @@ def _load(path: str) -> dict[str, str]:
     try:
         with open(path) as f:
             data = json.load(f)
-        return {k: v for k, v in data.items() if v in ("xla", "im2col")}
+        return {k: v for k, v in data.items() if v in FORMS}
     except (OSError, ValueError, AttributeError):
         return {}
 

@@ -86,8 +86,8 @@ class ConvOp(LinearOp):
     """2-D convolution, NHWC inputs and HWIO kernels.
 
     ``impl`` chooses how each of ``apply``, ``input_grad`` and ``weight_grad`` is computed:
-    XLA's convolution or the exact im2col matrix-product form, ``"auto"`` = per shape, by a
-    one-time timing on CPU, XLA elsewhere (see :mod:`alearn.layers.conv_impl`).
+    XLA's convolution, or the exact im2col or banded matrix-product forms; ``"auto"`` = per
+    shape, by a one-time timing on CPU, XLA elsewhere (see :mod:`alearn.layers.conv_impl`).
     """
 
     strides: tuple[int, int] = (1, 1)
@@ -114,22 +114,31 @@ class ConvOp(LinearOp):
 
     def _forms(self, product: str) -> dict:
         s, p = tuple(self.strides), self.pads
+        banded = lambda x, w: conv_impl.conv_banded(x, w, s, p)  # noqa: E731
         if product == "apply":
             return {"xla": lambda x, w: conv_impl.conv_xla(x, w, s, p),
-                    "im2col": lambda x, w: conv_impl.conv_im2col(x, w, s, p)}
+                    "im2col": lambda x, w: conv_impl.conv_im2col(x, w, s, p),
+                    "banded": banded}
         if product == "input_grad":
             return {"xla": lambda g, w: _transpose(
                         lambda x: conv_impl.conv_xla(x, w, s, p), self.in_shape, g),
                     "im2col": lambda g, w: conv_impl.input_grad_im2col(
-                        g, w, self.in_shape, s, p, _transpose)}
+                        g, w, self.in_shape, s, p, _transpose),
+                    "banded": lambda g, w: _transpose(lambda x: banded(x, w), self.in_shape, g)}
         return {"xla": lambda x, g: _transpose(
                     lambda w: conv_impl.conv_xla(x, w, s, p), self.kernel_shape, g),
                 "im2col": lambda x, g: conv_impl.weight_grad_im2col(
+                    x, g, self.kernel_shape, s, p),
+                "banded": lambda x, g: conv_impl.weight_grad_banded(
                     x, g, self.kernel_shape, s, p)}
 
     def _run(self, product: str, a: Array, b: Array) -> Array:
         forms = self._forms(product)
-        return forms[self._choose(product, forms, (a.shape, b.shape))](a, b)
+        if not conv_impl.banded_fits(self.in_shape, self.kernel_shape, self.strides, self.pads):
+            candidates = {k: v for k, v in forms.items() if k != "banded"}
+        else:
+            candidates = forms
+        return forms[self._choose(product, candidates, (a.shape, b.shape))](a, b)
 
     def apply(self, x: Array, w: Array) -> Array:
         return self._run("apply", x, w)

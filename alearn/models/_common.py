@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from alearn.layers import initializers
+from alearn.layers.pool import max_pool
 
 Array = jax.Array
 
@@ -83,7 +84,7 @@ def max_pool_ceil(x: Array, window: int = 2) -> Array:
     for side in x.shape[1:3]:
         out = math.ceil(side / window)
         pads.append((0, out * window - side))
-    return nn.max_pool(x, (window, window), strides=(window, window), padding=tuple(pads))
+    return max_pool(x, (window, window), strides=(window, window), padding=tuple(pads))
 
 
 def flatten(x: Array) -> Array:

@@ -134,10 +134,9 @@ class ConvOp(LinearOp):
 
     def _run(self, product: str, a: Array, b: Array) -> Array:
         forms = self._forms(product)
+        candidates = forms
         if not conv_impl.banded_fits(self.in_shape, self.kernel_shape, self.strides, self.pads):
             candidates = {k: v for k, v in forms.items() if k != "banded"}
-        else:
-            candidates = forms
         return forms[self._choose(product, candidates, (a.shape, b.shape))](a, b)
 
     def apply(self, x: Array, w: Array) -> Array:

@@ -4,18 +4,19 @@
 XLA:CPU runs several times slower than the pooling itself (LeNet-5's two 2×2 pools and
 their ReLUs: 2.3 + 0.7 ms of a 12 ms training step here; docs/notes/perf.md). The papers'
 networks pool with non-overlapping windows (stride = window). For those, the input is
-reshaped so that each window is one trailing axis: the forward pass is a ``max`` over it and
-the backward pass sends each output's cotangent to the window's first maximal element (an
-``argmax`` kept from the forward pass), which is exactly what ``select_and_scatter`` does
-(it keeps the first element ``>=`` all later ones). Overlapping windows fall back to
-``nn.max_pool``. Results and gradients equal ``nn.max_pool``'s bit for bit, ties included
+read as its windows' strided slices (x[:, i::2, j::2] for a 2×2 window): the forward pass
+is their elementwise maximum and the backward pass sends each output's cotangent to its
+window's first maximal element (an index kept from the forward pass, one byte per
+output), which is exactly what ``select_and_scatter`` does (it keeps the first element
+``>=`` all later ones). Overlapping windows fall back to ``nn.max_pool``. Results and
+gradients equal ``nn.max_pool``'s bit for bit, ties included
 (``tests/test_pool.py``).
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import itertools
 from typing import Sequence
 
 import flax.linen as nn
@@ -25,51 +26,49 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _windows_last(x: Array, window: tuple[int, ...]) -> Array:
-    """(N, *spatial, C) with spatial divisible by window -> (N, *out, C, prod(window))."""
-    d = len(window)
-    n, spatial, c = x.shape[0], x.shape[1:1 + d], x.shape[1 + d:]
-    split = [n]
-    for s, w in zip(spatial, window):
-        split += [s // w, w]
-    x = x.reshape(*split, *c)
-    outer = [0, *range(1, 2 * d, 2)]
-    inner = list(range(2, 2 * d + 1, 2))
-    rest = list(range(2 * d + 1, x.ndim))
-    x = x.transpose(*outer, *rest, *inner)
-    return x.reshape(*x.shape[:x.ndim - d], math.prod(window))
+def _offsets(window: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Positions inside a window, in the order select_and_scatter scans them (row-major)."""
+    return list(itertools.product(*(range(w) for w in window)))
 
 
-def _windows_back(y: Array, window: tuple[int, ...], n_rest: int) -> Array:
-    """Inverse of :func:`_windows_last`."""
-    d = len(window)
-    y = y.reshape(*y.shape[:-1], *window)
-    out = y.shape[1:1 + d]
-    # axes now: 0, out_1..out_d, rest..., win_1..win_d
-    perm = [0]
-    for k in range(d):
-        perm += [1 + k, 1 + d + n_rest + k]
-    perm += list(range(1 + d, 1 + d + n_rest))
-    y = y.transpose(*perm)
-    return y.reshape(y.shape[0], *(o * w for o, w in zip(out, window)), *y.shape[2 * d + 1:])
+def _strided(x: Array, window: tuple[int, ...], offset: tuple[int, ...]) -> Array:
+    """The elements at ``offset`` of every window: x[:, o1::w1, o2::w2, ...]."""
+    return x[(slice(None), *(slice(o, None, w) for o, w in zip(offset, window)))]
+
+
+def _interleave(parts: dict, window: tuple[int, ...], prefix: tuple[int, ...] = ()) -> Array:
+    """Inverse of :func:`_strided` over all offsets: parts[offset] -> the full array."""
+    axis = 1 + len(prefix)
+    if axis > len(window):
+        return parts[prefix]
+    sub = [_interleave(parts, window, (*prefix, o)) for o in range(window[axis - 1])]
+    stacked = jnp.stack(sub, axis=axis + 1)  # (..., out_axis, w, ...) -> merge the two
+    shape = stacked.shape
+    return stacked.reshape(*shape[:axis], shape[axis] * shape[axis + 1], *shape[axis + 2:])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _pool_tiled(x: Array, window: tuple[int, ...]) -> Array:
-    return jnp.max(_windows_last(x, window), axis=-1)
+    return functools.reduce(jnp.maximum, (_strided(x, window, o) for o in _offsets(window)))
 
 
 def _pool_fwd(x, window):
-    xw = _windows_last(x, window)
-    first_max = jnp.argmax(xw, axis=-1)  # the first maximal element, as select_and_scatter
-    return jnp.max(xw, axis=-1), first_max.astype(jnp.int8 if xw.shape[-1] < 128 else jnp.int32)
+    # Elementwise over the window's strided slices: no transposition of the input, and XLA
+    # fuses the maximum and the first-maximum index into one loop.
+    offsets = _offsets(window)
+    slices = [_strided(x, window, o) for o in offsets]
+    y = functools.reduce(jnp.maximum, slices)
+    dtype = jnp.int8 if len(offsets) < 128 else jnp.int32
+    first_max = jnp.full(y.shape, len(offsets) - 1, dtype)
+    for k in range(len(offsets) - 2, -1, -1):  # the first maximal element wins, as in
+        first_max = jnp.where(slices[k] == y, jnp.asarray(k, dtype), first_max)  # XLA's
+    return y, first_max                                               # select_and_scatter
 
 
 def _pool_bwd(window, first_max, g):
-    k = math.prod(window)
-    hot = first_max[..., None] == jnp.arange(k, dtype=first_max.dtype)
-    gw = jnp.where(hot, g[..., None], jnp.zeros((), g.dtype))
-    return (_windows_back(gw, window, g.ndim - 1 - len(window)),)
+    zero = jnp.zeros((), g.dtype)
+    parts = {o: jnp.where(first_max == k, g, zero) for k, o in enumerate(_offsets(window))}
+    return (_interleave(parts, window),)
 
 
 _pool_tiled.defvjp(_pool_fwd, _pool_bwd)

@@ -11,7 +11,8 @@ synthetic batch (normal images, uniform labels, seed 0) placed on the device onc
 - ``resnet18``: alearn's ``resnet18`` (CIFAR stem: conv3x3, no max-pool) on 32x32x3.
 
 Each case is compiled once (``step.lower(...).compile()``, whose ``cost_analysis()["flops"]``
-is the XLA flop count of the step on that device), warmed up for ``--warmup`` steps, then
+is the XLA flop count of the step on that device; ``flops_hlo``, the same analysis of the
+unoptimized HLO, is reported beside it as a cross-check, noted when > 5 % apart), warmed up for ``--warmup`` steps, then
 ``--rounds`` interleaved rounds time ``--steps`` steps of every case in turn (ending in
 ``block_until_ready``); the figure is the median over rounds of the per-step time.
 samples/s = batch / step time; achieved TFLOP/s = XLA flops / step time; fraction of peak =
@@ -128,10 +129,10 @@ def prepare(model, shape, rule_name: str, batch: int, mesh) -> dict:
     step = train.make_train_step(model, rule, opt, mesh=mesh,
                                  step_hook=setup.step_hook_for(rule, model))
     t0 = time.perf_counter()
-    compiled = step.lower(state, placed).compile()
+    lowered = step.lower(state, placed)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    flops, flops_hlo = (_flops(c.cost_analysis) for c in (compiled, lowered))
     box = {"state": state}
 
     def run(n: int) -> None:
@@ -141,7 +142,17 @@ def prepare(model, shape, rule_name: str, batch: int, mesh) -> dict:
         jax.block_until_ready((s, metrics))
         box["state"] = s
 
-    return {"run": run, "flops": float(cost.get("flops", 0.0)), "compile_s": compile_s}
+    return {"run": run, "flops": flops, "flops_hlo": flops_hlo, "compile_s": compile_s}
+
+
+def _flops(cost_analysis) -> float | None:
+    """``cost_analysis()["flops"]`` (a dict, or a one-element list in older jax), or None."""
+    try:
+        cost = cost_analysis()
+    except Exception:  # pylint: disable=broad-except  # a backend without the analysis
+        return None
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def _log(msg: str, t0: float) -> None:
@@ -176,10 +187,14 @@ def benchmark(models, rules, *, batch, steps, rounds, warmup, precision, peak_tf
                 skipped.append({"model": m, "rule": r, "why": f"{type(e).__name__}: {e}"})
                 continue
             case["run"](warmup)
+            if case["flops"] is None or (case["flops_hlo"] and abs(
+                    case["flops"] / case["flops_hlo"] - 1) > 0.05):
+                _log(f"  note {m}/{r}: compiled flop count {case['flops']} vs the unoptimized "
+                     f"HLO's {case['flops_hlo']} (> 5 % apart or missing)", t0)
             case["prepare_s"] = time.perf_counter() - t_case
             cases[(m, r)] = case
             _log(f"  {m}/{r}: ready in {case['prepare_s']:.1f}s (compile "
-                 f"{case['compile_s']:.1f}s), {case['flops'] / 1e9:.3f} GFLOP/step", t0)
+                 f"{case['compile_s']:.1f}s), {(case['flops'] or 0) / 1e9:.3f} GFLOP/step", t0)
     for s in skipped:
         _log(f"skipped {s['model']}/{s['rule']}: {s['why']}", t0)
     times = {k: [] for k in cases}
@@ -192,12 +207,13 @@ def benchmark(models, rules, *, batch, steps, rounds, warmup, precision, peak_tf
     rows = []
     for (m, r), case in cases.items():
         sec = statistics.median(times[(m, r)])
-        tflops = case["flops"] / sec / 1e12
+        tflops = (case["flops"] or float("nan")) / sec / 1e12
         rows.append({"model": m, "rule": r, "batch": batch, "step_ms": sec * 1e3,
                      "round_step_ms": [t * 1e3 for t in times[(m, r)]],
                      "samples_per_s": batch / sec, "flops": case["flops"],
+                     "flops_hlo": case["flops_hlo"],
                      "achieved_tflops": tflops,
-                     "frac_of_peak": tflops / peak if peak else None,
+                     "frac_of_peak": tflops / peak if peak and case["flops"] else None,
                      "compile_s": case["compile_s"], "prepare_s": case["prepare_s"]})
     return {"jax": jax.__version__, "platform": device.platform,
             "device_kind": device.device_kind, "precision": precision, "math": math,
@@ -214,7 +230,7 @@ def table(report: dict) -> str:
     for row in report["results"]:
         frac = "n/a" if row["frac_of_peak"] is None else f"{row['frac_of_peak']:.4f}"
         lines.append(f"{row['model']:9} {row['rule']:5} {row['batch']:5d} {row['step_ms']:9.3f} "
-                     f"{row['samples_per_s']:11.1f} {row['flops'] / 1e9:10.3f} "
+                     f"{row['samples_per_s']:11.1f} {(row['flops'] or 0) / 1e9:10.3f} "
                      f"{row['achieved_tflops']:8.3f} {frac:>8} {row['compile_s']:9.1f}")
     lines.extend(f"skipped {s['model']}/{s['rule']}: {s['why']}" for s in report["skipped"])
     return "\n".join(lines)

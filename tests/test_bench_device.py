@@ -53,6 +53,7 @@ def test_mlp_report_against_hand_counts(tmp_path, capsys):
     bp = rows["bp"]
     want = _mlp_bp_flops(batch, first_input_grad=False)
     assert bp["flops"] == pytest.approx(want, rel=0.01)
+    assert bp["flops_hlo"] == pytest.approx(want, rel=0.01)  # the unoptimized HLO's count
     # Counting the first layer's input cotangent too would be 16 % high: XLA does not count it.
     assert bp["flops"] < 0.9 * _mlp_bp_flops(batch, first_input_grad=True)
     # FA runs the same products as BP (B in place of W^T, same shapes); B is not trained.

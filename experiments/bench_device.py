@@ -10,28 +10,30 @@ synthetic batch (normal images, uniform labels, seed 0) placed on the device onc
 - ``lenet``: LeNet-5 as BioTorch writes it (``experiments/_bench_models.py``), 28x28x1;
 - ``resnet18``: alearn's ``resnet18`` (CIFAR stem: conv3x3, no max-pool) on 32x32x3.
 
-Each case is compiled once (``step.lower(...).compile()``, whose ``cost_analysis()["flops"]``
-is the XLA flop count of the step on that device; ``flops_hlo``, the same analysis of the
-unoptimized HLO, is reported beside it as a cross-check, noted when > 5 % apart), warmed up for ``--warmup`` steps, then
-``--rounds`` interleaved rounds time ``--steps`` steps of every case in turn (ending in
-``block_until_ready``); the figure is the median over rounds of the per-step time.
-samples/s = batch / step time; achieved TFLOP/s = XLA flops / step time; fraction of peak =
-achieved / peak. Peak: ``--peak_tflops``, else a table by ``device_kind`` (NVIDIA
-datasheets, dense, no sparsity), for the precision the matmuls and convolutions run in:
-``--precision=default`` leaves ``jax_default_matmul_precision`` unset, and on NVIDIA GPUs from
-Ampere on XLA then computes float32 dots and convolutions with TF32 tensor cores (JAX docs,
-"Matmul precision": "TF32 on recent GPUs"), so the TF32 peak applies; ``--precision=highest``
-sets it to ``highest`` (true float32), so the float32 (CUDA-core) peak applies. The XLA flop
-count includes the element-wise work (activations, pooling, loss, optimizer), which no
-tensor core runs, so the fraction flatters a little: against hand-counted products it is
-0.7 % of the MLP's flops (batch 128) and 4.4 % of LeNet's (batch 32), XLA:CPU's counts.
+Each case is compiled once (``step.lower(...).compile()``, whose
+``cost_analysis()["flops"]`` is the XLA flop count of the step on that device;
+``flops_hlo``, the same analysis of the unoptimized HLO, is reported beside it as a
+cross-check, noted when > 5 % apart), warmed up for ``--warmup`` steps, then ``--rounds``
+interleaved rounds time ``--steps`` steps of every case in turn (ending in
+``block_until_ready``); the figure is the median over rounds of the per-step time. samples/s
+= batch / step time; achieved TFLOP/s = XLA flops / step time; fraction of peak = achieved /
+peak. Peak: ``--peak_tflops``, else a table by ``device_kind`` (NVIDIA datasheets, dense, no
+sparsity), for the precision the matmuls and convolutions run in: ``--precision=default``
+leaves ``jax_default_matmul_precision`` unset, and on NVIDIA GPUs from Ampere on XLA then
+computes float32 dots and convolutions with TF32 tensor cores (JAX docs, "Matmul precision":
+"TF32 on recent GPUs"), so the TF32 peak applies; ``--precision=highest`` sets it to
+``highest`` (true float32), so the float32 (CUDA-core) peak applies. The XLA flop count
+includes the element-wise work (activations, pooling, loss, optimizer), which no tensor core
+runs, so the fraction flatters a little: against hand-counted products it is 0.7 % of the
+MLP's flops (batch 128) and 4.4 % of LeNet's (batch 32), XLA:CPU's counts.
 
 A (model, rule) pair the library refuses is skipped and reported with its error. New cases
 are not started once ``--budget_s`` seconds have passed since the start; the skipped ones are
 named in the output.
 
-On the GPU machine (no network: run from the repo root without installing; the image's
-python3 has jax with its CUDA plugin, flax, optax, orbax, absl, which is all this imports):
+On the GPU machine (no network: run from the repo root without installing; every
+third-party module this imports is in the image's python3: jax 0.11 with its CUDA 13
+plugin, flax, optax, orbax, absl, numpy; alearn's data dependencies are not imported):
 
   PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python3 -m experiments.bench_device \
       --out=$OUT/bench_device.json

@@ -29,6 +29,7 @@ class LeNet5(nn.Module):
 
     num_classes: int = 10
     conv_impl: str = "auto"
+    pool: str = "alearn"  # "alearn" (layers.max_pool) or "flax" (nn.max_pool), to compare
 
     @nn.compact
     def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
@@ -36,7 +37,8 @@ class LeNet5(nn.Module):
         tape = layers.Tape(rule, x.shape[0], self.num_classes)
         for f in (6, 16):
             x = layers.Conv(f, (5, 5), padding="VALID", impl=self.conv_impl)(x, tape)
-            x = layers.max_pool(nn.relu(x), (2, 2), (2, 2))
+            x = (layers.max_pool if self.pool == "alearn" else nn.max_pool)(
+                nn.relu(x), (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
         for w in (120, 84):
             x = nn.relu(layers.Dense(w)(x, tape))

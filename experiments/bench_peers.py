@@ -6,10 +6,15 @@ batch 128, SGD momentum 0.9, softmax cross-entropy:
 
 - LeNet-5 (BioTorch's: conv5x5x6-pool-conv5x5x16-pool-FC120-FC84-FC10, 28x28x1): alearn's
   trainer step with BP (``ConvOp`` impl ``auto``, i.e. per-shape autotuned on CPU, and
-  ``xla`` for reference) vs ``torch.nn`` with ``torch.optim.SGD``;
+  ``xla`` for reference) vs ``torch.nn`` with ``torch.optim.SGD``; ``lenet_pool_gain``
+  (medians line) is the step with ``flax.linen.max_pool`` over the step with
+  ``alearn.layers.max_pool`` (both with XLA's convolutions);
 - MLP 784-1024-1024-10: alearn BP vs PyTorch, and alearn BP's achieved FLOP/s (XLA's own
   flop count of the compiled step / step time) over the sgemm rate of a 2048² x 2048²
-  float32 product measured in the same round (``mlp_bp_roofline_frac``);
+  float32 product measured in the same round, the faster of XLA's two CPU matrix-product
+  paths (YNNPACK, its default, and Eigen) (``mlp_bp_roofline_frac``);
+  ``mlp_step_options_gain`` (medians line) is the MLP step compiled with XLA's default
+  options over the trainer's (``alearn.train.step.CPU_STEP_OPTIONS``);
 - WM (default mirror schedule) step time / BP step time, MLP, through the trainer
   (``make_train_step`` with the rule's step hook, ``create_rule_optimizer``);
 - KP step time / BP step time, MLP, both with the trainer's optimizer
@@ -68,7 +73,7 @@ KP_CONFIG = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "weight
 
 
 def alearn_case(model, rule_name: str, *, fresh_batches: int = 0, config: dict | None = None,
-                kp_fused: bool = True):
+                kp_fused: bool = True, compiler_options: dict | None = None):
     """``run(n)`` doing n trainer steps; with ``fresh_batches`` > 0, host batches cycle
     through the trainer's prefetching input path instead of one pre-placed batch. With
     ``config`` the optimizer is the trainer's (``optimizer_from_config``), else plain SGD
@@ -81,7 +86,8 @@ def alearn_case(model, rule_name: str, *, fresh_batches: int = 0, config: dict |
     state = train.replicate(train.create_train_state(model, rule, opt, jax.random.key(0), x),
                             mesh)
     step = train.make_train_step(model, rule, opt, mesh=mesh,
-                                 step_hook=setup.step_hook_for(rule, model))
+                                 step_hook=setup.step_hook_for(rule, model),
+                                 compiler_options=compiler_options)
     placed = train.shard_batch({"image": x, "label": y}, mesh)
     host = [{"image": a, "label": b} for a, b in _data((28, 28, 1), 1, max(fresh_batches, 1))]
     box = {"state": state}
@@ -130,10 +136,16 @@ def torch_case(kind: str):
     return run
 
 
-def sgemm_case(n: int = 2048):
+#: XLA:CPU runs a matrix product either through YNNPACK (its default for most dots) or
+#: through Eigen; on some machines Eigen's large sgemm is the faster, so the roofline is
+#: the faster of the two in each round.
+EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def sgemm_case(n: int = 2048, compiler_options: dict | None = None):
     """``run(k)``: k jitted float32 n x n x n products; ``run.flops`` per product."""
     a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
+    f = jax.jit(lambda a: a @ a, compiler_options=compiler_options)
 
     def run(k):
         for _ in range(k):
@@ -150,8 +162,10 @@ def main(argv):
     cases = {
         "lenet_alearn": alearn_case(LeNet5(), "bp"),
         "lenet_alearn_xla": alearn_case(LeNet5(conv_impl="xla"), "bp"),
+        "lenet_alearn_xla_flaxpool": alearn_case(LeNet5(conv_impl="xla", pool="flax"), "bp"),
         "lenet_torch": torch_case("lenet"),
         "mlp_bp": alearn_case(mlp, "bp"),
+        "mlp_bp_xla_defaults": alearn_case(mlp, "bp", compiler_options={}),
         "mlp_torch": torch_case("mlp"),
         "mlp_wm": alearn_case(mlp, "wm"),
         "mlp_bp_wd": alearn_case(mlp, "bp", config=KP_CONFIG),
@@ -159,6 +173,7 @@ def main(argv):
         "mlp_kp_separate": alearn_case(mlp, "kp", config=KP_CONFIG, kp_fused=False),
         "mlp_bp_host": alearn_case(mlp, "bp", fresh_batches=8),
         "sgemm": sgemm_case(),
+        "sgemm_eigen": sgemm_case(compiler_options=EIGEN_DOTS),
     }
     cases = {k: v for k, v in cases.items() if v is not None}
     for run in cases.values():  # compile (and autotune) + warm up
@@ -168,20 +183,24 @@ def main(argv):
     for r in range(_ROUNDS.value):
         t = {}
         for name, run in cases.items():
-            k = 5 if name == "sgemm" else _STEPS.value
+            k = 5 if name.startswith("sgemm") else _STEPS.value
             t0 = time.perf_counter()
             run(k)
             t[name] = (time.perf_counter() - t0) / k
         nan = float("nan")
+        sgemm_t = min(t["sgemm"], t["sgemm_eigen"])
         row = {
             "round": r + 1,
             **{f"{k}_ms": round(v * 1e3, 3) for k, v in t.items()},
             "lenet_bp_vs_pytorch": t["lenet_torch"] / t["lenet_alearn"] if "lenet_torch" in t else nan,
             "lenet_auto_vs_xla": t["lenet_alearn_xla"] / t["lenet_alearn"],
+            "lenet_pool_gain": t["lenet_alearn_xla_flaxpool"] / t["lenet_alearn_xla"],
             "mlp_bp_vs_pytorch": t["mlp_torch"] / t["mlp_bp"] if "mlp_torch" in t else nan,
-            "sgemm_gflops": sgemm_flops / t["sgemm"] / 1e9,
+            "sgemm_gflops": sgemm_flops / sgemm_t / 1e9,
+            "sgemm_ynn_vs_eigen": t["sgemm_eigen"] / t["sgemm"],
             "mlp_bp_gflops": mlp_flops / t["mlp_bp"] / 1e9,
-            "mlp_bp_roofline_frac": (mlp_flops / t["mlp_bp"]) / (sgemm_flops / t["sgemm"]),
+            "mlp_bp_roofline_frac": (mlp_flops / t["mlp_bp"]) / (sgemm_flops / sgemm_t),
+            "mlp_step_options_gain": t["mlp_bp_xla_defaults"] / t["mlp_bp"],
             "wm_vs_bp": t["mlp_wm"] / t["mlp_bp"],
             "kp_vs_bp": t["mlp_kp"] / t["mlp_bp_wd"],
             "kp_separate_vs_bp": t["mlp_kp_separate"] / t["mlp_bp_wd"],
@@ -194,7 +213,8 @@ def main(argv):
             "host_batch_overhead")
     med = {k: statistics.median(row[k] for row in rows) for k in keys}
     extra = {k: round(statistics.median(row[k] for row in rows), 4)
-             for k in ("lenet_auto_vs_xla", "mlp_bp_vs_pytorch", "sgemm_gflops", "mlp_bp_gflops",
+             for k in ("lenet_auto_vs_xla", "lenet_pool_gain", "mlp_bp_vs_pytorch", "sgemm_gflops",
+                       "sgemm_ynn_vs_eigen", "mlp_bp_gflops", "mlp_step_options_gain",
                        "kp_separate_vs_bp")}
     print(json.dumps({"medians": extra, "devices": f"{jax.local_device_count()} x "
                       f"{jax.devices()[0].platform}", "cpus": os.cpu_count()}), flush=True)

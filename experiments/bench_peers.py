@@ -15,6 +15,9 @@ batch 128, SGD momentum 0.9, softmax cross-entropy:
   paths (YNNPACK, its default, and Eigen) (``mlp_bp_roofline_frac``);
   ``mlp_step_options_gain`` (medians line) is the MLP step compiled with XLA's default
   options over the trainer's (``alearn.train.step.CPU_STEP_OPTIONS``);
+  ``mlp_step_vs_gemms`` is the step over a program doing only its matrix products
+  (:func:`mlp_gemms_case`) and ``mlp_gemms_roofline_frac`` that program's own fraction of
+  the sgemm roofline: the ceiling XLA:CPU's products of these shapes (batch 128) set;
 - WM (default mirror schedule) step time / BP step time, MLP, through the trainer
   (``make_train_step`` with the rule's step hook, ``create_rule_optimizer``);
 - KP step time / BP step time, MLP, both with the trainer's optimizer
@@ -156,6 +159,42 @@ def sgemm_case(n: int = 2048, compiler_options: dict | None = None):
     return run
 
 
+def mlp_gemms_case(widths=(784, 1024, 1024, 10)):
+    """``run(k)``: k jitted programs doing only the matrix products of one MLP BP step.
+
+    The forward products h_l W_l, the input cotangents g_l W_lᵀ (not for the first layer)
+    and the weight cotangents h_lᵀ g_l, on the step's shapes (batch 128), chained as in the
+    step; no bias, activation, loss or optimizer work. Its time is what XLA:CPU's matrix
+    products alone need, so ``mlp_step_vs_gemms`` = step time / this time shows how much of
+    the step is not matrix product. ``run.flops``: XLA's flop count of the program.
+    """
+    rng = np.random.default_rng(0)
+    ws = [jnp.asarray(rng.normal(size=(a, b)) * 0.01, jnp.float32)
+          for a, b in zip(widths[:-1], widths[1:])]
+    x = jnp.asarray(rng.normal(size=(_BATCH, widths[0])), jnp.float32)
+
+    def products(x, ws):
+        hs = [x]
+        for w in ws:
+            hs.append(hs[-1] @ w)
+        g, grads = hs[-1], []
+        for layer in range(len(ws) - 1, -1, -1):
+            grads.append(hs[layer].T @ g)
+            if layer:
+                g = g @ ws[layer].T
+        return grads
+
+    f = jax.jit(products)
+
+    def run(k):
+        for _ in range(k):
+            out = f(x, ws)
+        jax.block_until_ready(out)
+
+    run.flops = lambda: float(f.lower(x, ws).compile().cost_analysis()["flops"])
+    return run
+
+
 def main(argv):
     del argv
     mlp = alearn.models.create("mlp", 10, widths=(1024, 1024))
@@ -174,11 +213,13 @@ def main(argv):
         "mlp_bp_host": alearn_case(mlp, "bp", fresh_batches=8),
         "sgemm": sgemm_case(),
         "sgemm_eigen": sgemm_case(compiler_options=EIGEN_DOTS),
+        "mlp_gemms": mlp_gemms_case(),
     }
     cases = {k: v for k, v in cases.items() if v is not None}
     for run in cases.values():  # compile (and autotune) + warm up
         run(3)
     mlp_flops, sgemm_flops = cases["mlp_bp"].flops(), cases["sgemm"].flops()
+    gemm_flops = cases["mlp_gemms"].flops()
     rows = []
     for r in range(_ROUNDS.value):
         t = {}
@@ -201,6 +242,8 @@ def main(argv):
             "mlp_bp_gflops": mlp_flops / t["mlp_bp"] / 1e9,
             "mlp_bp_roofline_frac": (mlp_flops / t["mlp_bp"]) / (sgemm_flops / sgemm_t),
             "mlp_step_options_gain": t["mlp_bp_xla_defaults"] / t["mlp_bp"],
+            "mlp_step_vs_gemms": t["mlp_bp"] / t["mlp_gemms"],
+            "mlp_gemms_roofline_frac": (gemm_flops / t["mlp_gemms"]) / (sgemm_flops / sgemm_t),
             "wm_vs_bp": t["mlp_wm"] / t["mlp_bp"],
             "kp_vs_bp": t["mlp_kp"] / t["mlp_bp_wd"],
             "kp_separate_vs_bp": t["mlp_kp_separate"] / t["mlp_bp_wd"],
@@ -215,6 +258,7 @@ def main(argv):
     extra = {k: round(statistics.median(row[k] for row in rows), 4)
              for k in ("lenet_auto_vs_xla", "lenet_pool_gain", "mlp_bp_vs_pytorch", "sgemm_gflops",
                        "sgemm_ynn_vs_eigen", "mlp_bp_gflops", "mlp_step_options_gain",
+                       "mlp_step_vs_gemms", "mlp_gemms_roofline_frac",
                        "kp_separate_vs_bp")}
     print(json.dumps({"medians": extra, "devices": f"{jax.local_device_count()} x "
                       f"{jax.devices()[0].platform}", "cpus": os.cpu_count()}), flush=True)

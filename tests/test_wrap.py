@@ -164,11 +164,13 @@ def test_general_layers_fa_with_feedback_equal_to_weights_is_bp():
                if p[-1].key == "kernel"}
     assert len(kernels) == 8  # embed, q, k, v, out, mlp x2, head
     fb = jax.tree_util.tree_map_with_path(lambda p, b: kernels[p[:-1]], v["feedback"])
-    got = _updates(model, fa, {**v, "feedback": fb}, x, y)
-    want = jax.grad(lambda p: alearn.cross_entropy(Encoder().apply({"params": p}, x), y))(
-        v["params"])
+    # jitted: attention op by op compiles dozens of small programs (seconds)
+    updates = jax.jit(lambda fb_: alearn.rule_updates(model, fa, {**v, "feedback": fb_}, x, y))
+    got = updates(fb)
+    want = jax.jit(jax.grad(lambda p: alearn.cross_entropy(Encoder().apply({"params": p}, x),
+                                                           y)))(v["params"])
     assert wm.max_diff(got["params"], want) <= 1e-5 * wm.max_abs(want)
-    plain_fa = _updates(model, fa, v, x, y)  # the random B really changes the updates
+    plain_fa = updates(v["feedback"])  # the random B really changes the updates
     assert wm.max_diff(plain_fa["params"], want) > 1e-3 * wm.max_abs(want)
 
 

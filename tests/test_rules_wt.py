@@ -14,7 +14,7 @@ from alearn.analysis import feedback_angles
 from alearn.rules import BP, create
 from alearn.rules.wm import mirror_delta
 from tests import _np_resnet
-from tests._wt_models import NUM_CLASSES, assert_trees_close, data, mlp, set_leaf
+from tests._wt_models import LECUN, NUM_CLASSES, assert_trees_close, data, mlp, set_leaf
 
 WT_RULES = ["fa", "dfa", "sign", "kp", "wm"]
 # jitted once per (model, rule): far cheaper than op-by-op eager dispatch of the backward
@@ -175,7 +175,8 @@ def _one_conv_cls():
         @nn.compact
         def __call__(self, x, *, rule=BP(), train=False):
             tape = Tape(rule, x.shape[0], NUM_CLASSES)
-            x = nn.relu(Conv(4, (3, 3), strides=(2, 2))(x, tape)).reshape(x.shape[0], -1)
+            x = nn.relu(Conv(4, (3, 3), strides=(2, 2), kernel_init=LECUN)(x, tape))
+            x = x.reshape(x.shape[0], -1)
             return tape.finish(Dense(NUM_CLASSES)(x, tape))
 
     return OneConv

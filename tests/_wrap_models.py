@@ -13,7 +13,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alearn.layers import initializers
 from alearn.models import CNN, MLP, ResNet
 
 CLASSES = 5
@@ -133,13 +132,8 @@ def nnx_pair(kind: str):
     class NnxCNN(nnx.Module):
         def __init__(self, rngs):
             (w0, w1), (s0, s1) = CNN_KW["conv_widths"], CNN_KW["conv_strides"]
-            # lecun_normal drawn flat (same values; the tests load the native weights anyway):
-            # an eager 4-D draw compiles for seconds
-            lecun = initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
-            self.conv0 = nnx.Conv(3, w0, (3, 3), strides=s0, padding="SAME", kernel_init=lecun,
-                                  rngs=rngs)
-            self.conv1 = nnx.Conv(w0, w1, (3, 3), strides=s1, padding="SAME", kernel_init=lecun,
-                                  rngs=rngs)
+            self.conv0 = nnx.Conv(3, w0, (3, 3), strides=s0, padding="SAME", rngs=rngs)
+            self.conv1 = nnx.Conv(w0, w1, (3, 3), strides=s1, padding="SAME", rngs=rngs)
             self.fc0 = nnx.Linear(4 * 4 * w1, CNN_KW["dense_widths"][0], rngs=rngs)
             self.classifier = nnx.Linear(CNN_KW["dense_widths"][0], CLASSES, rngs=rngs)
 

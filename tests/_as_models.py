@@ -7,10 +7,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from alearn.layers import Conv, Dense, Tape
+from alearn.layers import Conv, Dense, Tape, initializers
 from alearn.rules.bp import BP
 
 Array = jax.Array
+# lecun_normal (the layers' default) drawn flat: the same values, compiled several times
+# faster (alearn/layers/initializers.py), which dominated these tests' model inits.
+LECUN = initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
 class TinyResNet(nn.Module):
@@ -30,16 +33,17 @@ class TinyResNet(nn.Module):
                  probe: Array | None = None) -> Array:
         del train
         tape = Tape(rule, x.shape[0], self.num_classes)
-        h = nn.relu(Conv(self.widths[0], (3, 3))(x, tape))
+        h = nn.relu(Conv(self.widths[0], (3, 3), kernel_init=LECUN)(x, tape))
         for i, (w, s) in enumerate(zip(self.widths, self.strides)):
             tape.block(h)
-            z = nn.relu(Conv(w, (3, 3), strides=(s, s))(h, tape))
-            z = Conv(w, (3, 3))(z, tape)
+            z = nn.relu(Conv(w, (3, 3), strides=(s, s), kernel_init=LECUN)(h, tape))
+            z = Conv(w, (3, 3), kernel_init=LECUN)(z, tape)
             if i == 0 and probe is not None:
                 z = z + probe
             short = h
             if s != 1 or h.shape[-1] != w:
-                short = Conv(w, (1, 1), strides=(s, s), use_bias=False)(h, tape)
+                short = Conv(w, (1, 1), strides=(s, s), use_bias=False,
+                             kernel_init=LECUN)(h, tape)
             h = nn.relu(z + short)
         h = h.mean(axis=(1, 2))
         return tape.finish(Dense(self.num_classes)(h, tape))
@@ -54,10 +58,10 @@ class TinyCNN(nn.Module):
     def __call__(self, x: Array, *, rule: Any = BP(), train: bool = False) -> Array:
         del train
         tape = Tape(rule, x.shape[0], self.num_classes)
-        h = nn.relu(Conv(4, (3, 3))(x, tape))
+        h = nn.relu(Conv(4, (3, 3), kernel_init=LECUN)(x, tape))
         h = nn.max_pool(h, (2, 2), (2, 2))
-        h = nn.relu(Conv(8, (3, 3))(h, tape))
-        h = nn.relu(Conv(8, (3, 3), strides=(2, 2))(h, tape))
+        h = nn.relu(Conv(8, (3, 3), kernel_init=LECUN)(h, tape))
+        h = nn.relu(Conv(8, (3, 3), strides=(2, 2), kernel_init=LECUN)(h, tape))
         h = h.reshape(h.shape[0], -1)
         h = nn.relu(Dense(6)(h, tape))
         return tape.finish(Dense(self.num_classes)(h, tape))

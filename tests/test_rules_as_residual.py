@@ -277,7 +277,8 @@ def test_asap_alexnet_conv1_and_conv2_share_conv0_pooled_output_fc_by_fa():
     shapes = {"conv0": (4, 8, 8, 2), "conv1": (4, 4, 4, 4), "conv2": (4, 2, 2, 8),
               "fc0": (4, 6), "fc1": (4, 6), "classifier": (4, 3)}
     probes = {k: jnp.zeros(s) for k, s in shapes.items()}
-    deltas, inputs = jax.grad(lambda pr: _plain_alexnet(v["params"], x, pr), has_aux=True)(probes)
+    deltas, inputs = jax.jit(jax.grad(lambda pr: _plain_alexnet(v["params"], x, pr),
+                                      has_aux=True))(probes)
     u = jax.jit(functools.partial(alearn.rule_updates, model, rule))(v, x, Y)
     p, w = u["params"], v["params"]
     assert float(jnp.abs(p["conv0"]["kernel"]).max()) == 0.0

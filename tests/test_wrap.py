@@ -19,12 +19,21 @@ def _updates(model, rule, variables, x, y):
     return alearn.rule_updates(model, rule, variables, x, y)
 
 
+def _init_shapes(model, rule, x):
+    """``alearn.init``'s variables as shapes: traced (every check runs), never compiled."""
+    return jax.eval_shape(lambda k: alearn.init(model, rule, k, x), jax.random.key(0))
+
+
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "resnet"])
 def test_bp_equals_jax_grad_of_user_loss(kind):
-    _, plain, x, y = wm.pair(kind)
+    native, plain, x, y = wm.pair(kind)
     wrapped, rule = alearn.wrap(plain), BP()
-    v = alearn.init(wrapped, rule, jax.random.key(0), x)
-    assert set(v) <= {"params", "batch_stats"}
+    # Values from the native twin (same trees; a plain Flax init compiles for seconds),
+    # the wrapped init's collections and tree traced without compiling.
+    v = alearn.init(native, rule, jax.random.key(0), x)
+    v_wrapped = _init_shapes(wrapped, rule, x)
+    assert set(v_wrapped) <= {"params", "batch_stats"}
+    assert jax.tree.structure(v_wrapped) == jax.tree.structure(v)
     mutable = ["batch_stats"] if "batch_stats" in v else False
     kw = {"train": True} if kind == "resnet" else {}
 
@@ -50,7 +59,7 @@ def test_wrapped_twin_equals_native_model(rule_name, kind):
     rule = alearn.rules.create(rule_name)
     v = alearn.init(native, rule, jax.random.key(1), x)
     wrapped = alearn.wrap(plain)
-    v_wrapped = alearn.init(wrapped, rule, jax.random.key(1), x)
+    v_wrapped = _init_shapes(wrapped, rule, x)
     # same trees: the wrapper's feedback sits at the same module paths as the native one's
     assert jax.tree.structure(v_wrapped) == jax.tree.structure(v)
     want = _updates(native, rule, v, x, y)
@@ -155,11 +164,13 @@ def test_general_layers_fa_with_feedback_equal_to_weights_is_bp():
                if p[-1].key == "kernel"}
     assert len(kernels) == 8  # embed, q, k, v, out, mlp x2, head
     fb = jax.tree_util.tree_map_with_path(lambda p, b: kernels[p[:-1]], v["feedback"])
-    got = _updates(model, fa, {**v, "feedback": fb}, x, y)
-    want = jax.grad(lambda p: alearn.cross_entropy(Encoder().apply({"params": p}, x), y))(
-        v["params"])
+    # jitted: attention op by op compiles dozens of small programs (seconds)
+    updates = jax.jit(lambda fb_: alearn.rule_updates(model, fa, {**v, "feedback": fb_}, x, y))
+    got = updates(fb)
+    want = jax.jit(jax.grad(lambda p: alearn.cross_entropy(Encoder().apply({"params": p}, x),
+                                                           y)))(v["params"])
     assert wm.max_diff(got["params"], want) <= 1e-5 * wm.max_abs(want)
-    plain_fa = _updates(model, fa, v, x, y)  # the random B really changes the updates
+    plain_fa = updates(v["feedback"])  # the random B really changes the updates
     assert wm.max_diff(plain_fa["params"], want) > 1e-3 * wm.max_abs(want)
 
 

@@ -1,0 +1,87 @@
+"""Where a trainer step's time goes: XLA's per-op times from a ``jax.profiler`` trace.
+
+Builds the real trainer step (``make_train_step`` with the rule's hook, SGD momentum 0.9,
+batch 128, one synthetic batch placed once) for a benchmark model, runs ``--steps`` steps
+under ``jax.profiler``, and prints, per compiled HLO op (fusion, matrix product, copy, ...),
+its time per step summed over XLA's threads, its share of all op time, its output shape and
+the JAX operation it comes from (the HLO op's ``op_name`` metadata). The same numbers are
+written to ``--out`` as JSON. This is the profile behind the LeNet and MLP figures in
+docs/notes/perf.md.
+
+Usage:
+  python -m experiments.profile_step --model=lenet [--rule=bp --steps=20 --top=25]
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+
+import jax
+import numpy as np
+import optax
+from absl import app, flags
+
+import alearn
+from alearn import train
+from alearn.train import setup
+from experiments._bench_models import LeNet5
+from experiments._profile import hlo_ops, per_op_times
+
+MODELS = ("lenet", "mlp")
+_MODEL = flags.DEFINE_enum("model", "lenet", MODELS, "Benchmark model.")
+_RULE = flags.DEFINE_string("rule", "bp", "Learning rule.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Traced steps.")
+_TOP = flags.DEFINE_integer("top", 25, "Ops to print.")
+_OUT = flags.DEFINE_string("out", "", "Optional JSON output path.")
+
+def _step(model_name: str, rule_name: str):
+    model = (LeNet5() if model_name == "lenet"
+             else alearn.models.create("mlp", 10, widths=(1024, 1024)))
+    rule = alearn.rules.create(rule_name)
+    opt = train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9))
+    mesh = train.data_mesh()
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.normal(size=(128, 28, 28, 1)).astype(np.float32),
+             "label": rng.integers(0, 10, 128).astype(np.int32)}
+    state = train.replicate(
+        train.create_train_state(model, rule, opt, jax.random.key(0), batch["image"]), mesh)
+    step = train.make_train_step(model, rule, opt, mesh=mesh,
+                                 step_hook=setup.step_hook_for(rule, model))
+    return step, state, train.shard_batch(batch, mesh)
+
+
+def main(argv):
+    del argv
+    step, state, batch = _step(_MODEL.value, _RULE.value)
+    ops = hlo_ops(step.lower(state, batch).compile().as_text())
+    for _ in range(5):  # compile and warm up
+        state, _ = step(state, batch)
+    jax.block_until_ready(state)
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp)
+        for _ in range(_STEPS.value):
+            state, _ = step(state, batch)
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        (path,) = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)
+        data = jax.profiler.ProfileData.from_file(path)
+        events = [(ev.name, ev.duration_ns) for plane in data.planes
+                  for line in plane.lines for ev in line.events]
+    rows = per_op_times(events, ops, _STEPS.value)
+    total_us = sum(r["us_per_step"] for r in rows)
+    print(f"{_MODEL.value} {_RULE.value}: {total_us:.0f} us of XLA op time per step "
+          f"(summed over threads), {len(rows)} ops")
+    for r in rows[:_TOP.value]:
+        print(f"{r['us_per_step']:8.1f} us {100 * r['share']:5.1f} %  {r['op']:30s} "
+              f"{r['shape'][:30]:30s} {r['source'][-70:]}")
+    if _OUT.value:
+        with open(_OUT.value, "w") as f:
+            json.dump({"model": _MODEL.value, "rule": _RULE.value, "steps": _STEPS.value,
+                       "us_per_step": total_us, "ops": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -44,3 +44,20 @@ def test_tie_goes_to_the_first_element_of_the_window():
     x = jnp.array([[0., 5.], [5., 5.]]).reshape(1, 2, 2, 1)
     (dx,) = jax.grad(lambda x: max_pool(x, (2, 2), (2, 2)).sum())(x).reshape(1, 4, 1).transpose(2, 0, 1)
     np.testing.assert_array_equal(dx.ravel(), [0., 1., 0., 0.])
+
+
+@pytest.mark.parametrize("shape,window,strides,padding", CASES[:4])
+def test_forward_mode_equals_flax_max_pool(shape, window, strides, padding):
+    # Without ties: flax's forward mode breaks ties in reduce_window's reduction order.
+    x = jax.random.normal(jax.random.key(3), shape, jnp.float32)
+    t = jax.random.normal(jax.random.key(4), shape, jnp.float32)
+    want = jax.jvp(lambda x: nn.max_pool(x, window, strides, padding), (x,), (t,))
+    got = jax.jvp(lambda x: max_pool(x, window, strides, padding), (x,), (t,))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_integer_input_takes_flax_path():
+    x = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.int32).reshape(2, 4, 4, 1)
+    np.testing.assert_array_equal(max_pool(x, (2, 2), (2, 2), "SAME"),
+                                  nn.max_pool(x, (2, 2), (2, 2), "SAME"))

@@ -5,10 +5,10 @@ XLA:CPU runs several times slower than the pooling itself (LeNet-5's two 2×2 po
 their ReLUs: 2.3 + 0.7 ms of a 12 ms training step here; docs/notes/perf.md). The papers'
 networks pool with non-overlapping windows (stride = window). For those, the input is
 read as its windows' strided slices (x[:, i::2, j::2] for a 2×2 window): the forward pass
-is their elementwise maximum and the backward pass sends each output's cotangent to its
-window's first maximal element (an index kept from the forward pass, one byte per
-output), which is exactly what ``select_and_scatter`` does (it keeps the first element
-``>=`` all later ones). Overlapping windows fall back to ``nn.max_pool``. Results and
+is their elementwise maximum, and the derivative is that of each window's first maximal
+element (an index kept from the forward pass, one byte per output): the backward pass
+sends each cotangent there, which is exactly what ``select_and_scatter`` does (it keeps
+the first element ``>=`` all later ones). Forward mode (``jax.jvp``) works too. Overlapping windows fall back to ``nn.max_pool``. Results and
 gradients equal ``nn.max_pool``'s bit for bit, ties included
 (``tests/test_pool.py``).
 """
@@ -36,42 +36,30 @@ def _strided(x: Array, window: tuple[int, ...], offset: tuple[int, ...]) -> Arra
     return x[(slice(None), *(slice(o, None, w) for o, w in zip(offset, window)))]
 
 
-def _interleave(parts: dict, window: tuple[int, ...], prefix: tuple[int, ...] = ()) -> Array:
-    """Inverse of :func:`_strided` over all offsets: parts[offset] -> the full array."""
-    axis = 1 + len(prefix)
-    if axis > len(window):
-        return parts[prefix]
-    sub = [_interleave(parts, window, (*prefix, o)) for o in range(window[axis - 1])]
-    stacked = jnp.stack(sub, axis=axis + 1)  # (..., out_axis, w, ...) -> merge the two
-    shape = stacked.shape
-    return stacked.reshape(*shape[:axis], shape[axis] * shape[axis + 1], *shape[axis + 2:])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _pool_tiled(x: Array, window: tuple[int, ...]) -> Array:
     return functools.reduce(jnp.maximum, (_strided(x, window, o) for o in _offsets(window)))
 
 
-def _pool_fwd(x, window):
+@_pool_tiled.defjvp
+def _pool_jvp(window, primals, tangents):
     # Elementwise over the window's strided slices: no transposition of the input, and XLA
-    # fuses the maximum and the first-maximum index into one loop.
+    # fuses the maximum and the first-maximum index into one loop. The tangent is the
+    # tangent of each window's first maximal element (select_and_scatter's choice); it is
+    # linear in the input tangent, so JAX transposes it for reverse mode: the cotangent
+    # goes to that element, the index (one byte per output) being the only residual.
+    (x,), (t,) = primals, tangents
     offsets = _offsets(window)
     slices = [_strided(x, window, o) for o in offsets]
     y = functools.reduce(jnp.maximum, slices)
     dtype = jnp.int8 if len(offsets) < 128 else jnp.int32
     first_max = jnp.full(y.shape, len(offsets) - 1, dtype)
-    for k in range(len(offsets) - 2, -1, -1):  # the first maximal element wins, as in
-        first_max = jnp.where(slices[k] == y, jnp.asarray(k, dtype), first_max)  # XLA's
-    return y, first_max                                               # select_and_scatter
-
-
-def _pool_bwd(window, first_max, g):
-    zero = jnp.zeros((), g.dtype)
-    parts = {o: jnp.where(first_max == k, g, zero) for k, o in enumerate(_offsets(window))}
-    return (_interleave(parts, window),)
-
-
-_pool_tiled.defvjp(_pool_fwd, _pool_bwd)
+    for k in range(len(offsets) - 2, -1, -1):  # the first maximal element wins
+        first_max = jnp.where(slices[k] == y, jnp.asarray(k, dtype), first_max)
+    t_out = _strided(t, window, offsets[-1])
+    for k in range(len(offsets) - 2, -1, -1):
+        t_out = jnp.where(first_max == k, _strided(t, window, offsets[k]), t_out)
+    return y, t_out
 
 
 def max_pool(x: Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
@@ -81,7 +69,7 @@ def max_pool(x: Array, window_shape: Sequence[int], strides: Sequence[int] | Non
     window = tuple(int(w) for w in window_shape)
     strides = (1,) * len(window) if strides is None else tuple(int(s) for s in strides)
     d = len(window)
-    if strides != window or x.ndim < d + 2:
+    if strides != window or x.ndim < d + 2 or not jnp.issubdtype(x.dtype, jnp.floating):
         return nn.max_pool(x, window, strides, padding)
     spatial = x.shape[1:1 + d]
     if isinstance(padding, str):

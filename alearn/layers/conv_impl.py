@@ -13,9 +13,9 @@ The *banded* form gathers only the kh input rows each output row reads (kh copie
 input, not kh·kw) and multiplies them by the kernel laid out as a band matrix over one row
 (kh·Wp·C, Wo·O): Wp/kw times the multiply-adds, but one large matrix product instead of a
 convolution of few channels. On LeNet-5's 5×5 convolutions (1 → 6 and 6 → 16 channels,
-rows of 28 and 12 pixels) it is the fastest of the three for all three products here
-(docs/notes/perf.md); its transposes are the linear transposes of the row gathering and of
-the band matrix.
+rows of 28 and 12 pixels) it is the fastest form for five of the six products here
+(docs/notes/perf.md). Its input cotangent is the linear transpose of the row gathering and
+the product; its weight cotangent is rowsᵀ·g followed by the band matrix's transpose.
 
 All forms are exact (equal to ``jax.lax.conv_general_dilated`` and its VJP to float32
 rounding: ``tests/test_conv_impl.py``). Which is faster depends on the shape and the machine,

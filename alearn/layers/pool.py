@@ -8,9 +8,9 @@ read as its windows' strided slices (x[:, i::2, j::2] for a 2×2 window): the fo
 is their elementwise maximum, and the derivative is that of each window's first maximal
 element (an index kept from the forward pass, one byte per output): the backward pass
 sends each cotangent there, which is exactly what ``select_and_scatter`` does (it keeps
-the first element ``>=`` all later ones). Forward mode (``jax.jvp``) works too. Overlapping windows fall back to ``nn.max_pool``. Results and
-gradients equal ``nn.max_pool``'s bit for bit, ties included
-(``tests/test_pool.py``).
+the first element ``>=`` all later ones). Forward mode (``jax.jvp``) works too.
+Overlapping windows and non-float inputs fall back to ``nn.max_pool``. Results and
+gradients equal ``nn.max_pool``'s bit for bit, ties included (``tests/test_pool.py``).
 """
 
 from __future__ import annotations

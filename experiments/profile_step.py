@@ -3,8 +3,12 @@
 Builds the real trainer step (``make_train_step`` with the rule's hook, SGD momentum 0.9,
 batch 128, one synthetic batch placed once) for a benchmark model, runs ``--steps`` steps
 under ``jax.profiler``, and prints, per compiled HLO op (fusion, matrix product, copy, ...),
-its time per step summed over XLA's threads, its share of all op time, its output shape and
-the JAX operation it comes from (the HLO op's ``op_name`` metadata). The same numbers are
+the durations of the trace events named after it, summed and divided by the steps, its
+share of that total, its output shape and the JAX operation it comes from (the HLO op's
+``op_name`` metadata). Read the times as a ranking, not a partition of the step: an op that
+XLA splits over its threads appears once per thread (YNNPACK fusions, parallel loops),
+while one that a library runs on its own pool (Eigen's matrix products and convolutions)
+appears once, for its wall duration. The same numbers are
 written to ``--out`` as JSON. This is the profile behind the LeNet and MLP figures in
 docs/notes/perf.md.
 
@@ -73,7 +77,7 @@ def main(argv):
     rows = per_op_times(events, ops, _STEPS.value)
     total_us = sum(r["us_per_step"] for r in rows)
     print(f"{_MODEL.value} {_RULE.value}: {total_us:.0f} us of XLA op time per step "
-          f"(summed over threads), {len(rows)} ops")
+          f"(trace events summed), {len(rows)} ops")
     for r in rows[:_TOP.value]:
         print(f"{r['us_per_step']:8.1f} us {100 * r['share']:5.1f} %  {r['op']:30s} "
               f"{r['shape'][:30]:30s} {r['source'][-70:]}")

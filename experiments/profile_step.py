@@ -8,9 +8,8 @@ share of that total, its output shape and the JAX operation it comes from (the H
 ``op_name`` metadata). Read the times as a ranking, not a partition of the step: an op that
 XLA splits over its threads appears once per thread (YNNPACK fusions, parallel loops),
 while one that a library runs on its own pool (Eigen's matrix products and convolutions)
-appears once, for its wall duration. The same numbers are
-written to ``--out`` as JSON. This is the profile behind the LeNet and MLP figures in
-docs/notes/perf.md.
+appears once, for its wall duration. The same numbers are written to ``--out`` as JSON.
+This is the profile behind the LeNet figures in docs/notes/perf.md.
 
 Usage:
   python -m experiments.profile_step --model=lenet [--rule=bp --steps=20 --top=25]

@@ -1,7 +1,9 @@
-"""AL trainer and configs: results.json conventions, resume, rule=al/bp on one model name."""
+"""AL trainer and configs: results.json conventions, resume, SIGTERM, rule=al/bp on one model
+name."""
 
 import json
 import os
+import signal
 
 import pytest
 
@@ -52,3 +54,49 @@ def test_configs_cover_the_thesis_tables_and_reject_bad_names():
     assert al_configs.get_config("vgg,mnist").weight_decay == 0.0
     with pytest.raises(ValueError, match="unknown AL model 'lenet'; choose one of: mlp"):
         al_configs.get_config("lenet,mnist")
+
+
+class _SigtermAt:
+    """Wraps a dataset: sends this process SIGTERM at the second train batch of ``epoch``,
+    and counts the train batches it hands out."""
+
+    def __init__(self, ds, epoch=None):
+        self._ds, self._epoch, self.served = ds, epoch, 0
+        self.info, self.num_batches = ds.info, ds.num_batches
+
+    def batches(self, split, batch_size, *, epoch=0, **kw):
+        for i, b in enumerate(self._ds.batches(split, batch_size, epoch=epoch, **kw)):
+            if split == "train":
+                self.served += 1
+                if epoch == self._epoch and i == 1:
+                    os.kill(os.getpid(), signal.SIGTERM)
+            yield b
+
+
+def _dataset():
+    import alearn.data
+    c = _config()
+    return alearn.data.create(c.dataset, seed=0, **c.dataset_options)
+
+
+def _history(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k != "epoch_time_s"} for line in f]
+
+
+def test_al_sigterm_stops_at_a_clean_point_and_the_same_call_resumes(tmp_path):
+    from alearn.train import Checkpointer, TrainingInterrupted, train_and_evaluate
+    ref_dir, wd = str(tmp_path / "ref"), str(tmp_path / "run")
+    given = _SigtermAt(_dataset())
+    ref = train_and_evaluate(_config(epochs=3), ref_dir, dataset=given)
+    assert given.served == 3 * 4  # the dataset passed in is the one trained on
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as err:
+        train_and_evaluate(_config(epochs=3), wd, dataset=_SigtermAt(_dataset(), epoch=1))
+    assert err.value.exit_code == 128 + signal.SIGTERM and err.value.last_epoch == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert Checkpointer(wd).latest_epoch() == 1
+    res = train_and_evaluate(_config(epochs=3), wd, dataset=_dataset())
+    assert res["resumed_from_epoch"] == 1
+    assert res["test_accuracy"] == ref["test_accuracy"]
+    assert _history(wd) == _history(ref_dir)

@@ -255,10 +255,11 @@ def test_bad_names_fail_before_training(tmp_path, field, bad, listed):
 def test_rule_family_dispatch(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(setup, "FAMILY_TRAINERS", {"al": "tests.test_train:_fake_al"})
-    monkeypatch.setitem(globals(), "_fake_al", lambda c, w: calls.append((c.rule, w)) or {"x": 1})
+    monkeypatch.setitem(globals(), "_fake_al",
+                        lambda c, w, dataset: calls.append((c.rule, w, dataset)) or {"x": 1})
     import sys
     monkeypatch.setitem(sys.modules, "tests.test_train", sys.modules[__name__])
     cfg = _config(rule="al", model="al_mlp")
     cfg.model_kwargs = ml_collections.ConfigDict({"width_multiplier": 0.1})
     assert train.train_and_evaluate(cfg, str(tmp_path)) == {"x": 1}
-    assert calls == [("al", str(tmp_path))]
+    assert calls == [("al", str(tmp_path), None)]

@@ -70,7 +70,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
     with interrupt.handle_signals(workdir):
         trainer = setup.family_trainer(config.rule)
         if trainer is not None:
-            return trainer(config, workdir)
+            return trainer(config, workdir, dataset=dataset)
         return _train_rule_pluggable(config, workdir, dataset)
 
 

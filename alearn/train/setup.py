@@ -34,8 +34,12 @@ def rule_names() -> list[str]:
     return sorted(set(alearn.rules.names()) | set(FAMILY_TRAINERS))
 
 
-def family_trainer(rule: str) -> Callable[[Any, str], dict] | None:
-    """The dedicated train function for rule family ``rule``, or None for the generic loop."""
+def family_trainer(rule: str) -> Callable[..., dict] | None:
+    """The dedicated train function for rule family ``rule``, or None for the generic loop.
+
+    It is called as ``fn(config, workdir, dataset=dataset)`` (``dataset`` None: from the
+    config).
+    """
     target = FAMILY_TRAINERS.get(str(rule).lower())
     if target is None:
         return None

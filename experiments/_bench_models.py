@@ -1,11 +1,41 @@
-"""Small models shared by the step-time benchmarks (not a paper model)."""
+"""Small models shared by the step-time benchmarks (not a paper model), and the trainer
+step they time."""
 
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
+import numpy as np
 
 import alearn
-from alearn import layers
+from alearn import layers, train
+from alearn.train import setup
+
+
+def synthetic_batch(shape=(28, 28, 1), batch: int = 128, seed: int = 0):
+    """(images, labels): standard-normal float32 images, labels in 0..9."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(batch, *shape)).astype(np.float32),
+            rng.integers(0, 10, batch).astype(np.int32))
+
+
+def trainer_step(model, rule, optimizer, *, shape=(28, 28, 1), batch: int = 128, mesh=None,
+                 compiler_options: dict | None = None):
+    """The real trainer step for a benchmark: ``(step, state, placed batch, mesh)``.
+
+    ``make_train_step`` with the rule's own hook on ``mesh`` (default: all local devices),
+    the state initialised by one jitted call (the same values as eager init, which compiles
+    every initializer separately) and replicated, and one synthetic batch
+    (:func:`synthetic_batch`) placed once.
+    """
+    mesh = mesh if mesh is not None else train.data_mesh()
+    x, y = synthetic_batch(shape, batch)
+    init = jax.jit(lambda key: train.create_train_state(model, rule, optimizer, key, x))
+    state = train.replicate(init(jax.random.key(0)), mesh)
+    step = train.make_train_step(model, rule, optimizer, mesh=mesh,
+                                 step_hook=setup.step_hook_for(rule, model),
+                                 compiler_options=compiler_options)
+    return step, state, train.shard_batch({"image": x, "label": y}, mesh), mesh
 
 
 class SmallCNN(nn.Module):

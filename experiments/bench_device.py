@@ -51,14 +51,12 @@ import sys
 import time
 
 import jax
-import numpy as np
 import optax
 from absl import app, flags
 
 import alearn
 from alearn import train
-from alearn.train import setup
-from experiments._bench_models import LeNet5
+from experiments._bench_models import LeNet5, trainer_step
 
 MODELS = ("mlp", "lenet", "resnet18")
 RULES = ("bp", "fa", "dfa", "kp", "asap")
@@ -121,15 +119,7 @@ def prepare(model, shape, rule_name: str, batch: int, mesh) -> dict:
     lower and compile of the step)."""
     rule = alearn.rules.create(rule_name)
     opt = train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9))
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, *shape)).astype(np.float32)
-    y = rng.integers(0, 10, batch).astype(np.int32)
-    # One jitted init (identical values): eager init compiles every initializer separately.
-    init = jax.jit(lambda key: train.create_train_state(model, rule, opt, key, x))
-    state = train.replicate(init(jax.random.key(0)), mesh)
-    placed = train.shard_batch({"image": x, "label": y}, mesh)
-    step = train.make_train_step(model, rule, opt, mesh=mesh,
-                                 step_hook=setup.step_hook_for(rule, model))
+    step, state, placed, _ = trainer_step(model, rule, opt, shape=shape, batch=batch, mesh=mesh)
     t0 = time.perf_counter()
     lowered = step.lower(state, placed)
     compiled = lowered.compile()

@@ -55,18 +55,11 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from alearn.train import setup
-from experiments._bench_models import LeNet5
+from experiments._bench_models import LeNet5, synthetic_batch, trainer_step
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per case and round.")
 _BATCH = 128
-
-
-def _data(shape, seed=0, n=1):
-    rng = np.random.default_rng(seed)
-    return [(rng.normal(size=(_BATCH, *shape)).astype(np.float32),
-             rng.integers(0, 10, _BATCH).astype(np.int32)) for _ in range(n)]
 
 
 #: The trainer's optimizer for the KP comparison (``optimizer_from_config``): the papers'
@@ -84,15 +77,9 @@ def alearn_case(model, rule_name: str, *, fresh_batches: int = 0, config: dict |
     rule = alearn.rules.create(rule_name)
     opt = (train.optimizer_from_config(config, rule, 1, kp_fused=kp_fused) if config is not None
            else train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9)))
-    mesh = train.data_mesh()
-    (x, y), = _data((28, 28, 1))
-    state = train.replicate(train.create_train_state(model, rule, opt, jax.random.key(0), x),
-                            mesh)
-    step = train.make_train_step(model, rule, opt, mesh=mesh,
-                                 step_hook=setup.step_hook_for(rule, model),
-                                 compiler_options=compiler_options)
-    placed = train.shard_batch({"image": x, "label": y}, mesh)
-    host = [{"image": a, "label": b} for a, b in _data((28, 28, 1), 1, max(fresh_batches, 1))]
+    step, state, placed, mesh = trainer_step(model, rule, opt, compiler_options=compiler_options)
+    host = [dict(zip(("image", "label"), synthetic_batch(seed=1 + i)))
+            for i in range(max(fresh_batches, 1))]
     box = {"state": state}
 
     def run(n):
@@ -124,7 +111,7 @@ def torch_case(kind: str):
         net = nn.Sequential(nn.Flatten(), nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024),
                             nn.ReLU(), nn.Linear(1024, 10))
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    (x, y), = _data((28, 28, 1))
+    x, y = synthetic_batch()
     tx, ty = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y).long()
     loss_fn = nn.CrossEntropyLoss()
 

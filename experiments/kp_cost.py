@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 
 import jax
-import numpy as np
 from absl import app
 
 import alearn
 from alearn import train
-from experiments._bench_models import LeNet5
+from experiments._bench_models import LeNet5, trainer_step
 
 CONFIG = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
           "weight_decay_mask": "params", "epochs": 1}
@@ -34,15 +33,8 @@ def step_cost(model, rule_name: str, kp_fused: bool, batch: int = 128) -> dict:
     """flops, bytes accessed and optimizer-state size of one compiled trainer step."""
     rule = alearn.rules.create(rule_name)
     opt = train.optimizer_from_config(CONFIG, rule, steps_per_epoch=100, kp_fused=kp_fused)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch, 28, 28, 1)).astype(np.float32)
-    y = rng.integers(0, 10, batch).astype(np.int32)
-    mesh = train.data_mesh()
-    state = train.replicate(train.create_train_state(model, rule, opt, jax.random.key(0), x),
-                            mesh)
-    step = train.make_train_step(model, rule, opt, mesh=mesh)
-    cost = step.lower(state, train.shard_batch({"image": x, "label": y}, mesh)
-                      ).compile().cost_analysis()
+    step, state, placed, _ = trainer_step(model, rule, opt, batch=batch)
+    cost = step.lower(state, placed).compile().cost_analysis()
     leaves = jax.tree.leaves(state.opt_state)
     return {"flops": float(cost["flops"]), "bytes": float(cost["bytes accessed"]),
             "opt_state_floats": int(sum(a.size for a in leaves if a.ndim))}

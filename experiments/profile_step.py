@@ -23,14 +23,12 @@ import os
 import tempfile
 
 import jax
-import numpy as np
 import optax
 from absl import app, flags
 
 import alearn
 from alearn import train
-from alearn.train import setup
-from experiments._bench_models import LeNet5
+from experiments._bench_models import LeNet5, trainer_step
 from experiments._profile import hlo_ops, per_op_times
 
 MODELS = ("lenet", "mlp")
@@ -44,16 +42,9 @@ def _step(model_name: str, rule_name: str):
     model = (LeNet5() if model_name == "lenet"
              else alearn.models.create("mlp", 10, widths=(1024, 1024)))
     rule = alearn.rules.create(rule_name)
-    opt = train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9))
-    mesh = train.data_mesh()
-    rng = np.random.default_rng(0)
-    batch = {"image": rng.normal(size=(128, 28, 28, 1)).astype(np.float32),
-             "label": rng.integers(0, 10, 128).astype(np.int32)}
-    state = train.replicate(
-        train.create_train_state(model, rule, opt, jax.random.key(0), batch["image"]), mesh)
-    step = train.make_train_step(model, rule, opt, mesh=mesh,
-                                 step_hook=setup.step_hook_for(rule, model))
-    return step, state, train.shard_batch(batch, mesh)
+    step, state, batch, _ = trainer_step(
+        model, rule, train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9)))
+    return step, state, batch
 
 
 def main(argv):

@@ -69,6 +69,52 @@ def _bwd(rule, op, res, cotangents):
 rule_linear.defvjp(_fwd, _bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def rule_linear_given(rule: Any, op: LinearOp, x: Array, kernel: Array, feedback: dict,
+                      ctx: Any, error: Array):
+    """``op.apply(x, kernel)`` whose VJP is ``rule.backward`` with δ_L = ``error`` given.
+
+    The variant of :func:`rule_linear` for a tape created with ``error=``: δ_L is an input
+    (it gets no cotangent) instead of the cotangent of a carrier threaded through the
+    layers, so the layer may sit inside a lifted transform (``nn.scan``, ``nnx.scan``).
+    """
+    del rule, feedback, ctx, error
+    return op.apply(x, kernel)
+
+
+def _fwd_given(rule, op, x, kernel, feedback, ctx, error):
+    y = op.apply(x, kernel)
+    markers = (_marker(x), _marker(kernel), jax.tree.map(_marker, feedback))
+    return y, (rule.residuals(op, x, kernel, feedback, ctx), error, markers)
+
+
+def _bwd_given(rule, op, res, g):
+    res, error, (mx, mk, mfb) = res
+    dx, dkernel, dfeedback = rule.backward(op, res, g, error)
+    dfeedback = {k: _match(dfeedback.get(k), mfb[k]) for k in mfb}
+    return _match(dx, mx), _match(dkernel, mk), dfeedback, None, None
+
+
+rule_linear_given.defvjp(_fwd_given, _bwd_given)
+
+
+def run_rule(tape: Tape, op: LinearOp, x: Array, kernel: Array, feedback: dict) -> Array:
+    """One rule-aware linear map on the tape: context, then the rule's custom VJP.
+
+    Uses the tape's given output error when it has one (:func:`rule_linear_given`), the
+    carrier otherwise (:func:`rule_linear`); advances ``tape.layer_index``.
+    """
+    rule = tape.rule
+    tape.feedback = feedback  # visible to rule.context (e.g. Forward Alignment's C)
+    ctx = rule.context(tape, x, op)
+    if rule.needs_carrier and tape.error is not None:
+        y = rule_linear_given(rule, op, x, kernel, feedback, ctx, tape.error)
+    else:
+        y, tape.carrier = rule_linear(rule, op, x, kernel, feedback, ctx, tape.carrier)
+    tape.layer_index += 1
+    return y
+
+
 def _default_rule_of_model(module: nn.Module, rule: Any) -> bool:
     """Whether ``rule`` is the very default object of the root model's ``rule=`` argument."""
     root = module
@@ -119,11 +165,7 @@ def apply_rule(module: nn.Module, op: LinearOp, x: Array, kernel: Array, tape: T
         var = module.variable(
             "feedback",
             name,
-            lambda n=name: rule.init_feedback(n, module.make_rng("params"), op, tape.num_classes),
+            lambda n=name: rule.draw_feedback(tape, n, module.make_rng("params"), op),
         )
         feedback[name] = var.value
-    tape.feedback = feedback  # visible to rule.context (e.g. Forward Alignment's C)
-    ctx = rule.context(tape, x, op)
-    y, tape.carrier = rule_linear(rule, op, x, kernel, feedback, ctx, tape.carrier)
-    tape.layer_index += 1
-    return y
+    return run_rule(tape, op, x, kernel, feedback)

@@ -50,6 +50,36 @@ def _bwd(rule, res, cotangents):
 rule_receiver.defvjp(_fwd, _bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def rule_receiver_given(rule: Any, h: Array, feedback: dict, error: Array):
+    """Returns ``h``; the VJP is ``rule.receiver_backward`` with δ_L = ``error`` given."""
+    del rule, feedback, error
+    return h
+
+
+def _fwd_given(rule, h, feedback, error):
+    markers = (_marker(h), jax.tree.map(_marker, feedback))
+    return h, (rule.receiver_residuals(h, feedback), error, markers)
+
+
+def _bwd_given(rule, res, g):
+    res, error, (mh, mfb) = res
+    dh, dfeedback = rule.receiver_backward(res, g, error)
+    dfeedback = {k: _match(dfeedback.get(k), mfb[k]) for k in mfb}
+    return _match(dh, mh), dfeedback, None
+
+
+rule_receiver_given.defvjp(_fwd_given, _bwd_given)
+
+
+def run_receiver(tape: Any, h: Array, feedback: dict) -> Array:
+    """A receiving point on ``h`` under the tape's rule (given error or carrier)."""
+    if tape.error is not None:
+        return rule_receiver_given(tape.rule, h, feedback, tape.error)
+    h, tape.carrier = rule_receiver(tape.rule, h, feedback, tape.carrier)
+    return h
+
+
 class Receiver(nn.Module):
     """One receiving point; owns the rule's receiver feedback variables ("feedback").
 
@@ -65,8 +95,7 @@ class Receiver(nn.Module):
         for name in rule.receiver_feedback_names:
             var = self.variable(
                 "feedback", name,
-                lambda n=name: rule.init_receiver_feedback(
-                    n, self.make_rng("params"), tuple(h.shape), tape.num_classes, h.dtype))
+                lambda n=name: rule.draw_receiver_feedback(
+                    tape, n, self.make_rng("params"), tuple(h.shape), h.dtype))
             feedback[name] = var.value
-        h, tape.carrier = rule_receiver(rule, h, feedback, tape.carrier)
-        return h
+        return run_receiver(tape, h, feedback)

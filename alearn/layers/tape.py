@@ -48,11 +48,27 @@ class Tape:
     """Forward-pass companion of one model application (see module docstring)."""
 
     def __init__(self, rule: Any, batch_size: int, num_classes: int, dtype: Any = jnp.float32,
-                 *, receivers: bool = False):
-        """``receivers``: the model calls :meth:`receive` after its activations."""
+                 *, receivers: bool = False, out_shape: tuple[int, ...] | None = None,
+                 error: Array | None = None):
+        """``receivers``: the model calls :meth:`receive` after its activations.
+
+        ``out_shape``: the model output's shape without the batch axis (default
+        ``(num_classes,)``); DFA draws position-wise feedback for outputs with axes between
+        batch and features. ``error``: the output error δ_L, given up front (shape (batch,
+        *out_shape)). With it, rules that need δ_L (DFA) read it directly in every layer's
+        backward pass instead of through the carrier, so layers inside ``nn.scan`` /
+        ``nnx.scan`` bodies work (nothing is threaded out of a lifted trace); see
+        :func:`alearn.value_and_updates`, which computes δ_L by a first forward pass.
+        """
         self.rule = rule
         self.num_classes = num_classes
+        self.out_shape = tuple(out_shape) if out_shape is not None else (num_classes,)
+        self.error = error
         self.receivers = bool(receivers)
+        # Per layer: whether the layer's input is the output of a receiver (then DFA's
+        # receiver delivers D·δ_L there and the layer sends nothing down). Models with
+        # receivers after every activation keep the tape-wide default.
+        self.input_received = self.receivers
         self.layer_index = 0
         self.state: dict[str, Any] = {}
         self.feedback: dict[str, Any] = {}
@@ -60,7 +76,8 @@ class Tape:
         tracked = _TRACKED.get()
         if tracked is not None:
             tracked.append(self)
-        self.carrier = jnp.zeros((batch_size, num_classes), dtype) if rule.needs_carrier else None
+        self.carrier = (jnp.zeros((batch_size, num_classes), dtype)
+                        if rule.needs_carrier and error is None else None)
 
     def block(self, x: Array) -> None:
         """Marks ``x`` as the input of a block of layers (e.g. a residual block)."""

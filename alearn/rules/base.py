@@ -60,6 +60,16 @@ class Rule:
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         raise NotImplementedError(f"rule {self.name!r} declares no feedback variable {name!r}")
 
+    def draw_feedback(self, tape: Any, name: str, key: Array, op: LinearOp) -> Array:
+        """Draws a layer's feedback variable ``name`` on ``tape`` (``init_feedback`` with
+        the tape's number of output units; DFA also reads the output's shape)."""
+        return self.init_feedback(name, key, op, tape.num_classes)
+
+    def draw_receiver_feedback(self, tape: Any, name: str, key: Array, shape: tuple[int, ...],
+                      dtype: Any) -> Array:
+        """Draws receiver variable ``name`` for an activation of ``shape`` on ``tape``."""
+        return self.init_receiver_feedback(name, key, shape, tape.num_classes, dtype)
+
     def layer_feedback_names(self, tape: Any, op: LinearOp) -> tuple[str, ...]:
         """The feedback variables of the layer about to run (``feedback_names`` here)."""
         del tape, op

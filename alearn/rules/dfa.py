@@ -10,15 +10,44 @@ import jax
 import jax.numpy as jnp
 
 from alearn.layers.ops import LinearOp
-from alearn.rules import _feedback_init
+from alearn.rules import _checks, _feedback_init
 from alearn.rules.base import Rule
 
 Array = jax.Array
 
 
-def _project(carrier_g: Array, d: Array, shape: tuple[int, ...], dtype: Any) -> Array:
-    """``δ_L D`` reshaped to an activation of ``shape`` (batch first)."""
-    return jnp.dot(carrier_g.astype(d.dtype), d).reshape(shape).astype(dtype)
+SEQUENCE = {
+    "positionwise": "one D per layer shared over the positions between batch and features "
+                    "(Launay et al. 2020): D is (output features, layer features)",
+    "flatten": "D maps the whole flattened output to the whole flattened layer input",
+}
+
+
+def _project(error: Array, d: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+    """``δ_L D`` reshaped to an activation of ``shape`` (batch first).
+
+    ``error`` is δ_L, (batch, *output shape) or flattened (batch, K). A D with K rows maps
+    the flattened output; a D with fewer rows (the output's feature count) is position-wise:
+    each position's error e[b, t, :] is projected by the same D.
+    """
+    batch = error.shape[0]
+    if d.shape[0] == math.prod(error.shape[1:]):
+        out = jnp.dot(error.reshape(batch, -1).astype(d.dtype), d)
+    else:
+        out = jnp.dot(error.reshape(batch, -1, d.shape[0]).astype(d.dtype), d)
+    return out.reshape(shape).astype(dtype)
+
+
+def feedback_shape(in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                   sequence: str = "positionwise") -> tuple[int, int]:
+    """D's shape for an activation ``in_shape`` (batch first) and an output ``out_shape``
+    (without batch): position-wise where the activation shares the output's position axes."""
+    positions = tuple(out_shape[:-1])
+    if (sequence == "positionwise" and positions
+            and tuple(in_shape[1:1 + len(positions)]) == positions
+            and len(in_shape) > 1 + len(positions)):
+        return (out_shape[-1], math.prod(in_shape[1 + len(positions):]))
+    return (math.prod(out_shape), math.prod(in_shape[1:]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +71,17 @@ class DFA(Rule):
     ordinary autodiff. The first layer's input error is discarded. ``W_jᵀ δ_j`` is never
     computed and W is not kept alive.
 
+    Outputs with axes between batch and features (a language model's (batch, T, V)
+    logits): by default each position's error is projected by one D shared over the
+    positions, D of shape (V, layer features) for an activation (batch, T, ...) — the form
+    of Launay et al. 2020 for Transformers, memory linear in the width; ``sequence=
+    "flatten"`` maps the whole flattened output instead ((T·V) × (T·d) per layer).
+
     Attributes:
       feedback_init: initialiser family of D with fan-in = number of classes;
         "normal_fan_in" = N(0, 1/classes), the authors' code (default).
       feedback_scale: multiplier on the drawn D (> 0).
+      sequence: "positionwise" (default) or "flatten" (see above).
     """
 
     name = "dfa"
@@ -56,28 +92,43 @@ class DFA(Rule):
 
     feedback_init: str = "normal_fan_in"
     feedback_scale: float = 1.0
+    sequence: str = "positionwise"
 
     def __post_init__(self):
         _feedback_init.validate(self.name, self.feedback_init, self.feedback_scale)
+        _checks.choice(self.name, "sequence", self.sequence, SEQUENCE)
 
-    def _draw(self, key: Array, shape: tuple[int, ...], num_classes: int, dtype: Any) -> Array:
-        return _feedback_init.draw(key, (num_classes, math.prod(shape[1:])), self.feedback_init,
-                                   self.feedback_scale, dtype, in_axis=0, out_axis=1)
+    def _draw(self, key: Array, shape: tuple[int, ...], out_shape: tuple[int, ...],
+              dtype: Any) -> Array:
+        return _feedback_init.draw(key, feedback_shape(shape, out_shape, self.sequence),
+                                   self.feedback_init, self.feedback_scale, dtype,
+                                   in_axis=0, out_axis=1)
 
     def layer_feedback_names(self, tape: Any, op: LinearOp) -> tuple[str, ...]:
         del op
-        return () if tape.receivers else ("D",)
+        return () if tape.input_received else ("D",)
+
+    def draw_feedback(self, tape: Any, name: str, key: Array, op: LinearOp) -> Array:
+        if name != "D":
+            return super().draw_feedback(tape, name, key, op)
+        return self._draw(key, op.in_shape, tape.out_shape, op.dtype)
+
+    def draw_receiver_feedback(self, tape: Any, name: str, key: Array, shape: tuple[int, ...],
+                      dtype: Any) -> Array:
+        if name != "D":
+            return super().draw_receiver_feedback(tape, name, key, shape, dtype)
+        return self._draw(key, shape, tape.out_shape, dtype)
 
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         if name != "D":
             return super().init_feedback(name, key, op, num_classes)
-        return self._draw(key, op.in_shape, num_classes, op.dtype)
+        return self._draw(key, op.in_shape, (num_classes,), op.dtype)
 
     def init_receiver_feedback(self, name: str, key: Array, shape: tuple[int, ...],
                                num_classes: int, dtype: Any) -> Array:
         if name != "D":
             return super().init_receiver_feedback(name, key, shape, num_classes, dtype)
-        return self._draw(key, shape, num_classes, dtype)
+        return self._draw(key, shape, (num_classes,), dtype)
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
         del op, kernel, ctx

@@ -30,7 +30,7 @@ import jax
 import optax
 from flax import nnx, traverse_util
 
-from alearn.layers.linear import rule_linear
+from alearn.layers.linear import run_rule
 from alearn.layers.tape import Tape
 from alearn.rules.base import Rule
 from alearn.wrappers.linen import path_matches
@@ -71,13 +71,9 @@ def _rule_apply(layer: nnx.Module, op: Any, x: Array, kernel: Array) -> Array:
                 raise ValueError(f"{type(layer).__name__} has no feedback {name!r} for rule "
                                  f"{rule.name!r}: wrap the model with this rule")
             key = jax.random.fold_in(call.key, tape.layer_index)
-            setattr(layer, name, Feedback(rule.init_feedback(name, key, op, tape.num_classes)))
+            setattr(layer, name, Feedback(rule.draw_feedback(tape, name, key, op)))
         feedback[name] = getattr(layer, name)[...]
-    tape.feedback = feedback
-    ctx = rule.context(tape, x, op)
-    y, tape.carrier = rule_linear(rule, op, x, kernel, feedback, ctx, tape.carrier)
-    tape.layer_index += 1
-    return y
+    return run_rule(tape, op, x, kernel, feedback)
 
 
 def _swapped(layer: nnx.Module, attr: str, fn: Callable, call: Callable) -> Any:

@@ -11,6 +11,9 @@ import optax
 
 from alearn.layers.tape import checked
 from alearn.rules.base import Rule
+from alearn.rules.bp import BP
+from alearn.wrappers._output import get_output, set_output
+from alearn.wrappers.linen import Wrapped
 
 Array = jax.Array
 
@@ -41,37 +44,76 @@ def trainable(rule: Rule, variables: dict) -> dict:
 
 
 def value_and_updates(loss_fn: Callable[..., Array], model: nn.Module, rule: Rule,
-                      variables: dict, *batch: Any, train: bool = True,
+                      variables: dict, *batch: Any, targets: Any = None, train: bool = True,
                       rngs: dict | None = None) -> tuple[tuple[Array, Any, dict], dict]:
     """((loss, outputs, new_model_state), updates) of any loss under ``rule``.
 
-    The model is applied to ``batch[0]``; the loss is ``loss_fn(outputs, *batch[1:])``
-    (e.g. ``loss_fn(logits, labels)``, ``loss_fn(predictions, targets)`` for regression,
-    ``loss_fn(outputs, x)`` with ``batch = (x, x)`` for an autoencoder), any scalar. For BP
-    ``updates`` is ``jax.grad`` of that loss; for the other rules it is what the rule
-    prescribes, with DFA's output error δ_L = ∂loss/∂outputs of the output's shape.
+    Two ways to pass the data:
+
+    - ``value_and_updates(loss_fn, model, rule, v, x, *loss_args)``: the model is applied
+      to ``x`` and the loss is ``loss_fn(outputs, *loss_args)`` (e.g. ``(logits, labels)``,
+      ``(predictions, targets)``, ``(outputs, x)`` for an autoencoder);
+    - ``value_and_updates(loss_fn, model, rule, v, *inputs, targets=t)``: every positional
+      array is a model input (``model.apply(v, tokens, lengths)``) and the loss is
+      ``loss_fn(outputs, t)`` (``t`` a tuple: ``loss_fn(outputs, *t)``).
+
+    For BP ``updates`` is ``jax.grad`` of that loss; for the other rules it is what the rule
+    prescribes, with DFA's output error δ_L = ∂loss/∂outputs (of the output that
+    ``alearn.wrap(..., output=)`` selects). For a wrapped model DFA takes δ_L from a first
+    forward pass and hands it to every layer (XLA computes the forward once: both passes
+    are the same program); this is what makes layers inside ``nn.scan`` work.
     ``updates`` has the structure of :func:`trainable`; model state (batch statistics) is
     updated when ``train`` is true; ``rngs`` (e.g. ``{"dropout": key}``) go to ``apply``.
     """
     if not batch:
-        raise ValueError("value_and_updates needs the batch: (x, *loss_args)")
-    x, loss_args = batch[0], batch[1:]
+        raise ValueError("value_and_updates needs the batch: (x, *loss_args) or "
+                         "(*inputs, targets=...)")
+    if targets is None:
+        inputs, loss_args = batch[:1], batch[1:]
+    else:
+        inputs = batch
+        loss_args = tuple(targets) if isinstance(targets, tuple) else (targets,)
     train_vars = trainable(rule, variables)
     rest = {k: v for k, v in variables.items() if k not in train_vars}
-    if not rule.feedback_names:  # e.g. BP's reference gradient on an FA-trained model
-        rest.pop("feedback", None)
+    if not rule.feedback_names and not rule.receiver_feedback_names:
+        rest.pop("feedback", None)  # e.g. BP's reference gradient on an FA-trained model
     mutable = [k for k in rest if k != "feedback"] if train else []
     mutable = mutable or False
     extra = {"rngs": rngs} if rngs else {}
+    given = isinstance(model, Wrapped) and rule.needs_carrier
+
+    def run(tv, **kw):
+        out = model.apply({**rest, **tv}, *inputs, rule=rule, train=train, mutable=mutable,
+                          **extra, **kw)
+        return out if mutable else (out, {})
+
+    if given:  # δ_L first: the output error of a forward pass
+        zeros = _zeros_error(model, {**rest, **train_vars}, inputs, train, extra)
+        outputs0, _ = run(train_vars, output_error=zeros)
+        sel = get_output(outputs0, model.output, model.name)
+        error = jax.grad(lambda o: loss_fn(set_output(outputs0, model.output, o),
+                                           *loss_args))(sel)
+        extra_kw = {"output_error": jax.lax.stop_gradient(error)}
+    else:
+        extra_kw = {}
 
     def objective(tv):
-        out = model.apply({**rest, **tv}, x, rule=rule, train=train, mutable=mutable, **extra)
-        outputs, state = out if mutable else (out, {})
+        outputs, state = run(tv, **extra_kw)
         return loss_fn(outputs, *loss_args), (outputs, dict(state))
 
     with checked(model):
         (loss, (outputs, state)), grads = jax.value_and_grad(objective, has_aux=True)(train_vars)
     return (loss, outputs, state), grads
+
+
+def _zeros_error(model: Wrapped, variables: dict, inputs: tuple, train: bool,
+                 extra: dict) -> Array:
+    """Zeros of the selected output's shape (the forward pass does not read δ_L)."""
+    plain = {k: v for k, v in variables.items() if k != "feedback"}
+    out = jax.eval_shape(lambda v: model.apply(v, *inputs, rule=BP(), train=train, **extra),
+                         plain)
+    sel = get_output(out, model.output, model.name)
+    return jnp.zeros(sel.shape, sel.dtype)
 
 
 def loss_and_updates(model: nn.Module, rule: Rule, variables: dict, x: Array, y: Array,

@@ -101,7 +101,11 @@ def _dfa_oracle(params, feedback, x, dloss):
             delta = dloss(out)
         else:
             d_next = feedback[names[i + 1]]["D"]
-            delta = (pre[i] > 0) * (e @ d_next).reshape(pre[i].shape)
+            if d_next.shape[0] == e.shape[1]:  # flattened: the whole output error
+                proj = e @ d_next
+            else:  # position-wise: each position's error by the same D
+                proj = e.reshape(x.shape[0], -1, d_next.shape[0]) @ d_next
+            delta = (pre[i] > 0) * proj.reshape(pre[i].shape)
         h = hs[i]
         grads[n] = {"kernel": h.reshape(-1, h.shape[-1]).T @ delta.reshape(-1, delta.shape[-1]),
                     "bias": delta.reshape(-1, delta.shape[-1]).sum(0)}
@@ -120,12 +124,14 @@ class SeqMLP(nn.Module):
         return nn.Dense(self.out)(x)
 
 
-@pytest.mark.parametrize("shape", [(6, 5), (6, 4, 5)], ids=["regression", "sequence"])
-def test_dfa_any_loss_matches_hand_written_oracle(shape):
-    """Regression and sequence outputs: the carrier takes the output's shape."""
+@pytest.mark.parametrize("shape,sequence", [((6, 5), "positionwise"), ((6, 4, 5), "flatten"),
+                                            ((6, 4, 5), "positionwise")],
+                         ids=["regression", "sequence-flatten", "sequence-positionwise"])
+def test_dfa_any_loss_matches_hand_written_oracle(shape, sequence):
+    """Regression and sequence outputs; flattened and position-wise D."""
     x = jax.random.normal(jax.random.key(3), shape)
     model = alearn.wrap(SeqMLP())
-    rule = alearn.rules.create("dfa")
+    rule = alearn.rules.create("dfa", sequence=sequence)
     v = alearn.init(model, rule, jax.random.key(4), x)
     t = jax.random.normal(jax.random.key(5), (*shape[:-1], 3))
 
@@ -138,8 +144,11 @@ def test_dfa_any_loss_matches_hand_written_oracle(shape):
                                rtol=1e-6)
     want = _dfa_oracle(v["params"], v["feedback"], x, jax.grad(lambda o: mse(o, t)))
     assert wm.max_diff(upd["params"], want) <= 1e-5 * wm.max_abs(want)
-    k = int(np.prod(t.shape[1:]))
-    assert v["feedback"]["Dense_1"]["D"].shape == (k, int(np.prod(shape[1:-1])) * 7)
+    if sequence == "flatten" or len(shape) == 2:
+        k = int(np.prod(t.shape[1:]))
+        assert v["feedback"]["Dense_1"]["D"].shape == (k, int(np.prod(shape[1:-1])) * 7)
+    else:  # one D shared over positions: memory linear in the width
+        assert v["feedback"]["Dense_1"]["D"].shape == (3, 7)
 
 
 class Encoder(nn.Module):

@@ -12,6 +12,7 @@ saves for its backward pass only the residuals it really uses.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -57,6 +58,55 @@ class LinearOp:
             jax.ShapeDtypeStruct(self.kernel_shape, self.dtype),
         ).shape
 
+    # --- the kernel read as the 2-D map it is ------------------------------------------
+    @property
+    def kernel_in_axes(self) -> tuple[int, ...]:
+        """Kernel axes contracted with the input: the map's input side, so its fan-in is
+        the product of their sizes (a convolution's window axes included). Default: every
+        axis but the last (dense (in, out), conv HWIO: H, W, I)."""
+        return tuple(range(len(self.kernel_shape) - 1))
+
+    @property
+    def kernel_out_axes(self) -> tuple[int, ...]:
+        """Kernel axes indexing the output features. Default: the last axis."""
+        return (len(self.kernel_shape) - 1,) if self.kernel_shape else ()
+
+    @property
+    def kernel_window_axes(self) -> tuple[int, ...]:
+        """The subset of ``kernel_in_axes`` that slides over positions (a convolution's
+        spatial axes, the "receptive field" of jax's fan convention). Default: every axis
+        but the last two (none for a dense kernel, H and W for HWIO)."""
+        return tuple(range(max(0, len(self.kernel_shape) - 2)))
+
+    @property
+    def kernel_batch_axes(self) -> tuple[int, ...]:
+        """Kernel axes that are neither inputs nor outputs (``dot_general`` rhs batch
+        dimensions, einsum labels of x, kernel and output): independent maps side by side."""
+        used = set(self.kernel_in_axes) | set(self.kernel_out_axes)
+        return tuple(a for a in range(len(self.kernel_shape)) if a not in used)
+
+    @property
+    def kernel_layout(self) -> str:
+        """One letter per kernel axis: ``i`` input, ``o`` output, ``b`` batch."""
+        ins, outs = set(self.kernel_in_axes), set(self.kernel_out_axes)
+        return "".join("i" if a in ins else "o" if a in outs else "b"
+                       for a in range(len(self.kernel_shape)))
+
+    @property
+    def fans(self) -> tuple[int, int]:
+        """(fan_in, fan_out) in jax's variance-scaling convention: fan_in = product of the
+        input axes (window included), fan_out = output axes times the window. Dense and
+        HWIO kernels give ``initializers.fans(kernel_shape)``."""
+        size = lambda axes: math.prod(self.kernel_shape[a] for a in axes)  # noqa: E731
+        return size(self.kernel_in_axes), size(self.kernel_out_axes + self.kernel_window_axes)
+
+    @property
+    def in_feature_ndim(self) -> int | None:
+        """How many trailing axes of x the map contracts position by position (1 for
+        ``x @ w``; the positions are x's other axes), or None when the map is not
+        position-wise (convolutions mix neighbouring positions) or unknown (the default)."""
+        return None
+
     def input_grad(self, g: Array, w: Array) -> Array:
         """Transpose in x: the error sent down through weights ``w`` (W^T g for dense)."""
         return _transpose(lambda x: self.apply(x, w), self.in_shape, g)
@@ -69,6 +119,10 @@ class LinearOp:
 @dataclasses.dataclass(frozen=True)
 class DenseOp(LinearOp):
     """``y = x @ w`` over the last axis of x; w has shape (in_features, out_features)."""
+
+    @property
+    def in_feature_ndim(self) -> int:
+        return 1
 
     def apply(self, x: Array, w: Array) -> Array:
         return jnp.dot(x, w)

@@ -37,6 +37,19 @@ With ``dense="shared"``, counted groups run over dense layers too, and a dense l
 shared activation is a conv map that does not flatten exactly to its input starts a new
 group with its own input.
 
+Token activations (batch, positions..., features), e.g. a Transformer's (B, T, d): a
+position-wise layer (``op.in_feature_ndim``: Dense, DenseGeneral, Einsum over x's
+trailing axes) is matched over its *features*, its position axes kept as they are
+(``dimension_matching``). Several feature axes (an attention out-projection's
+(B, T, heads, head_dim) input) are flattened into one, so the shared activation is stored
+as (B, T, heads * head_dim). A layer whose input cannot be matched from the current
+shared activation (other position axes, e.g. after a sequence pooling or a patch merge;
+a token activation for a conv input) starts a new group with its own input; under
+``grouping="authors_code"`` on a marked net, such a layer uses its own input (exact BP
+update) and the groups are left as they are. Residual token nets (blocks marked with
+``tape.block``) are grouped as residual conv nets: every non-vector layer counts as a
+block's "conv".
+
 The shared activation is stored once in ``tape.state`` and the same traced array is
 handed to every layer that uses it, so the compiled step keeps one copy; the layer's real
 input is not a residual of ASAP (the memory saving of Ch. 6).
@@ -45,6 +58,7 @@ input is not a residual of ASAP (the memory saving of Ch. 6).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, Mapping
 
 import jax
@@ -54,6 +68,7 @@ import optax
 from alearn.layers.ops import LinearOp
 from alearn.rules import _checks, _feedback_init
 from alearn.rules import dimension_matching as dm
+from alearn.rules._freeze import FROZEN, freeze_and_decay
 from alearn.rules.base import Rule
 
 Array = jax.Array
@@ -67,7 +82,6 @@ DENSE = {
     "own_input": "own input, the rule's own update",
     "shared": "dense layers take part in the counted groups",
 }
-FROZEN = "frozen"  # feedback marker of the untrained first layer
 B_FIXED = "B_fixed"  # fixed feedback of dense FA layers
 
 _SHARED, _SINCE, _MARKED = "as/shared", "as/since", "as/marked"
@@ -78,6 +92,25 @@ def _choice(rule: str, field: str, value: Any, valid: Mapping) -> None:
     if value not in valid:
         raise ValueError(f"rule {rule!r}: {field}={value!r} is not valid; choose one of: "
                          + ", ".join(f"{k} ({v})" for k, v in valid.items()))
+
+
+def features_shape(op: LinearOp) -> tuple[int, ...]:
+    """The layer input's shape with its feature axes flattened into one (the last):
+    (B, T, heads, head_dim) -> (B, T, heads * head_dim) for a position-wise op contracting
+    x's last two axes; any other op's input shape unchanged."""
+    shape, f = tuple(op.in_shape), op.in_feature_ndim
+    if not f or f == 1 or f >= len(shape):
+        return shape
+    return shape[:-f] + (math.prod(shape[-f:]),)
+
+
+def _fits(shared: Array, target: tuple[int, ...]) -> bool:
+    """Whether ``shared`` may stand for an input of shape ``target`` in a group: a map or
+    token activation feeds a vector layer only by exact flattening; else whatever
+    :func:`dimension_matching.matchable` accepts (same positions for tokens)."""
+    if len(target) == 2 and shared.ndim > 2:
+        return math.prod(shared.shape[1:]) == target[1]
+    return dm.matchable(tuple(shared.shape), target)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +151,7 @@ class SharingRule(Rule):
         """"frozen", "fa" (dense FA) or "sharing" for the layer about to run."""
         if tape.layer_index == 0 and not tape.state.get(_MARKED) and self.freezes_first():
             return "frozen"
-        if len(op.in_shape) == 2 and self.dense == "fa":
+        if len(features_shape(op)) == 2 and self.dense == "fa":
             return "fa"
         return "sharing"
 
@@ -164,41 +197,46 @@ class SharingRule(Rule):
         if m % (self.k // 2) == 0:
             self._take(st, x)
 
-    def shared_for(self, tape: Any, x: Array) -> Array:
-        """The (unmatched) shared activation a sharing-role layer uses."""
+    def shared_for(self, tape: Any, x: Array, op: LinearOp | None = None) -> Array:
+        """The (unmatched) shared activation a sharing-role layer with input ``x`` uses.
+
+        Token inputs with several feature axes come back with them flattened into one
+        (:func:`features_shape`); a layer's own input is stored that way too.
+        """
         st = tape.state
+        shape = features_shape(op) if op is not None else tuple(x.shape)
+        xf = x if tuple(x.shape) == shape else x.reshape(shape)
         if tape.layer_index == 0 and not st.get(_MARKED, False):
-            st[_SHARED], st[_SINCE] = x, self.k  # layer 0 is its own group
-            return x
-        if x.ndim == 2 and self.dense != "shared":
-            return x
-        if st.get(_MARKED) and self.grouping == "authors_code":
-            if x.ndim == 4 and x is st.get(_BLOCK_X):
-                return st[_PREV]
-            if x.ndim == 4:
-                return st[_SHARED]
+            st[_SHARED], st[_SINCE] = xf, self.k  # layer 0 is its own group
+            return xf
+        if len(shape) == 2 and self.dense != "shared":
+            return xf
+        if st.get(_MARKED) and self.grouping == "authors_code" and len(shape) > 2:
+            shared = st[_PREV] if x is st.get(_BLOCK_X) else st[_SHARED]
+            return shared if _fits(shared, shape) else xf
         shared = st.get(_SHARED)
-        no_flat = (shared is not None and shared.ndim == 4 and x.ndim == 2
-                   and shared[0].size != x.shape[-1])  # no exact flattening: own input
-        if shared is None or no_flat or (not st.get(_MARKED, False) and st[_SINCE] >= self.k):
-            self._take(st, x)
+        if (shared is None or not _fits(shared, shape)
+                or (not st.get(_MARKED, False) and st[_SINCE] >= self.k)):
+            self._take(st, xf)
         st[_SINCE] += 1
         return st[_SHARED]
 
     def context(self, tape: Any, x: Array, op: LinearOp) -> Any:
         if self.role(tape, op) != "sharing":
             return None
-        shared = self.shared_for(tape, x)
+        shared = self.shared_for(tape, x, op)
+        target = features_shape(op)
         proj = None
-        if self.match == 3 and tuple(shared.shape) != op.in_shape:
+        if self.match == 3 and tuple(shared.shape) != target:
             key = jax.random.fold_in(jax.random.key(self.seed), tape.layer_index)
-            proj = dm.projection(key, shared.shape, op.in_shape, op.dtype)
+            proj = dm.projection(key, shared.shape, target, op.dtype)
         return (shared, proj)
 
     def matched(self, op: LinearOp, ctx: Any) -> Array:
         """The shared activation brought to the layer input's shape (in the backward pass)."""
         shared, proj = ctx
-        return dm.match(shared, op.in_shape, self.match, proj)
+        target = features_shape(op)
+        return dm.match(shared, target, self.match, proj).reshape(op.in_shape)
 
     @staticmethod
     def frozen_backward(op: LinearOp, g: Array) -> tuple:
@@ -234,65 +272,7 @@ class AsymmetricSharingRule(SharingRule):
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         if name != "B":
             return super().init_feedback(name, key, op, num_classes)
-        return _feedback_init.draw(key, op.kernel_shape, self.feedback_init,
-                                   self.feedback_scale, op.dtype)
+        return _feedback_init.draw_like(key, op, self.feedback_init, self.feedback_scale)
 
     def transform(self) -> optax.GradientTransformation:
         return freeze_and_decay(self.decay)
-
-
-def _frozen_paths(node: Any, path: tuple = ()) -> set:
-    """Module paths whose feedback holds the ``frozen`` marker."""
-    out = set()
-    if isinstance(node, Mapping):
-        if FROZEN in node:
-            out.add(path)
-        for k, v in node.items():
-            out |= _frozen_paths(v, path + (k,))
-    return out
-
-
-def _walk(upd: Any, par: Any, frozen: set, decay: float, leaf: str, path: tuple = ()) -> Any:
-    if not isinstance(upd, Mapping):
-        return upd
-    out = {}
-    for k, v in upd.items():
-        if isinstance(v, Mapping):
-            out[k] = _walk(v, par[k] if par is not None else None, frozen, decay, leaf,
-                           path + (k,))
-        elif path in frozen:
-            out[k] = jnp.zeros_like(v)
-        elif k == leaf and decay:
-            out[k] = v + decay * par[k]
-        else:
-            out[k] = v
-    return out
-
-
-def freeze_and_decay(decay: float) -> optax.GradientTransformation:
-    """ASAP's parameter-side step (Algorithm 1, lines 24-25), on {"params", "feedback"}.
-
-    Zeroes every update (kernel, bias, feedback) of the modules declared frozen (those
-    holding a ``feedback/frozen`` marker: the untrained first layer), adds ``decay * W`` to
-    every other kernel update and ``decay * B`` to every learned ``B`` update (``ΔW = δ h̃ᵀ
-    + λW``, ``ΔB = δ h̃ᵀ + λB`` in gradient convention). Fixed ``B_fixed`` is left alone.
-    Stateless.
-    """
-
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        if decay and params is None:
-            raise ValueError("freeze_and_decay needs params (optax.chain passes them)")
-        frozen = _frozen_paths(updates.get("feedback", {}))
-        par = params if params is not None else {}
-        out = dict(updates)
-        out["params"] = _walk(updates["params"], par.get("params"), frozen, decay, "kernel")
-        if "feedback" in updates:
-            out["feedback"] = _walk(updates["feedback"], par.get("feedback"), frozen, decay,
-                                    "B")
-        return out, state
-
-    return optax.GradientTransformation(init, update)

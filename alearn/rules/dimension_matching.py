@@ -23,6 +23,15 @@ exact flattening when ``H*W*C == F``; else, when ``F = s*s*C`` for an integer ``
 map is pooled to (N, s, s, C) and flattened; otherwise it is globally pooled to (N, C)
 and matched as a vector. (Sharing rules start a new group at a conv -> dense boundary
 unless the flattening is exact, see ``_sharing.py``; Forward Alignment uses these paths.)
+
+Token activations (N, positions..., F) -> (N, positions..., F') with the *same* position
+axes (a Transformer's (B, T, d) -> (B, T, d')): the three methods act on the feature
+(last) axis only, position by position: method 1 tiles the features (or max-pools groups
+of adjacent features when F > F'), method 2 tiles (or average-pools), method 3 projects
+by P (F, F'). Position axes are never pooled or repeated: a token activation with other
+positions is not matchable (:func:`matchable`; the sharing rules then start a new group
+with the layer's own input). Tokens -> (N, F): exact flattening when ``prod(positions) *
+F == F'``, else global pooling over the positions, then as a vector.
 """
 
 from __future__ import annotations
@@ -110,12 +119,27 @@ def _match_channels(x: Array, out: int, method: int, proj: Array | None) -> Arra
     return tile_axis(x, x.ndim - 1, out, method)
 
 
+def matchable(shared_shape: Sequence[int], target_shape: Sequence[int]) -> bool:
+    """Whether :func:`match` can bring an activation of ``shared_shape`` to
+    ``target_shape``: equal shapes, NHWC -> NHWC, a map or tokens -> (N, F),
+    (N, F) -> (N, F), or tokens with equal batch and position axes (features may differ)."""
+    a, b = tuple(shared_shape), tuple(target_shape)
+    if a == b:
+        return True
+    if not a or not b or a[0] != b[0]:
+        return False
+    if (len(a), len(b)) == (4, 4) or (len(a) >= 2 and len(b) == 2):
+        return True
+    return len(a) == len(b) >= 3 and a[:-1] == b[:-1]
+
+
 def match(shared: Array, target_shape: Sequence[int], method: int = 1,
           proj: Array | None = None) -> Array:
     """Brings ``shared`` to ``target_shape`` (batch first) with dimension-matching ``method``.
 
     Args:
-      shared: the shared (or approximate) activation, NHWC or (N, F).
+      shared: the shared (or approximate) activation: NHWC, (N, F) or tokens
+        (N, positions..., F).
       target_shape: the layer input's shape (same batch size).
       method: 1, 2 or 3 (module docstring).
       proj: method 3's fixed matrix from :func:`projection` (ignored otherwise).
@@ -134,16 +158,19 @@ def match(shared: Array, target_shape: Sequence[int], method: int = 1,
         x = _match_channels(shared, target_shape[3], method, proj)
         x = resize_axis(x, 1, target_shape[1], pool)
         return resize_axis(x, 2, target_shape[2], pool)
-    if shared.ndim == 4 and len(target_shape) == 2:
+    if shared.ndim >= 3 and len(target_shape) == 2:
         if math.prod(shared.shape[1:]) == target_shape[1]:
             return shared.reshape(target_shape)
-        s = _dense_grid(shared.shape, target_shape)
+        s = _dense_grid(shared.shape, target_shape) if shared.ndim == 4 else 0
         if s:
             grid = match(shared, (shared.shape[0], s, s, shared.shape[-1]), method, proj)
             return grid.reshape(target_shape)
         shared = _reduce(shared.reshape(shared.shape[0], -1, shared.shape[-1]), 1, pool)
     if shared.ndim == 2 and len(target_shape) == 2:
         return _match_channels(shared, target_shape[1], method, proj)
+    if shared.ndim == len(target_shape) >= 3 and tuple(shared.shape[:-1]) == target_shape[:-1]:
+        return _match_channels(shared, target_shape[-1], method, proj)  # tokens
     raise ValueError(f"cannot match a shared activation of shape {shared.shape} to a layer "
                      f"input of shape {target_shape}; supported: NHWC->NHWC, NHWC->(N,F), "
-                     "(N,F)->(N,F)")
+                     "(N,F)->(N,F), tokens (N,positions...,F)->(N,F) or to the same "
+                     "positions (N,positions...,F')")

@@ -21,7 +21,8 @@ class FA(Rule):
     Eq. 2.4: ``δ_{l-1} = φ'(a_{l-1}) ⊙ B_lᵀ δ_l`` and ``ΔW_l = δ_l h_{l-1}ᵀ``. Each
     rule-aware layer owns ``feedback/B`` with the kernel's shape, drawn from its own key
     with ``feedback_init`` (a ``jax.nn.initializers`` variance-scaling family) times
-    ``feedback_scale``. The backward pass keeps only (x, B) alive, never W.
+    ``feedback_scale``, for the kernel's true fans (``op.kernel_in_axes`` etc.: a
+    DenseGeneral or ``Embed.attend`` kernel is drawn as the equivalent dense one). The backward pass keeps only (x, B) alive, never W.
 
     Attributes:
       feedback_init: initialiser family of B (see ``_feedback_init.INITS``; the authors'
@@ -51,8 +52,7 @@ class FA(Rule):
         del num_classes
         if name != "B":
             return super().init_feedback(name, key, op, 0)
-        return _feedback_init.draw(key, op.kernel_shape, self.feedback_init,
-                                   self.feedback_scale, op.dtype)
+        return _feedback_init.draw_like(key, op, self.feedback_init, self.feedback_scale)
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
         del ctx

@@ -19,11 +19,14 @@ Array = jax.Array
 MAGNITUDES = ("fan_in", "mean_abs", "unit")
 
 
-def sign_feedback(kernel: Array, magnitude: str = "fan_in") -> Array:
+def sign_feedback(kernel: Array, magnitude: str = "fan_in", fan_in: int | None = None
+                  ) -> Array:
     """The feedback matrix of sign symmetry: ``sign(W)`` times a per-layer magnitude.
 
     ``"fan_in"`` (default): ±sqrt(2 / fan_in), the std of a He-initialised W (a fixed
-    scale); ``"mean_abs"``: ±mean|W| of the layer (tracks W's scale); ``"unit"``: the
+    scale); ``fan_in`` is the map's true fan-in (``op.fans[0]``: e.g. heads * head_dim for
+    an attention out-projection (heads, head_dim, d)), by default that of a dense (in, out)
+    or conv HWIO kernel of this shape; ``"mean_abs"``: ±mean|W| of the layer (tracks W's scale); ``"unit"``: the
     papers' ±1 (Xiao et al.), which multiplies the error by about sqrt(fan) per layer.
     Measured on a LeNet-5 without BatchNorm, mnist5k, SGD lr 0.01, 10 epochs
     (docs/notes/rules_wt.md): fan_in 0.944, mean_abs 0.892, unit 0.100 (diverges), BP
@@ -33,7 +36,8 @@ def sign_feedback(kernel: Array, magnitude: str = "fan_in") -> Array:
     if magnitude == "mean_abs":
         s = s * jnp.mean(jnp.abs(kernel))
     elif magnitude == "fan_in":
-        s = s * jnp.asarray(math.sqrt(2.0 / initializers.fans(kernel.shape)[0]), s.dtype)
+        fan = initializers.fans(kernel.shape)[0] if fan_in is None else fan_in
+        s = s * jnp.asarray(math.sqrt(2.0 / fan), s.dtype)
     elif magnitude != "unit":
         raise ValueError(f"unknown sign magnitude {magnitude!r}; choose one of: "
                          f"{', '.join(MAGNITUDES)}")
@@ -60,8 +64,8 @@ class SignSymmetry(Rule):
         _checks.choice(self.name, "magnitude", self.magnitude, MAGNITUDES)
 
     def residuals(self, op: LinearOp, x: Array, kernel: Array, feedback: dict, ctx: Any) -> Any:
-        del op, feedback, ctx
-        return (x, sign_feedback(kernel, self.magnitude))
+        del feedback, ctx
+        return (x, sign_feedback(kernel, self.magnitude, op.fans[0]))
 
     def backward(self, op: LinearOp, res: Any, g: Array, carrier_g: Array | None):
         x, s = res

@@ -1,147 +1,56 @@
 """``alearn.wrap``: any unmodified ``flax.linen`` model trained by any learning rule.
 
-The wrapper runs the user's model under ``flax.linen.intercept_methods``. Every call of a
-``flax.linen.Dense``, ``DenseGeneral``, ``Conv`` or ``Einsum`` is routed through
-:func:`alearn.layers.apply_rule` (the ``rule_linear`` custom VJP): Dense, DenseGeneral and
-Conv keep all of Flax's own logic (parameter creation, dtype promotion, padding, bias) and
-only their ``dot_general`` / ``conv_general_dilated`` is replaced for the call; Einsum's
-short forward is re-stated here. The model's code is never touched. Feedback weights live
-in the ``"feedback"`` collection at the intercepted module's path, so
-``variables["params"]`` has exactly the tree of ``model.init``.
+The wrapper runs the user's model under ``flax.linen.intercept_methods``; every linear map
+the model applies (see :data:`SUPPORTED` and :mod:`alearn.wrappers._intercept`) is routed
+through the rule's custom VJP. The model's code is never touched and
+``variables["params"]`` has exactly the tree of ``model.init`` (pretrained weights load
+as-is); feedback weights live in ``variables["feedback"]`` at the path of the layer they
+serve, stacked like its parameters under ``nn.scan``.
 
 What the wrapper adds around the model (the native models do this by hand):
 
-- a :class:`~alearn.layers.Tape` per call, so layer order (``tape.layer_index``) drives
-  the activation-sharing groups; ``blocks=`` patterns mark block inputs (``tape.block``)
-  on entry of every module whose path matches;
-- DFA's carrier: zeros of the model output's shape (flattened to (batch, K) for the rule,
-  K = prod(output.shape[1:]), so regression and sequence outputs work), threaded through
-  every intercepted layer and added to the output. With alearn's DFA rule each
-  intercepted layer's backward sends ``δ_L D`` to the layer's input: a receiver after the
-  previous layer's activation that replaces the incoming gradient by ``D δ_L``.
+- a :class:`~alearn.layers.Tape` per call, so layer order drives the activation-sharing
+  groups; ``blocks=`` patterns mark block inputs (``tape.block``);
+- DFA (ASAP thesis eq. 2.5): the output error δ_L reaches every layer. Each layer sends
+  ``δ_L D`` to its input instead of ``Wᵀδ``; where one array feeds several layers (q/k/v
+  of attention, LSTM gates, conv1 and the projection of a residual block) only the first
+  sends it. At the input of every module matched by ``blocks=`` (or ``receivers=``) a
+  receiver replaces *all* the gradient arriving there by ``δ_L D``, so nothing passes a
+  residual shortcut. A model where a layer's input also reaches the output or another
+  layer some other way (a shortcut) without such a receiver is refused at init, with the
+  pattern to pass. :func:`alearn.value_and_updates` gives δ_L up front (a first forward
+  pass, which XLA merges with the second), so this works inside ``nn.scan`` bodies; the
+  carrier form (a zero array added to the output) serves a plain ``jax.grad`` of
+  ``apply``. Outputs with position axes (batch, T, V) get one D per layer shared over
+  positions (``DFA(sequence="flatten")`` for the flattened form);
+- coverage: at init, for every rule but BP, the traced model is checked for parameters
+  that would still receive their exact BP gradient — a parameter multiplied into data by
+  a map the wrapper does not route. Each is an error naming its path, unless listed in
+  ``exclude=``. Element-wise parameters (biases, norm scales, embedding tables, position
+  embeddings) take the local error that reaches them, as the rules prescribe.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-from flax.core import meta
+import jax.numpy as jnp
 
-from alearn.layers.linear import apply_rule
 from alearn.layers.tape import Tape
 from alearn.rules.base import Rule
 from alearn.rules.bp import BP
-from alearn.wrappers.ops import EinsumOp, conv_op, dot_op
+from alearn.wrappers import _coverage
+from alearn.wrappers._intercept import FB_PREFIX, SUPPORTED, Interceptor
+from alearn.wrappers._match import path_matches
+from alearn.wrappers._output import get_output, set_output
 
 Array = jax.Array
 
-SUPPORTED = "flax.linen.Dense, DenseGeneral, Conv, Einsum"
-
-
-def path_matches(path: str, pattern: str) -> bool:
-    """Glob match per path segment: ``*`` never crosses "/" (``"stage*_block*"`` matches
-    ``stage1_block0`` but not its submodule ``stage1_block0/conv1``)."""
-    parts, pats = path.split("/"), pattern.split("/")
-    return len(parts) == len(pats) and all(
-        fnmatch.fnmatchcase(a, p) for a, p in zip(parts, pats))
-
-
-def _path(module: nn.Module) -> str:
-    return "/".join(str(p) for p in module.path)
-
-
-class _Swap:
-    """Temporarily replaces a frozen module's ``attr`` (and ``attr_cls``) for one call."""
-
-    def __init__(self, module: nn.Module, attr: str, fn: Any):
-        self.module, self.attr, self.fn = module, attr, fn
-
-    def __enter__(self):
-        self.saved = {a: getattr(self.module, a) for a in (self.attr, self.attr + "_cls")}
-        object.__setattr__(self.module, self.attr, self.fn)
-        object.__setattr__(self.module, self.attr + "_cls", None)
-
-    def __exit__(self, *exc):
-        for a, v in self.saved.items():
-            object.__setattr__(self.module, a, v)
-
-
-class _Interceptor:
-    """Routes the supported layers of one model call through the tape's rule."""
-
-    def __init__(self, tape: Tape, blocks: Sequence[str]):
-        self.tape, self.blocks = tape, tuple(blocks)
-        self.paths: list[str] = []
-        self.layers: list[str] = []
-        self.matched: set[str] = set()
-
-    def __call__(self, next_fun, args, kwargs, context):
-        module = context.module
-        if context.method_name != "__call__":
-            return next_fun(*args, **kwargs)
-        path = _path(module)
-        self.paths.append(path)
-        for pattern in self.blocks:
-            if path_matches(path, pattern):
-                self.matched.add(pattern)
-                if args:
-                    self.tape.block(args[0])
-                break
-        if isinstance(module, (nn.Dense, nn.DenseGeneral)):
-            self.layers.append(path)
-            with _Swap(module, "dot_general", self._dot(module)):
-                return next_fun(*args, **kwargs)
-        if isinstance(module, nn.Conv):
-            self.layers.append(path)
-            with _Swap(module, "conv_general_dilated", self._conv(module)):
-                return next_fun(*args, **kwargs)
-        if isinstance(module, nn.Einsum):
-            self.layers.append(path)
-            return self._einsum(module, *args, **kwargs)
-        return next_fun(*args, **kwargs)
-
-    def _dot(self, module):
-        def dot_general(lhs, rhs, dimension_numbers, precision=None,
-                        preferred_element_type=None):
-            op = dot_op(lhs, rhs, dimension_numbers, precision, preferred_element_type)
-            return apply_rule(module, op, lhs, rhs, self.tape)
-        return dot_general
-
-    def _conv(self, module):
-        def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                                 rhs_dilation=None, dimension_numbers=None,
-                                 feature_group_count=1, batch_group_count=1, precision=None,
-                                 preferred_element_type=None):
-            op = conv_op(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                         dimension_numbers, feature_group_count, batch_group_count, precision,
-                         preferred_element_type)
-            return apply_rule(module, op, lhs, rhs, self.tape)
-        return conv_general_dilated
-
-    def _einsum(self, module: nn.Einsum, inputs: Array, einsum_str: str | None = None):
-        """``flax.linen.Einsum.__call__`` with the einsum routed through the rule."""
-        eq = nn.merge_param("einsum_str", module.einsum_str, einsum_str).replace(" ", "")
-        if "->" not in eq or eq.count(",") != 1:
-            raise ValueError(f"Einsum {_path(module)!r}: einsum_str {eq!r} must be explicit "
-                             "('...->...') with exactly two operands")
-        kernel = module.param("kernel", module.kernel_init, module.shape, module.param_dtype)
-        bias = None
-        if module.use_bias:
-            bias_shape, bcast = module._get_bias_shape(eq, inputs, meta.unbox(kernel))  # pylint: disable=protected-access
-            bias = module.param("bias", module.bias_init, bias_shape, module.param_dtype)
-        inputs, kernel, bias = module.promote_dtype(inputs, kernel, bias, dtype=module.dtype)
-        op = EinsumOp(in_shape=tuple(inputs.shape), kernel_shape=tuple(kernel.shape),
-                      dtype=kernel.dtype, equation=eq, precision=module.precision,
-                      preferred_element_type=module.preferred_element_type)
-        y = apply_rule(module, op, inputs, kernel, self.tape)
-        if bias is not None:
-            y = y + bias.reshape(bcast)
-        return y
+__all__ = ["SUPPORTED", "Wrapped", "check_grouping", "path_matches", "wrap"]
 
 
 def _call_kwargs(model: nn.Module, train: bool) -> dict:
@@ -154,103 +63,218 @@ def _call_kwargs(model: nn.Module, train: bool) -> dict:
     return {}
 
 
-class Wrapped:
-    """A plain Flax model whose linear layers learn by a rule (see module docstring).
+def split_feedback(tree: Any) -> tuple[Any, Any]:
+    """(params without feedback leaves, feedback tree) from a params tree holding both."""
+    if not isinstance(tree, dict) and not hasattr(tree, "items"):
+        return tree, None
+    params, feedback = {}, {}
+    for k, v in tree.items():
+        if isinstance(k, str) and k.startswith(FB_PREFIX):
+            feedback[k[len(FB_PREFIX):]] = v
+            continue
+        p, f = split_feedback(v)
+        params[k] = p
+        if f:
+            feedback[k] = f
+    return params, feedback
 
-    Used like a native alearn model: ``init(rngs, x, rule=..., train=False)`` and
-    ``apply(variables, x, rule=..., train=..., mutable=...)``, hence by ``alearn.init``,
-    ``alearn.rule_updates``, ``alearn.value_and_updates`` and the trainer. ``apply``
-    without ``rule=`` runs BP only when there are no feedback weights; otherwise it raises.
+
+def merge_feedback(params: Any, feedback: Any) -> Any:
+    """The inverse of :func:`split_feedback`."""
+    if not feedback:
+        return params
+    out = dict(params)
+    for k, v in feedback.items():
+        if isinstance(v, dict) or hasattr(v, "items"):
+            out[k] = merge_feedback(params.get(k, {}), v)
+        else:
+            out[FB_PREFIX + k] = v
+    return out
+
+
+class Wrapped:
+    """A plain Flax model whose linear maps learn by a rule (see module docstring).
+
+    Used like a native alearn model: ``init(rngs, *inputs, rule=..., train=False)`` and
+    ``apply(variables, *inputs, rule=..., train=..., mutable=...)``, hence by
+    ``alearn.init``, ``alearn.value_and_updates``, ``alearn.describe`` and the trainer.
+    ``apply`` without ``rule=`` runs BP only when there are no feedback weights.
 
     Attributes:
       model: the user's ``flax.linen.Module`` (unmodified).
       blocks: module-path glob patterns (``fnmatch`` per "/"-separated segment, e.g.
-        ``"ResNetBlock_*"`` or ``"encoder/layer_*"``) whose modules' inputs start activation-sharing groups.
+        ``"ResNetBlock_*"`` or ``"encoder/layer_*"``) of residual blocks: their inputs
+        start activation-sharing groups and, for DFA, get a receiver.
+      receivers: further patterns whose modules' inputs get a DFA receiver only.
+      exclude: parameter or module-path patterns that may keep their exact BP gradient
+        under a feedback rule (e.g. a custom projection you mean to train by BP).
+      output: which part of the model's output is *the* output the rule is driven by,
+        for models returning ``(logits, aux)``: an index, a key, or a tuple of them.
     """
 
-    def __init__(self, model: nn.Module, blocks: Sequence[str] = ()):
+    def __init__(self, model: nn.Module, blocks: Sequence[str] = (),
+                 receivers: Sequence[str] = (), exclude: Sequence[str] = (),
+                 output: Any = None, dfa_shortcuts: str = "error"):
         if not isinstance(model, nn.Module):
             raise TypeError(f"alearn.wrap expects a flax.linen.Module, got {type(model).__name__}"
                             " (for flax.nnx models use alearn.wrap_nnx)")
-        if isinstance(blocks, str):
-            blocks = (blocks,)
-        self.model, self.blocks = model, tuple(blocks)
+        as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v)  # noqa: E731
+        self.model = model
+        self.blocks, self.receivers = as_tuple(blocks), as_tuple(receivers)
+        self.exclude = as_tuple(exclude)
+        self.output = output
+        if dfa_shortcuts not in ("error", "allow"):
+            raise ValueError(f"alearn.wrap: dfa_shortcuts={dfa_shortcuts!r}; choose 'error' "
+                             "(refuse a model whose layers' outputs reach two receiving "
+                             "points) or 'allow' (sum their feedback signals)")
+        self.dfa_shortcuts = dfa_shortcuts
+        self.last_layers: list = []  # records of the latest traced call (for describe)
+
+    def _key(self):
+        return (self.model, self.blocks, self.receivers, self.exclude, self.output,
+                self.dfa_shortcuts)
 
     def __repr__(self) -> str:
-        return f"alearn.wrap({type(self.model).__name__}, blocks={self.blocks})"
+        return (f"alearn.wrap({type(self.model).__name__}, blocks={self.blocks}, "
+                f"receivers={self.receivers}, exclude={self.exclude}, output={self.output!r})")
 
     def __hash__(self) -> int:
-        return hash((self.model, self.blocks))
+        return hash(self._key())
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Wrapped) and (self.model, self.blocks) == (other.model,
-                                                                           other.blocks)
+        return isinstance(other, Wrapped) and self._key() == other._key()
 
-    def _run(self, fn, first, args, kwargs, rule: Rule, initializing: bool):
-        check_grouping(rule, self.blocks, f"alearn.wrap({type(self.model).__name__})")
-        batch = jax.tree.leaves(args)[0].shape[0] if args else 1
-        num_out = 1
+    @property
+    def name(self) -> str:
+        return f"alearn.wrap({type(self.model).__name__})"
+
+    def _out_shape(self, fn, first, args, kwargs) -> tuple[int, ...]:
+        out = jax.eval_shape(lambda: fn(first, *args, **kwargs))
+        out = out[0] if kwargs.get("mutable") else out
+        sel = get_output(out, self.output, self.name)
+        if not isinstance(sel, jax.ShapeDtypeStruct) or len(sel.shape) < 1:
+            raise ValueError(
+                f"{self.name}: rule needs the output error, so the selected model output must "
+                f"be one array (batch, ...), got {jax.tree.map(lambda a: a.shape, sel)}; for "
+                "models returning (logits, aux) pass alearn.wrap(model, output=0)")
+        return tuple(sel.shape[1:])
+
+    def _run(self, fn, first, args, kwargs, rule: Rule, initializing: bool,
+             output_error: Array | None = None):
+        check_grouping(rule, self.blocks, self.name)
+        leaves = [a for a in jax.tree.leaves(args) if hasattr(a, "shape") and a.ndim]
+        batch = leaves[0].shape[0] if leaves else 1
+        out_shape = (1,)
         if rule.needs_carrier:
-            if initializing:
-                out = jax.eval_shape(
-                    lambda: self.model.init_with_output(first, *args, **kwargs)[0])
-            else:
-                out = jax.eval_shape(lambda: fn(first, *args, **kwargs))
-                out = out[0] if kwargs.get("mutable") else out
-            if not isinstance(out, jax.ShapeDtypeStruct) or len(out.shape) < 1:
+            plain = (lambda *a, **k: self.model.init_with_output(*a, **k)[0]) if initializing \
+                else fn
+            out_shape = self._out_shape(plain, first, args, kwargs)
+        if output_error is not None and tuple(output_error.shape) != (batch, *out_shape):
+            raise ValueError(f"{self.name}: output_error has shape {output_error.shape}, the "
+                             f"output is {(batch, *out_shape)}")
+        error = output_error if rule.needs_carrier else None
+        tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape, error=error)
+        spy = Interceptor(tape, self.blocks, self.receivers)
+        try:
+            with nn.intercept_methods(spy):
+                result = fn(first, *args, **kwargs)
+        except jax.errors.UnexpectedTracerError as exc:
+            if rule.needs_carrier and error is None:
                 raise ValueError(
-                    f"rule {rule.name!r} adds its carrier to the model output, so "
-                    f"{type(self.model).__name__} must return one array (batch, ...), got "
-                    f"{jax.tree.map(lambda a: a.shape, out)}")
-            num_out = math.prod(out.shape[1:])
-        tape = Tape(rule, batch, num_out)
-        spy = _Interceptor(tape, self.blocks)
-        with nn.intercept_methods(spy):
-            result = fn(first, *args, **kwargs)
+                    f"{self.name}: rule {rule.name!r} was applied without output_error= to a "
+                    "model with layers inside a lifted transform (nn.scan, nn.vmap, ...); use "
+                    "alearn.value_and_updates (it gives δ_L up front) or pass output_error="
+                ) from exc
+            raise
         self._check(spy, initializing)
-        if initializing:  # nothing is differentiated at init: no carrier to close
+        self.last_layers = spy.layers
+        if initializing or tape.carrier is None:
             tape.finished = True
             return result
         out, state = result if kwargs.get("mutable") else (result, None)
-        if isinstance(out, jax.Array) and out.ndim >= 1:
-            flat = tape.finish(out.reshape(out.shape[0], -1))
-            out = flat.reshape(out.shape)
-        else:
-            tape.finished = True
+        sel = get_output(out, self.output, self.name)
+        flat = tape.finish(sel.reshape(sel.shape[0], -1)).reshape(sel.shape)
+        out = set_output(out, self.output, flat)
         return (out, state) if kwargs.get("mutable") else out
 
-    def _check(self, spy: _Interceptor, initializing: bool) -> None:
-        name = type(self.model).__name__
+    def tagged_apply(self, variables: dict, args: tuple, rule: Rule, kwargs: dict,
+                     layers: list) -> Any:
+        """The model's selected output with every map and receiver as a named jit (for
+        :func:`alearn.wrappers._coverage.check`); appends the layer records to ``layers``."""
+        merged = {k: v for k, v in variables.items() if k != "feedback"}
+        if "feedback" in variables:
+            merged["params"] = merge_feedback(variables["params"], variables["feedback"])
+        batch = jax.tree.leaves(args)[0].shape[0]
+        out_shape = (self._out_shape(self.model.apply, merged, args, kwargs)
+                     if rule.needs_carrier else (1,))
+        tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape,
+                    error=jnp.zeros((batch, *out_shape)) if rule.needs_carrier else None)
+        spy = Interceptor(tape, self.blocks, self.receivers, tag=True)
+        with nn.intercept_methods(spy):
+            out = self.model.apply(merged, *args, **kwargs)
+        layers.extend(spy.layers)
+        self.last_layers = spy.layers
+        return get_output(out, self.output, self.name)
+
+    def _check(self, spy: Interceptor, initializing: bool) -> None:
         if not spy.layers:
             raise ValueError(
-                f"alearn.wrap({name}): no supported layer ({SUPPORTED}) was called; modules "
+                f"{self.name}: no supported layer ({SUPPORTED}) was called; modules "
                 f"called: {spy.paths or 'none'}. Nothing would learn by the rule.")
         if initializing:
-            missing = [p for p in self.blocks if p not in spy.matched]
+            missing = [p for p in self.blocks + self.receivers if p not in spy.matched]
             if missing:
                 raise ValueError(
-                    f"alearn.wrap({name}, blocks=...): pattern(s) {missing} match no module "
-                    f"path; the model calls: {sorted(set(spy.paths))}")
+                    f"{self.name}, blocks/receivers=...: pattern(s) {missing} match no "
+                    f"module path; the model calls: {sorted(set(spy.paths))}")
 
     def init(self, rngs: Any, *args: Any, rule: Rule = BP(), train: bool = False,
              **kwargs: Any) -> dict:
-        """``model.init`` with the rule's feedback variables created at every layer."""
+        """``model.init`` with the rule's feedback variables created at every layer.
+
+        For every rule but BP the traced model is then checked (uncovered linear maps,
+        DFA shortcuts; see the module docstring); the errors name the module path.
+        """
         if not isinstance(rngs, dict):
             rngs = {"params": rngs}
         kwargs = {**_call_kwargs(self.model, train), **kwargs}
-        return self._run(self.model.init, rngs, args, kwargs, rule, initializing=True)
+        variables = dict(self._run(self.model.init, rngs, args, kwargs, rule,
+                                   initializing=True))
+        params, feedback = split_feedback(variables.get("params", {}))
+        variables["params"] = params
+        if feedback:
+            variables["feedback"] = feedback
+        if rule.name != "bp":
+            _coverage.check(self, rule, variables, args, kwargs)
+        return variables
 
     def apply(self, variables: dict, *args: Any, rule: Rule | None = None,
-              train: bool = False, **kwargs: Any) -> Any:
-        """``model.apply`` with the linear layers' backward passes given by ``rule``."""
+              train: bool = False, output_error: Array | None = None, **kwargs: Any) -> Any:
+        """``model.apply`` with the linear maps' backward passes given by ``rule``.
+
+        ``output_error``: δ_L (shape of the selected output) for rules that need it; given,
+        it reaches every layer directly (works inside lifted transforms); omitted, it
+        arrives as the cotangent of a carrier added to the output.
+        """
         if rule is None:
             if "feedback" in variables:
                 raise ValueError(
-                    f"alearn.wrap({type(self.model).__name__}).apply got feedback weights but "
-                    "no rule: pass rule=<the rule the variables were initialised for>")
+                    f"{self.name}.apply got feedback weights but no rule: pass rule=<the rule "
+                    "the variables were initialised for>")
             rule = BP()
         kwargs = {**_call_kwargs(self.model, train), **kwargs}
-        return self._run(self.model.apply, variables, args, kwargs, rule, initializing=False)
+        merged = {k: v for k, v in variables.items() if k != "feedback"}
+        if "feedback" in variables and rule.feedback_names + rule.receiver_feedback_names:
+            merged["params"] = merge_feedback(variables["params"], variables["feedback"])
+        result = self._run(self.model.apply, merged, args, kwargs, rule,
+                           initializing=False, output_error=output_error)
+        if kwargs.get("mutable") and "params" in result[1]:
+            state = dict(result[1])
+            state["params"], fb = split_feedback(state["params"])
+            if fb:
+                state["feedback"] = fb
+            result = (result[0], state)
+        return result
 
 
 def check_grouping(rule: Rule, blocks: Sequence[str], where: str) -> None:
@@ -258,24 +282,31 @@ def check_grouping(rule: Rule, blocks: Sequence[str], where: str) -> None:
 
     That grouping tells a block's conv1 and projection (which read the block input) from
     its conv2 by the identity of their input array; through the interceptor this is not
-    matched to the native ResNets yet (stride-2 stages differ: tests/test_wrap.py), so it
-    raises instead of training another grouping silently.
+    matched to the native ResNets yet, so it raises instead of training another grouping
+    silently.
     """
     if blocks and getattr(rule, "grouping", None) == "authors_code":
         raise ValueError(
             f"{where}, blocks={tuple(blocks)}: rule {rule.name!r} with grouping='authors_code' "
             "needs the native model's layer roles (conv1/projection vs conv2), which the "
-            "wrapper does not reproduce; pass grouping='block_input' (every layer of a block "
-            "uses the block input) or use alearn's native ResNet")
+            "wrapper does not reproduce yet; pass grouping='block_input' (every layer of a "
+            "block uses the block input) or use alearn's native ResNet")
 
 
-def wrap(model: nn.Module, *, blocks: Sequence[str] = ()) -> Wrapped:
+def wrap(model: nn.Module, *, blocks: Sequence[str] = (), receivers: Sequence[str] = (),
+         exclude: Sequence[str] = (), output: Any = None,
+         dfa_shortcuts: str = "error") -> Wrapped:
     """Wraps an unmodified ``flax.linen`` model so that any alearn rule trains it.
 
-    Every ``flax.linen.Dense``, ``DenseGeneral``, ``Conv`` and ``Einsum`` the model calls
-    learns by the rule given to ``init``/``apply`` (see :class:`Wrapped`). ``blocks`` are
-    module-path patterns marking block inputs for the activation-sharing rules (AS, ASAP,
-    ASFP); without them groups follow layer order. Wrapping a model without any supported
-    layer, or with a pattern that matches no module, fails at init.
+    Every linear map the model applies (:data:`SUPPORTED`) learns by the rule given to
+    ``init``/``apply`` (see :class:`Wrapped`). ``blocks``: module-path patterns of
+    residual blocks (activation-sharing groups; DFA receivers at their inputs).
+    ``receivers``: patterns of further DFA receiving points. ``exclude``: parameters that
+    may train by exact BP under another rule. ``output``: the output the rule is driven by
+    when the model returns a tuple/dict (e.g. ``output=0`` for ``(logits, aux)``).
+    ``dfa_shortcuts``: "error" (default) refuses DFA where a layer's output reaches two
+    receiving points (see the module docstring); "allow" sums their signals.
+    Wrapping a model without any supported layer, a pattern that matches no module, or a
+    parameter the rule would silently leave on BP fails at init.
     """
-    return Wrapped(model, blocks)
+    return Wrapped(model, blocks, receivers, exclude, output, dfa_shortcuts)

@@ -36,6 +36,32 @@ class DotGeneralOp(LinearOp):
     precision: Any = None
     preferred_element_type: Any = None
 
+    @property
+    def kernel_in_axes(self) -> tuple[int, ...]:
+        """The rhs contracting dimensions (``Embed.attend``'s (V, d) kernel: (1,))."""
+        (_, rc), _ = self.dimension_numbers
+        return tuple(sorted(int(a) % len(self.kernel_shape) for a in rc))
+
+    @property
+    def kernel_out_axes(self) -> tuple[int, ...]:
+        """The rhs free dimensions (neither contracting nor batch)."""
+        (_, rc), (_, rb) = self.dimension_numbers
+        used = {int(a) % len(self.kernel_shape) for a in tuple(rc) + tuple(rb)}
+        return tuple(a for a in range(len(self.kernel_shape)) if a not in used)
+
+    @property
+    def kernel_window_axes(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def in_feature_ndim(self) -> int | None:
+        """The number of lhs contracting dimensions when they are x's trailing axes and
+        there are no batch dimensions; None otherwise."""
+        (lc, _), (lb, _) = self.dimension_numbers
+        n = len(self.in_shape)
+        axes = sorted(int(a) % n for a in lc)
+        return len(axes) if axes and not lb and axes == list(range(n - len(axes), n)) else None
+
     def apply(self, x: Array, w: Array) -> Array:
         return lax.dot_general(x, w, self.dimension_numbers, precision=self.precision,
                                preferred_element_type=self.preferred_element_type)
@@ -55,6 +81,25 @@ class ConvGeneralOp(LinearOp):
     precision: Any = None
     preferred_element_type: Any = None
 
+    def _rhs_spec(self) -> tuple[int, ...]:
+        """(out feature axis, in feature axis, spatial axes...) of the kernel."""
+        dn = lax.conv_dimension_numbers(self.in_shape, self.kernel_shape,
+                                        self.dimension_numbers)
+        return tuple(int(a) for a in dn.rhs_spec)
+
+    @property
+    def kernel_in_axes(self) -> tuple[int, ...]:
+        """The kernel's input-feature and spatial axes (H, W, I for HWIO)."""
+        return tuple(sorted(self._rhs_spec()[1:]))
+
+    @property
+    def kernel_out_axes(self) -> tuple[int, ...]:
+        return (self._rhs_spec()[0],)
+
+    @property
+    def kernel_window_axes(self) -> tuple[int, ...]:
+        return tuple(sorted(self._rhs_spec()[2:]))
+
     def apply(self, x: Array, w: Array) -> Array:
         return lax.conv_general_dilated(
             x, w, self.window_strides, self.padding, lhs_dilation=self.lhs_dilation,
@@ -71,6 +116,58 @@ class EinsumOp(LinearOp):
     equation: str = ""
     precision: Any = None
     preferred_element_type: Any = None
+
+    def _specs(self) -> tuple[str, str, str] | None:
+        """(x labels, kernel labels, output labels) with x's ellipsis dropped; None when
+        the kernel's labels are not plain (an ellipsis or a repeated label)."""
+        eq = self.equation.replace(" ", "")
+        ins, arrow, out = eq.partition("->")
+        if ins.count(",") != 1:
+            return None
+        xs, ws = ins.split(",")
+        if not arrow:  # implicit output: the labels seen once, sorted
+            out = "".join(sorted(c for c in set(xs + ws) if c != "." and (xs + ws).count(c) == 1))
+        if "." in ws or len(set(ws)) != len(ws) or len(ws) != len(self.kernel_shape):
+            return None
+        return xs.replace("...", ""), ws, out.replace("...", "")
+
+    @property
+    def kernel_in_axes(self) -> tuple[int, ...]:
+        """Kernel labels absent from the output (contracted, with x or alone)."""
+        sp = self._specs()
+        if sp is None:
+            return super().kernel_in_axes
+        return tuple(a for a, c in enumerate(sp[1]) if c not in sp[2])
+
+    @property
+    def kernel_out_axes(self) -> tuple[int, ...]:
+        """Kernel labels in the output but not in x."""
+        sp = self._specs()
+        if sp is None:
+            return super().kernel_out_axes
+        xs, ws, out = sp
+        return tuple(a for a, c in enumerate(ws) if c in out and c not in xs)
+
+    @property
+    def kernel_window_axes(self) -> tuple[int, ...]:
+        return () if self._specs() is not None else super().kernel_window_axes
+
+    @property
+    def in_feature_ndim(self) -> int | None:
+        """The number of x's trailing labels contracted with the kernel, when every label
+        x loses is among them (no sum over positions); None otherwise."""
+        sp = self._specs()
+        if sp is None:
+            return None
+        xs, ws, out = sp
+        raw = self.equation.replace(" ", "").split(",")[0]
+        if "..." in raw and not raw.startswith("..."):
+            return None
+        lost = [c for c in xs if c not in out]
+        n = len(lost)
+        if n == 0 or any(c not in ws for c in lost) or list(xs[len(xs) - n:]) != lost:
+            return None
+        return n
 
     def apply(self, x: Array, w: Array) -> Array:
         return jnp.einsum(self.equation, x, w, precision=self.precision,

@@ -1,0 +1,258 @@
+"""Init-time checks of a wrapped model's traced program: nothing silently trains by BP.
+
+The model is traced once more (abstractly, ``jax.make_jaxpr``) with every rule-aware map
+and receiver replaced by a named ``jax.jit`` call (``TAG_MAP`` / ``TAG_RECEIVER``), so
+they can be found in the program, nested ``nn.scan`` / ``nn.remat`` bodies included. Two
+questions are answered on that program:
+
+1. **Coverage.** A ``dot_general`` or ``conv_general_dilated`` outside the rule-aware maps
+   whose one operand depends on parameters only and the other on the data is a linear map
+   of parameters the wrapper does not route: those parameters would receive their exact
+   BP gradient under FA, DFA, ... Each is an error naming the parameter path, unless
+   listed in ``exclude=``. Parameters used element-wise (biases, norm scales, embedding
+   lookups, position embeddings) are fine: they take the local error, as the rules say.
+2. **DFA shortcuts** (rules that receive the output error at every layer). Every
+   rule-aware map injects ``δ_L D`` at its input, every receiver at its own input, and the
+   loss at the model output: each is a *receiving point*. If the output of a map reaches
+   two receiving points through ops that are not maps (e.g. a residual block's output
+   feeds the next block's first conv *and* its identity shortcut), its update sums two
+   feedback signals, which is not eq. 2.5. That is an error naming the map and the
+   ``blocks=`` pattern that puts a receiver at the block input. Inside a loop body
+   (``nn.scan`` over blocks or time steps) leaving the body counts as one receiving point,
+   and a loop counts as one receiving point of the values that enter it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+from jax.extend import core as jcore
+
+from alearn.wrappers._match import param_matches
+
+TAG_MAP = "alearn_rule_map"
+TAG_RECEIVER = "alearn_receiver"
+_LINEAR = ("dot_general", "conv_general_dilated")
+_LOOPS = ("scan", "while", "cond")
+
+
+def _sub_jaxpr(eqn) -> Any:
+    """The one inlinable sub-program of a call-like eqn (jit, remat, custom_jvp/vjp)."""
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        j = eqn.params.get(key)
+        if j is not None:
+            inner = j.jaxpr if hasattr(j, "jaxpr") and not isinstance(j, jcore.Jaxpr) else j
+            if len(inner.invars) == len(eqn.invars) and len(inner.outvars) == len(eqn.outvars):
+                return inner
+    return None
+
+
+def _loop_bodies(eqn) -> list:
+    if eqn.primitive.name == "scan":
+        return [(eqn.params["jaxpr"].jaxpr, list(eqn.invars))]
+    if eqn.primitive.name == "while":
+        nc, nb = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+        carry = list(eqn.invars[nc + nb:])
+        return [(eqn.params["body_jaxpr"].jaxpr, list(eqn.invars[nc:nc + nb]) + carry)]
+    if eqn.primitive.name == "cond":
+        return [(b.jaxpr, list(eqn.invars[1:])) for b in eqn.params["branches"]]
+    return []
+
+
+def _is_tag(eqn, name: str) -> bool:
+    return eqn.primitive.name in ("jit", "pjit") and str(eqn.params.get("name", "")).startswith(
+        name + "_")
+
+
+def _tag_index(eqn) -> int:
+    return int(str(eqn.params["name"]).rsplit("_", 1)[1])
+
+
+def tagged(name: str, index: int, fn):
+    """``jax.jit(fn)`` under the name ``<name>_<index>`` (found again in the program)."""
+    fn.__name__ = f"{name}_{index}"
+    return jax.jit(fn)
+
+
+class _Deps:
+    """Which parameters (indices) and whether data each variable depends on."""
+
+    def __init__(self):
+        self.params: dict = {}
+        self.data: dict = {}
+        self.uncovered: set[int] = set()
+
+    def get(self, v) -> tuple[frozenset, bool]:
+        if isinstance(v, jcore.Literal):
+            return frozenset(), False
+        return self.params.get(v, frozenset()), self.data.get(v, False)
+
+    def run(self, jaxpr, ins: list) -> list:
+        for v, (p, d) in zip(jaxpr.invars, ins):
+            self.params[v], self.data[v] = p, d
+        for eqn in jaxpr.eqns:
+            args = [self.get(v) for v in eqn.invars]
+            outs = self._eqn(eqn, args)
+            for v, (p, d) in zip(eqn.outvars, outs):
+                self.params[v], self.data[v] = p, d
+        return [self.get(v) for v in jaxpr.outvars]
+
+    def _eqn(self, eqn, args: list) -> list:
+        union = (frozenset().union(*[p for p, _ in args]) if args else frozenset(),
+                 any(d for _, d in args))
+        if _is_tag(eqn, TAG_MAP) or _is_tag(eqn, TAG_RECEIVER):
+            return [union] * len(eqn.outvars)
+        if eqn.primitive.name in _LINEAR:
+            (pa, da), (pb, db) = args[0], args[1]
+            if pa and not da and db:
+                self.uncovered |= pa
+            if pb and not db and da:
+                self.uncovered |= pb
+            return [union] * len(eqn.outvars)
+        inner = _sub_jaxpr(eqn)
+        if inner is not None and eqn.primitive.name not in _LOOPS:
+            return self.run(inner, args)
+        if eqn.primitive.name == "scan":
+            body = eqn.params["jaxpr"].jaxpr
+            nc, ncarry = eqn.params["num_consts"], eqn.params["num_carry"]
+            ins = list(args)
+            for _ in range(3):  # carries: to a fixed point (sets only grow)
+                outs = self.run(body, ins)
+                carried = [(p | ins[nc + i][0], d or ins[nc + i][1])
+                           for i, (p, d) in enumerate(outs[:ncarry])]
+                if carried == ins[nc:nc + ncarry]:
+                    break
+                ins = ins[:nc] + carried + ins[nc + ncarry:]
+            return outs
+        for body, body_args in _loop_bodies(eqn):
+            self.run(body, [self.get(v) for v in body_args] if len(body_args) == len(
+                body.invars) else [union] * len(body.invars))
+        return [union] * len(eqn.outvars)
+
+
+class _Leaks:
+    """Receiving points reached from each rule-aware map's output (see module doc)."""
+
+    def __init__(self):
+        self.counter = 0
+        self.reached: dict[int, set] = {}  # layer record index -> receiving-point ids
+
+    def run(self, jaxpr, exits_id: Any = None) -> None:
+        labels: dict = {}
+        get = lambda v: labels.get(v, frozenset()) if not isinstance(  # noqa: E731
+            v, jcore.Literal) else frozenset()
+        for eqn in jaxpr.eqns:
+            ins = [get(v) for v in eqn.invars]
+            if _is_tag(eqn, TAG_MAP):
+                self._sink(ins[0], ("in", id(eqn.invars[0])))
+                m = _tag_index(eqn)
+                self.reached.setdefault(m, set())
+                for v in eqn.outvars:
+                    labels[v] = frozenset({m})
+                continue
+            if _is_tag(eqn, TAG_RECEIVER):
+                self._sink(ins[0], ("recv", id(eqn)))
+                continue
+            inner = _sub_jaxpr(eqn)
+            if eqn.primitive.name in _LOOPS or inner is None and _loop_bodies(eqn):
+                self._sink(frozenset().union(*ins), ("loop", id(eqn)))
+                for body, _ in _loop_bodies(eqn):
+                    self.run(body, exits_id=("exit", id(body), self.counter))
+                    self.counter += 1
+                continue
+            out = frozenset().union(*ins) if ins else frozenset()
+            if inner is not None:
+                self._inline(inner, ins, eqn, labels)
+                continue
+            for v in eqn.outvars:
+                labels[v] = out
+        final = frozenset().union(*[get(v) for v in jaxpr.outvars]) if jaxpr.outvars else \
+            frozenset()
+        self._sink(final, exits_id or ("output",))
+
+    def _inline(self, inner, ins, eqn, labels) -> None:
+        # A call's body is analysed with its outputs labelled by what flows in; maps
+        # inside it get their own numbers.
+        sub: dict = dict(zip(inner.invars, ins))
+        for e in inner.eqns:
+            e_ins = [sub.get(v, frozenset()) if not isinstance(v, jcore.Literal) else frozenset()
+                     for v in e.invars]
+            if _is_tag(e, TAG_MAP):
+                self._sink(e_ins[0], ("in", id(e.invars[0])))
+                m = _tag_index(e)
+                self.reached.setdefault(m, set())
+                for v in e.outvars:
+                    sub[v] = frozenset({m})
+            elif _is_tag(e, TAG_RECEIVER):
+                self._sink(e_ins[0], ("recv", id(e)))
+            elif e.primitive.name in _LOOPS:
+                self._sink(frozenset().union(*e_ins), ("loop", id(e)))
+                for body, _ in _loop_bodies(e):
+                    self.run(body, exits_id=("exit", id(body), self.counter))
+                    self.counter += 1
+            elif (deeper := _sub_jaxpr(e)) is not None:
+                self._inline(deeper, e_ins, e, sub)
+            else:
+                for v in e.outvars:
+                    sub[v] = frozenset().union(*e_ins) if e_ins else frozenset()
+        for v_out, v_in in zip(eqn.outvars, inner.outvars):
+            labels[v_out] = sub.get(v_in, frozenset()) if not isinstance(
+                v_in, jcore.Literal) else frozenset()
+
+    def _sink(self, labels: frozenset, point: Any) -> None:
+        for m in labels:
+            self.reached.setdefault(m, set()).add(point)
+
+
+def _suggest(path: str) -> str:
+    parts = path.split("/")
+    if len(parts) < 2:
+        return "a module enclosing it"
+    return "/".join(re.sub(r"\d+$", "*", p) for p in parts[:-1])
+
+
+def check(wrapped: Any, rule: Any, variables: dict, args: tuple, kwargs: dict) -> None:
+    """Raises ``ValueError`` for uncovered parameters and, for DFA, for shortcuts."""
+    from alearn.wrappers import linen  # pylint: disable=import-outside-toplevel
+    params = variables["params"]
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in flat]
+    others = {k: v for k, v in variables.items() if k not in ("params",)}
+
+    layers: list = []
+
+    def fn(p, inputs):
+        return wrapped.tagged_apply({**others, "params": p}, inputs, rule, kwargs, layers)
+
+    closed = jax.make_jaxpr(fn)(params, args)
+    jaxpr = closed.jaxpr
+    n_params = len(flat)
+    deps = _Deps()
+    ins = [(frozenset({i}), False) if i < n_params else (frozenset(), True)
+           for i in range(len(jaxpr.invars))]
+    deps.run(jaxpr, ins)
+    bad = sorted(names[i] for i in deps.uncovered
+                 if not any(param_matches(names[i], p) for p in wrapped.exclude))
+    if bad:
+        raise ValueError(
+            f"{wrapped.name}: parameter(s) {bad} enter a linear map the wrapper does not "
+            f"route ({linen.SUPPORTED} are routed), so rule {rule.name!r} would leave them on "
+            "exact backprop. Express the map with one of those layers, or list the "
+            "parameters in alearn.wrap(..., exclude=(...)) to train them by BP on purpose")
+    if not rule.receives or wrapped.dfa_shortcuts == "allow":
+        return
+    leaks = _Leaks()
+    leaks.run(jaxpr)
+    for m, points in sorted(leaks.reached.items()):
+        if len(points) > 1 and m < len(layers):
+            path = layers[m].path
+            raise ValueError(
+                f"{wrapped.name}: under rule {rule.name!r} the output of layer {path!r} "
+                f"reaches {len(points)} receiving points through ops that are not layers (a "
+                "residual shortcut, or one value read by a layer and by a skip connection): "
+                "its update would sum several feedback signals instead of eq. 2.5. Put a "
+                "receiver at the input of the module that contains both uses, e.g. "
+                f"alearn.wrap(model, blocks=({_suggest(path)!r},)), or accept the summed "
+                "signals with alearn.wrap(..., dfa_shortcuts='allow')")

@@ -88,7 +88,8 @@ def value_and_updates(loss_fn: Callable[..., Array], model: nn.Module, rule: Rul
         return out if mutable else (out, {})
 
     if given:  # δ_L first: the output error of a forward pass
-        zeros = _zeros_error(model, {**rest, **train_vars}, inputs, train, extra)
+        zeros = _zeros_error(model, {**rest, **train_vars}, inputs, train,
+                             {**extra, "mutable": mutable})
         outputs0, _ = run(train_vars, output_error=zeros)
         sel = get_output(outputs0, model.output, model.name)
         error = jax.grad(lambda o: loss_fn(set_output(outputs0, model.output, o),
@@ -112,6 +113,7 @@ def _zeros_error(model: Wrapped, variables: dict, inputs: tuple, train: bool,
     plain = {k: v for k, v in variables.items() if k != "feedback"}
     out = jax.eval_shape(lambda v: model.apply(v, *inputs, rule=BP(), train=train, **extra),
                          plain)
+    out = out[0] if extra.get("mutable") else out
     sel = get_output(out, model.output, model.name)
     return jnp.zeros(sel.shape, sel.dtype)
 

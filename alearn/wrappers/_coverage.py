@@ -146,8 +146,8 @@ class _Leaks:
         for eqn in jaxpr.eqns:
             ins = [get(v) for v in eqn.invars]
             if _is_tag(eqn, TAG_MAP):
-                self._sink(ins[0], ("in", id(eqn.invars[0])))
                 m = _tag_index(eqn)
+                self._sink(ins[0], ("in", id(eqn.invars[0]), m))
                 self.reached.setdefault(m, set())
                 for v in eqn.outvars:
                     labels[v] = frozenset({m})
@@ -180,8 +180,8 @@ class _Leaks:
             e_ins = [sub.get(v, frozenset()) if not isinstance(v, jcore.Literal) else frozenset()
                      for v in e.invars]
             if _is_tag(e, TAG_MAP):
-                self._sink(e_ins[0], ("in", id(e.invars[0])))
                 m = _tag_index(e)
+                self._sink(e_ins[0], ("in", id(e.invars[0]), m))
                 self.reached.setdefault(m, set())
                 for v in e.outvars:
                     sub[v] = frozenset({m})
@@ -206,11 +206,19 @@ class _Leaks:
             self.reached.setdefault(m, set()).add(point)
 
 
-def _suggest(path: str) -> str:
-    parts = path.split("/")
-    if len(parts) < 2:
-        return "a module enclosing it"
-    return "/".join(re.sub(r"\d+$", "*", p) for p in parts[:-1])
+def _pattern(path: str) -> str:
+    return "/".join(re.sub(r"\d+$", "*", p) for p in path.split("/"))
+
+
+def _suggest(points: set, layers: list) -> tuple:
+    """Block patterns: the modules enclosing the layers that read the leaking value."""
+    out = []
+    for point in points:
+        if point[0] == "in" and point[2] < len(layers):
+            parent = layers[point[2]].path.rsplit("/", 1)
+            if len(parent) == 2 and _pattern(parent[0]) not in out:
+                out.append(_pattern(parent[0]))
+    return tuple(out) or ("<the residual blocks' module paths>",)
 
 
 def check(wrapped: Any, rule: Any, variables: dict, args: tuple, kwargs: dict) -> None:
@@ -247,12 +255,18 @@ def check(wrapped: Any, rule: Any, variables: dict, args: tuple, kwargs: dict) -
     leaks.run(jaxpr)
     for m, points in sorted(leaks.reached.items()):
         if len(points) > 1 and m < len(layers):
+            where = sorted(layers[p[2]].path + " (input)" if p[0] == "in" else
+                           {"recv": "a receiver", "loop": "a loop", "output": "the output",
+                            "exit": "the loop body's end"}[p[0]] for p in points)
             path = layers[m].path
             raise ValueError(
                 f"{wrapped.name}: under rule {rule.name!r} the output of layer {path!r} "
-                f"reaches {len(points)} receiving points through ops that are not layers (a "
+                f"reaches {len(points)} receiving points ({', '.join(where)}) through ops that "
+                "are not layers (a "
                 "residual shortcut, or one value read by a layer and by a skip connection): "
                 "its update would sum several feedback signals instead of eq. 2.5. Put a "
-                "receiver at the input of the module that contains both uses, e.g. "
-                f"alearn.wrap(model, blocks=({_suggest(path)!r},)), or accept the summed "
-                "signals with alearn.wrap(..., dfa_shortcuts='allow')")
+                "receiver where the value splits: at the input of the residual blocks, e.g. "
+                f"alearn.wrap(model, blocks={_suggest(points, layers)!r}), or on the output of "
+                "this layer (or of the sub-block it ends), e.g. alearn.wrap(model, "
+                f"receivers=({_pattern(path)!r},)); or accept the summed signals with "
+                "alearn.wrap(..., dfa_shortcuts='allow')")

@@ -97,6 +97,7 @@ class Interceptor:
         self._received: list[tuple[Array, str]] = []  # receiver outputs (array, at)
         self._lstm: dict[str, Array] = {}
         self._lstm_pending: set[str] = set()
+        self._entry: Array | None = None
 
     # -- module entry ---------------------------------------------------------------
     def __call__(self, next_fun, args, kwargs, context):
@@ -108,6 +109,16 @@ class Interceptor:
             return next_fun(*args, **kwargs)
         path = self.layers_path(module)
         args = self._mark(module, path, args)
+        if self.tape.rule.receives and any(_match.path_matches(path, p)
+                                           for p in self.receivers):
+            return self._receive_output(module, path, self._route(module, path, next_fun,
+                                                                   args, kwargs))
+        return self._route(module, path, next_fun, args, kwargs)
+
+    def _route(self, module, path, next_fun, args, kwargs):
+        # the array the model code handed to the layer (Flax may convert it before the
+        # product): what "the same input" and "a receiver's output" are judged on
+        self._entry = args[0] if args else None
         if isinstance(module, (nn.Dense, nn.DenseGeneral)):
             with _Swap(module, "dot_general", self._dot(module, "kernel")):
                 return next_fun(*args, **kwargs)
@@ -136,14 +147,16 @@ class Interceptor:
     def _mark(self, module: nn.Module, path: str, args: tuple) -> tuple:
         """Block inputs: sharing marks (``tape.block``) and, for rules that receive (DFA),
         a receiver replacing the gradient that reaches the block input."""
-        for pattern in self.blocks + self.receivers:
+        for pattern in self.receivers:
+            if _match.path_matches(path, pattern):
+                self.matched.add(pattern)
+        for pattern in self.blocks:
             if _match.path_matches(path, pattern):
                 self.matched.add(pattern)
                 if not args or not isinstance(args[0], jax.Array):
                     return args
                 x = args[0]
-                if pattern in self.blocks:
-                    self.tape.block(x)
+                self.tape.block(x)
                 if self.tape.rule.receives:
                     x = self._receive(module, path, x)
                     self.block_inputs.append((path, "receiver"))
@@ -152,12 +165,22 @@ class Interceptor:
                 return args
         return args
 
-    def _receive(self, module: nn.Module, path: str, h: Array) -> Array:
+    def _receive_output(self, module: nn.Module, path: str, out: Any) -> Any:
+        """``receivers=``: a receiver on the module's output (its layers' outputs then
+        take ``δ_L D`` alone, e.g. an attention or MLP sub-block writing into a residual
+        stream)."""
+        if not isinstance(out, jax.Array):
+            raise ValueError(f"receivers=: module {path!r} returns "
+                             f"{type(out).__name__}, not one array; match a module that does")
+        return self._receive(module, path, out, name="D_out")
+
+    def _receive(self, module: nn.Module, path: str, h: Array, name: str = "D") -> Array:
         rule, tape = self.tape.rule, self.tape
         feedback = {}
-        for name in rule.receiver_feedback_names:
-            feedback[name] = feedback_param(
-                module, name, lambda key, n=name: rule.draw_receiver_feedback(
+        for fb in rule.receiver_feedback_names:
+            stored = fb if name == "D" else f"{fb}_out"
+            feedback[fb] = feedback_param(
+                module, stored, lambda key, n=fb: rule.draw_receiver_feedback(
                     tape, n, key, tuple(h.shape), h.dtype))
         if self.tag:
             out = _coverage.tagged(_coverage.TAG_RECEIVER, len(self._received),
@@ -181,10 +204,12 @@ class Interceptor:
               kind: str, kernel_param: str = "kernel") -> Array:
         tape, rule = self.tape, self.tape.rule
         path = path_of(module)
-        source = self._source(x)
+        entry = self._entry if self._entry is not None else x
+        self._entry = None
+        source = self._source(entry)
         tape.input_received = source != "own"
         if source == "own":
-            self._seen.append((x, path))
+            self._seen.append((entry, path))
         feedback = {}
         for name in rule.layer_feedback_names(tape, op):
             feedback[name] = feedback_param(
@@ -316,4 +341,7 @@ class Interceptor:
 def feedback_param(module: nn.Module, name: str, init: Callable[[Array], Array]) -> Array:
     """A feedback weight stored as a parameter under a reserved name (see module doc);
     ``init(key)`` draws it from the module's ``"params"`` RNG stream."""
-    return module.param(FB_PREFIX + name, init)
+    if module._initialization_allowed:  # pylint: disable=protected-access
+        return module.param(FB_PREFIX + name, init)
+    # setup-style modules (nn.Embed for attend): create it on the module's scope directly
+    return module.scope.param(FB_PREFIX + name, init)

@@ -173,6 +173,8 @@ class Wrapped:
             raise ValueError(f"{self.name}: output_error has shape {output_error.shape}, the "
                              f"output is {(batch, *out_shape)}")
         error = output_error if rule.needs_carrier else None
+        if initializing and rule.needs_carrier:  # nothing is differentiated at init
+            error = jnp.zeros((batch, *out_shape))
         tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape, error=error)
         spy = Interceptor(tape, self.blocks, self.receivers)
         try:

@@ -10,15 +10,16 @@ import importlib
 from alearn import layers, models, rules, wrappers
 from alearn._api import (cross_entropy, init, loss_and_updates, rule_updates, trainable,
                          value_and_updates)
-from alearn.wrappers import (Feedback, Wrapped, WrappedNNX, nnx_trainable, nnx_transform,
-                             nnx_value_and_updates, wrap, wrap_nnx)
+from alearn.wrappers import (Feedback, Wrapped, WrappedNNX, describe, nnx_trainable,
+                             nnx_transform, nnx_value_and_updates, wrap, wrap_nnx)
 
 __version__ = "0.1.0"
 
 _LAZY = ("al", "analysis", "data", "train")
 
 __all__ = [
-    "Feedback", "Wrapped", "WrappedNNX", "al", "analysis", "cross_entropy", "data", "init",
+    "Feedback", "Wrapped", "WrappedNNX", "al", "analysis", "cross_entropy", "data", "describe",
+    "init",
     "layers", "loss_and_updates", "models", "nnx_trainable", "nnx_transform",
     "nnx_value_and_updates", "rule_updates", "rules", "train", "trainable", "value_and_updates",
     "wrap", "wrap_nnx", "wrappers",

@@ -79,6 +79,8 @@ class LayerRecord:
         self.kernel_param = kernel_param
         self.feedback = feedback  # name -> shape
         self.input_from = input_from  # "own" | "receiver <path>" | "shared with <path>"
+        self.role = ""  # the rule's role for the layer (sharing rules: frozen, fa, ...)
+        self.sharing = ""  # activation-sharing group
 
 
 class Interceptor:
@@ -98,6 +100,7 @@ class Interceptor:
         self._lstm: dict[str, Array] = {}
         self._lstm_pending: set[str] = set()
         self._entry: Array | None = None
+        self._groups: list = []
 
     # -- module entry ---------------------------------------------------------------
     def __call__(self, next_fun, args, kwargs, context):
@@ -217,12 +220,31 @@ class Interceptor:
         self.layers.append(LayerRecord(path, kind, op, kernel_param,
                                        {k: tuple(v.shape) for k, v in feedback.items()}, source))
         if self.tag:
+            self._describe(self.layers[-1], op, x, feedback)
             y = _coverage.tagged(_coverage.TAG_MAP, len(self.layers) - 1,
                                  lambda a, w, fb: op.apply(a, w))(x, kernel, feedback)
         else:
             y = run_rule(tape, op, x, kernel, feedback)
         tape.input_received = tape.receivers
         return y
+
+    def _describe(self, rec: LayerRecord, op: Any, x: Array, feedback: dict) -> None:
+        """Role and sharing group of a layer (the tagged trace only; ``describe``)."""
+        tape, rule = self.tape, self.tape.rule
+        role = getattr(rule, "role", None)
+        if role is not None:
+            rec.role = f"{rule.name}: {role(tape, op)}"
+        tape.feedback = feedback
+        ctx = rule.context(tape, x, op)
+        arrays = [a for a in jax.tree.leaves(ctx) if hasattr(a, "shape") and a.ndim]
+        if arrays:
+            shared = arrays[0]
+            for i, (arr, _) in enumerate(self._groups):
+                if arr is shared:
+                    rec.sharing = f"group {i} {tuple(shared.shape)}"
+                    return
+            self._groups.append((shared, rec.path))
+            rec.sharing = f"group {len(self._groups) - 1} {tuple(shared.shape)}"
 
     def _dot(self, module, kernel_param):
         kind = type(module).__name__

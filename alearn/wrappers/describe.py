@@ -1,0 +1,119 @@
+"""``alearn.describe``: what trains how in a wrapped model.
+
+One row per parameter (and per DFA receiver): the rule that updates it, its feedback
+weights (shape, bytes), the layer's activation-sharing role and group, where DFA's signal
+reaches the layer's input, and whether a lifted transform stacks it. Computed from an
+abstract trace (no arrays are allocated, nothing is compiled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from alearn.rules.base import Rule
+from alearn.wrappers._match import param_matches
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """How one parameter (or receiver) learns."""
+
+    path: str
+    shape: tuple
+    update: str  # the rule, "local error (element-wise)", "bp (exclude=)", ...
+    feedback: str = ""  # "B (8, 4)", "D (10, 64)", ...
+    feedback_bytes: int = 0
+    sharing: str = ""  # activation-sharing role / group
+    dfa_input: str = ""  # where δ_L D reaches the layer's input
+    stacked: str = ""  # leading axes added by a lifted transform
+
+
+@dataclasses.dataclass(frozen=True)
+class Description:
+    """The table :func:`describe` returns; ``str()`` formats it."""
+
+    model: str
+    rule: str
+    rows: tuple
+
+    @property
+    def feedback_bytes(self) -> int:
+        return sum(r.feedback_bytes for r in self.rows)
+
+    def by_update(self) -> dict:
+        out: dict = {}
+        for r in self.rows:
+            out[r.update] = out.get(r.update, 0) + 1
+        return out
+
+    def __str__(self) -> str:
+        cols = ("path", "shape", "update", "feedback", "sharing", "dfa_input", "stacked")
+        table = [cols] + [tuple(str(getattr(r, c)) for c in cols) for r in self.rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+        lines = [f"{self.model} under rule {self.rule!r}: "
+                 f"{len(self.rows)} rows, feedback {self.feedback_bytes / 1e6:.3f} MB"]
+        for row in table:
+            lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        return "\n".join(lines)
+
+
+def _leaves(tree: Any) -> dict:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(str(getattr(k, "key", k)) for k in p): a for p, a in flat}
+
+
+def describe(model: Any, rule: Rule, *inputs: Any, variables: dict | None = None,
+             train: bool = False) -> Description:
+    """Lists every parameter of a wrapped Linen model with the rule that updates it.
+
+    ``model``: ``alearn.wrap(...)``; ``inputs``: sample model inputs (shapes matter);
+    ``variables``: from ``alearn.init`` (drawn abstractly when omitted). Raises the same
+    errors as ``init`` (uncovered parameters, DFA shortcuts).
+    """
+    from alearn.wrappers.linen import Wrapped  # pylint: disable=import-outside-toplevel
+    if not isinstance(model, Wrapped):
+        raise TypeError(f"alearn.describe expects alearn.wrap(model), got {type(model).__name__}")
+    if variables is None:
+        variables = jax.eval_shape(lambda k: model.init(k, *inputs, rule=rule, train=train),
+                                   jax.random.key(0))
+    layers: list = []
+    from alearn.wrappers.linen import _call_kwargs  # pylint: disable=import-outside-toplevel
+    kwargs = _call_kwargs(model.model, train)
+    jax.eval_shape(lambda v, a: model.tagged_apply(v, a, rule, kwargs, layers),
+                   variables, inputs)
+    feedback = _leaves(variables.get("feedback", {}))
+    by_kernel = {f"{r.path}/{r.kernel_param}": r for r in layers}
+    rows = []
+    for path, leaf in _leaves(variables["params"]).items():
+        rec = by_kernel.get(path)
+        shape = tuple(leaf.shape)
+        if rec is None:
+            update = ("bp (exclude=)" if any(param_matches(path, p) for p in model.exclude)
+                      else "local error (element-wise)") if rule.name != "bp" else "bp"
+            rows.append(Row(path, shape, update))
+            continue
+        fb = {k[len(rec.path) + 1:]: a for k, a in feedback.items()
+              if k.startswith(rec.path + "/") and "/" not in k[len(rec.path) + 1:]}
+        nbytes = sum(math.prod(a.shape) * jnp.dtype(a.dtype).itemsize for a in fb.values())
+        extra = len(shape) - len(rec.op.kernel_shape)
+        rows.append(Row(
+            path, shape, rec.role or rule.name,
+            ", ".join(f"{k} {tuple(a.shape)}" for k, a in sorted(fb.items())), nbytes,
+            rec.sharing, rec.input_from if rule.receives else "",
+            f"{extra} leading axis (lifted)" if extra > 0 else ""))
+    for path, a in sorted(feedback.items()):
+        name = path.rsplit("/", 1)[-1]
+        module = path.rsplit("/", 1)[0] if "/" in path else ""
+        if name == "D_out" or (name == "D" and not any(r.path == module for r in layers)):
+            where = "input" if name == "D" else "output"
+            rows.append(Row(f"{module} ({where} receiver)", (), "receiver: δ_L D replaces the "
+                            "gradient", f"D {tuple(a.shape)}",
+                            math.prod(a.shape) * jnp.dtype(a.dtype).itemsize))
+    return Description(model.name, rule.name, tuple(rows))

@@ -74,7 +74,7 @@ def test_nnx_misuse_raises():
         def __call__(self, x):
             return self.norm(x)
 
-    with pytest.raises(ValueError, match=r"wrap_nnx\(Empty\): no nnx.Linear or nnx.Conv"):
+    with pytest.raises(ValueError, match=r"wrap_nnx\(Empty\): no supported layer"):
         alearn.wrap_nnx(Empty(), BP(), x, jax.random.key(0))
     with pytest.raises(ValueError, match=r"\['block\*'\] match no module path"):
         alearn.wrap_nnx(twin_cls(nnx.Rngs(0)), alearn.rules.create("asap"), x,

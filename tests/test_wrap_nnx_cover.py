@@ -1,0 +1,177 @@
+"""alearn.wrap_nnx coverage: attention/recurrent/Einsum/ConvTranspose/Embed.attend routed,
+no silent BP (uncovered parameters raise at wrap time), DFA with δ_L up front inside
+nnx.scan, and explicit-sharding (MiniGPT-like) models."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+from flax import nnx
+
+import alearn
+from alearn.wrappers import nnx as anx
+
+KEY = jax.random.key(0)
+
+
+def _ce(out, y):
+    return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+
+
+def _rel(a, b):
+    num = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a),
+                                                             jax.tree.leaves(b)))
+    den = max(float(jnp.max(jnp.abs(y))) for y in jax.tree.leaves(b))
+    return num / den
+
+
+class Attn(nnx.Module):
+    """Embed lookup + MHA (LinearGeneral) + LayerNorm + Einsum + ConvTranspose + tied head."""
+
+    def __init__(self, rngs, vocab=11, d=8):
+        self.emb = nnx.Embed(vocab, d, rngs=rngs)
+        self.mha = nnx.MultiHeadAttention(2, d, qkv_features=8, decode=False, rngs=rngs)
+        self.norm = nnx.LayerNorm(d, rngs=rngs)
+        self.mix = nnx.Einsum("btd,df->btf", (d, d), (d,), rngs=rngs)
+        self.up = nnx.ConvTranspose(d, d, (2,), padding="SAME", rngs=rngs)
+        self.gen = nnx.LinearGeneral(d, (2, 4), rngs=rngs)
+
+    def __call__(self, tok):
+        h = self.emb(tok)
+        h = h + self.mha(h, mask=nnx.make_causal_mask(tok))
+        h = jnp.tanh(self.mix(self.norm(h)))
+        h = jnp.tanh(self.up(h))
+        h = self.gen(h).reshape(h.shape)
+        return self.emb.attend(h)
+
+
+def _kernels(model) -> int:
+    return sum(1 for path, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)
+               and str(path[-1]) in ("kernel", "embedding"))
+
+
+def _routed(model) -> list:
+    return [m for _, m in nnx.iter_graph(model) if hasattr(m, anx._ID)]  # pylint: disable=protected-access
+
+
+def test_attention_every_kernel_routed_and_fa_with_b_equal_w_is_bp():
+    tok = jax.random.randint(KEY, (3, 5), 0, 11)
+    y = jax.random.randint(jax.random.key(1), (3, 5), 0, 11)
+    plain = Attn(nnx.Rngs(0))
+    model = alearn.wrap_nnx(Attn(nnx.Rngs(0)), alearn.rules.create("fa"), tok, KEY)
+    # by construction: emb (lookup + attend), q/k/v/out, mix, up, gen
+    assert _kernels(plain) == 8 == len(_routed(model))
+    assert all(isinstance(getattr(m, "B", None), anx.Feedback) for m in _routed(model))
+    for m in _routed(model):  # B := W
+        m.B[...] = getattr(m, anx._KERNEL[anx._routed_base(type(m))])[...]  # pylint: disable=protected-access
+    (loss, _), g = alearn.nnx_value_and_updates(_ce, model, tok, y)
+    want = nnx.grad(lambda m: _ce(m(tok), y))(plain)
+    got = nnx.state(model.model, nnx.Param)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert _rel(g["model"], want) <= 1e-6
+    assert jnp.isfinite(loss)
+
+
+class Rec(nnx.Module):
+    def __init__(self, rngs, d=4, h=5):
+        self.lstm = nnx.RNN(nnx.LSTMCell(d, h, rngs=rngs))
+        self.opt = nnx.RNN(nnx.OptimizedLSTMCell(h, h, rngs=rngs))
+        self.gru = nnx.RNN(nnx.GRUCell(h, h, rngs=rngs))
+        self.simple = nnx.RNN(nnx.SimpleCell(h, h, rngs=rngs))
+        self.head = nnx.Linear(h, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.simple(self.gru(self.opt(self.lstm(x))))[:, -1])
+
+
+@pytest.mark.parametrize("rule", ["fa", "dfa"])
+def test_recurrent_cells_every_kernel_routed(rule):
+    x = jax.random.normal(KEY, (2, 3, 4))
+    y = jnp.array([0, 2])
+    model = alearn.wrap_nnx(Rec(nnx.Rngs(0)), alearn.rules.create(rule), x, KEY)
+    assert len(_routed(model)) == _kernels(model) == 8 + 2 + 2 + 2 + 1  # LSTM: 8 gates; others: dense_i, dense_h
+    if rule == "fa":
+        assert all(hasattr(m, "B") for m in _routed(model))
+    else:  # the cell's input and h feed several gates: only the first consumer owns D
+        assert 0 < sum(hasattr(m, "D") for m in _routed(model)) < len(_routed(model))
+    (loss, _), g = alearn.nnx_value_and_updates(_ce, model, x, y)
+    leaves = jax.tree.leaves(g)
+    assert jnp.isfinite(loss) and all(bool(jnp.all(jnp.isfinite(v))) for v in leaves)
+    assert float(jnp.abs(g["model"]["lstm"]["cell"]["ii"]["kernel"][...]).sum()) > 0
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs, h=6):
+        self.lin = nnx.Linear(h, h, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.lin(x))
+
+
+class ScanMLP(nnx.Module):
+    def __init__(self, rngs, n=2, d=5, h=6, c=3):
+        self.inp = nnx.Linear(d, h, rngs=rngs)
+
+        @nnx.split_rngs(splits=n)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(r):
+            return Block(r, h)
+        self.blocks = make(rngs)
+        self.out = nnx.Linear(h, c, rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def body(h, blk):
+            return blk(h)
+        return self.out(body(jax.nn.relu(self.inp(x)), self.blocks))
+
+
+def test_dfa_in_nnx_scan_equals_hand_written_dfa():
+    x = jax.random.normal(KEY, (4, 5))
+    y = jnp.array([0, 1, 2, 1])
+    model = alearn.wrap_nnx(ScanMLP(nnx.Rngs(0)), alearn.rules.create("dfa"), x, KEY)
+    m = model.model
+    assert m.blocks.lin.D.shape == (2, 3, 6)  # stacked like the kernel: one D per block
+    (_, out), g = alearn.nnx_value_and_updates(_ce, model, x, y)
+    # plain-JAX DFA: δ_l = relu'(a_l) ⊙ (e D_{l+1}), D_{l+1} of the layer reading h_l
+    w = [m.inp.kernel[...]] + [m.blocks.lin.kernel[i] for i in range(2)] + [m.out.kernel[...]]
+    b = [m.inp.bias[...]] + [m.blocks.lin.bias[i] for i in range(2)] + [m.out.bias[...]]
+    d = [m.blocks.lin.D[i] for i in range(2)] + [m.out.D[...]]
+    hs, acts = [x], []
+    for k in range(3):
+        acts.append(hs[-1] @ w[k] + b[k])
+        hs.append(jax.nn.relu(acts[-1]))
+    logits = hs[-1] @ w[3] + b[3]
+    e = jax.grad(lambda o: _ce(o, y))(logits)
+    deltas = [(acts[k] > 0) * (e @ d[k]) for k in range(3)] + [e]
+    want_w = [hs[k].T @ deltas[k] for k in range(4)]
+    want_b = [deltas[k].sum(0) for k in range(4)]
+    gm = g["model"]
+    got_w = [gm["inp"]["kernel"][...], gm["blocks"]["lin"]["kernel"][...][0],
+             gm["blocks"]["lin"]["kernel"][...][1], gm["out"]["kernel"][...]]
+    got_b = [gm["inp"]["bias"][...], gm["blocks"]["lin"]["bias"][...][0],
+             gm["blocks"]["lin"]["bias"][...][1], gm["out"]["bias"][...]]
+    assert jnp.allclose(logits, out, atol=1e-6)
+    assert _rel(got_w + got_b, want_w + want_b) <= 1e-5
+
+
+class Custom(nnx.Module):
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(4, 4, rngs=rngs)
+        self.proj = nnx.Param(jax.random.normal(rngs.params(), (4, 3)))
+
+    def __call__(self, x):
+        return jnp.tanh(self.lin(x)) @ self.proj[...]
+
+
+def test_uncovered_parameter_raises_and_exclude_silences():
+    x = jnp.ones((2, 4))
+    with pytest.raises(ValueError, match=r"\['proj'\].*exclude="):
+        alearn.wrap_nnx(Custom(nnx.Rngs(0)), alearn.rules.create("fa"), x, KEY)
+    alearn.wrap_nnx(Custom(nnx.Rngs(0)), alearn.rules.BP(), x, KEY)  # BP: no check
+    model = alearn.wrap_nnx(Custom(nnx.Rngs(0)), alearn.rules.create("fa"), x, KEY,
+                            exclude=("proj",))
+    (_, _), g = alearn.nnx_value_and_updates(lambda o: (o ** 2).sum(), model, x)
+    assert float(jnp.abs(g["model"]["proj"][...]).sum()) > 0

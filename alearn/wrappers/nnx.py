@@ -278,9 +278,28 @@ def _rule_apply(layer: nnx.Module, op: Any, x: Array, kernel: Array,
                     f"{type(layer).__name__} holds feedback {present} but rule {rule.name!r} "
                     f"needs {list(want) or 'none'} there: wrap the model with this rule")
             feedback = {n: getattr(layer, n)[...] for n in want}
-        return run_rule(tape, op, x, kernel, feedback)
+        if not any(_explicit(a) for a in (x, kernel, *feedback.values())):
+            return run_rule(tape, op, x, kernel, feedback)
+        # explicit sharding (jax.set_mesh + nnx.with_partitioning): the rule's products are
+        # formed on replicated operands (their transposes would be ambiguous otherwise), and
+        # the output gets the sharding the layer's own product gives it
+        out = jax.eval_shape(op.apply, x, kernel).sharding
+        y = run_rule(tape, op, _replicated(x), _replicated(kernel),
+                     {k: _replicated(v) for k, v in feedback.items()})
+        return jax.sharding.reshard(y, out.spec)
     finally:
         tape.input_received = tape.receivers
+
+
+def _explicit(a: Any) -> bool:
+    """Whether ``a`` is partitioned over an explicit mesh axis."""
+    sharding = getattr(jax.typeof(a), "sharding", None)
+    spec = getattr(sharding, "spec", None)
+    return spec is not None and any(s is not None for s in spec)
+
+
+def _replicated(a: Array) -> Array:
+    return jax.sharding.reshard(a, jax.sharding.PartitionSpec()) if _explicit(a) else a
 
 
 class WrappedNNX(nnx.Module):
@@ -399,6 +418,8 @@ class WrappedNNX(nnx.Module):
         rule = self.rule
         batch = x.shape[0]
         error = output_error if rule.needs_carrier else None
+        if error is not None:
+            error = _replicated(error)
         if error is not None and tuple(error.shape) != (batch, *self.out_shape):
             raise ValueError(f"output_error has shape {error.shape}, the output is "
                              f"{(batch, *self.out_shape)}")

@@ -7,6 +7,15 @@ The same rule therefore works for dense layers and convolutions, as the ASAP the
 prescribes ("the same rules apply with convolution in place of the matrix product").
 The operators carry their static shapes so that transposes need no primal values: a rule
 saves for its backward pass only the residuals it really uses.
+
+Each operator also says how its kernel reads as the 2-D map it is, whatever its rank:
+``kernel_in_axes`` (contracted with x: the fan-in side, a convolution's window included),
+``kernel_out_axes``, ``kernel_window_axes``, ``kernel_batch_axes``, their one-letter
+summary ``kernel_layout`` and ``fans``; and ``in_feature_ndim``, how many trailing axes of
+x a position-wise map contracts. The defaults describe dense (in, out) and conv HWIO
+kernels; the general operators (``alearn.wrappers.ops``) derive theirs from their
+dimension numbers or einsum equation. Rules use them for feedback draws (FA, KP, ASAP),
+sign symmetry's magnitude, weight mirror's noise and the sharing rules' feature axes.
 """
 
 from __future__ import annotations

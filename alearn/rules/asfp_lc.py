@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from alearn.layers.ops import LinearOp
 from alearn.rules import _checks, _feedback_init
 from alearn.rules import dimension_matching as dm
-from alearn.rules._sharing import _NEW
+from alearn.rules._sharing import _NEW, features_shape
 from alearn.rules.asfp import ASFP
 
 Array = jax.Array
@@ -142,7 +142,8 @@ class ASFPLC(ASFP):
             if new is ctx[0]:
                 h = self.matched(op, ctx)
             else:  # authors_code: conv1 reads the new block input itself
-                h = dm.match(new, op.in_shape, self.match if self.match != 3 else 2)
+                h = dm.match(new, features_shape(op), self.match if self.match != 3 else 2
+                             ).reshape(op.in_shape)
             lc = tape.feedback["LC"]
             key = jax.random.fold_in(jax.random.key(self.seed + 1), tape.layer_index)
             d = _feedback_init.draw(key, lc.shape, "lecun_normal", 1.0, lc.dtype)

@@ -22,7 +22,8 @@ class FA(Rule):
     rule-aware layer owns ``feedback/B`` with the kernel's shape, drawn from its own key
     with ``feedback_init`` (a ``jax.nn.initializers`` variance-scaling family) times
     ``feedback_scale``, for the kernel's true fans (``op.kernel_in_axes`` etc.: a
-    DenseGeneral or ``Embed.attend`` kernel is drawn as the equivalent dense one). The backward pass keeps only (x, B) alive, never W.
+    DenseGeneral or ``Embed.attend`` kernel is drawn as the equivalent dense one). The
+    backward pass keeps only (x, B) alive, never W.
 
     Attributes:
       feedback_init: initialiser family of B (see ``_feedback_init.INITS``; the authors'

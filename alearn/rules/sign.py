@@ -26,8 +26,8 @@ def sign_feedback(kernel: Array, magnitude: str = "fan_in", fan_in: int | None =
     ``"fan_in"`` (default): ±sqrt(2 / fan_in), the std of a He-initialised W (a fixed
     scale); ``fan_in`` is the map's true fan-in (``op.fans[0]``: e.g. heads * head_dim for
     an attention out-projection (heads, head_dim, d)), by default that of a dense (in, out)
-    or conv HWIO kernel of this shape; ``"mean_abs"``: ±mean|W| of the layer (tracks W's scale); ``"unit"``: the
-    papers' ±1 (Xiao et al.), which multiplies the error by about sqrt(fan) per layer.
+    or conv HWIO kernel of this shape; ``"mean_abs"``: ±mean|W| of the layer (tracks W's
+    scale); ``"unit"``: the papers' ±1 (Xiao et al.), which multiplies the error by about sqrt(fan) per layer.
     Measured on a LeNet-5 without BatchNorm, mnist5k, SGD lr 0.01, 10 epochs
     (docs/notes/rules_wt.md): fan_in 0.944, mean_abs 0.892, unit 0.100 (diverges), BP
     0.925. ``"unit"`` and ``"mean_abs"`` equal W when every weight is ±1.

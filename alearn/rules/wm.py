@@ -147,7 +147,9 @@ def mirror_step(rule: "WM", params: dict, feedback: dict, key: Array) -> dict:
     Which kernel axes are the map's inputs is read from the layer's layout marker
     (``feedback/.../layout_<letters>``, :func:`layout_marker`), which only layers with a
     non-plain kernel own; leading axes the kernel has beyond its marker (layers stacked by
-    ``nn.scan``) are independent maps, each mirrored with its own noise.
+    ``nn.scan``) are independent maps, each mirrored with its own noise. Unmarked kernels
+    are plain: 2-D dense, 4-D conv HWIO, and 3-D / 5-D are read as those stacked once
+    (L, in, out) / (L, kh, kw, cin, cout); other unmarked ranks raise ``ValueError``.
     """
     flat_fb = traverse_util.flatten_dict(feedback)
     flat_p = traverse_util.flatten_dict(params)

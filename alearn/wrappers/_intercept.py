@@ -223,6 +223,7 @@ class Interceptor:
             self._describe(self.layers[-1], op, x, feedback)
             y = _coverage.tagged(_coverage.TAG_MAP, len(self.layers) - 1,
                                  lambda a, w, fb: op.apply(a, w))(x, kernel, feedback)
+            tape.layer_index += 1
         else:
             y = run_rule(tape, op, x, kernel, feedback)
         tape.input_received = tape.receivers

@@ -36,6 +36,7 @@ import inspect
 import math
 from typing import Any, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -180,6 +181,9 @@ class Wrapped:
         try:
             with nn.intercept_methods(spy):
                 result = fn(first, *args, **kwargs)
+        except flax.errors.ScopeParamNotFoundError as exc:
+            self._sharing_order(rule, exc)
+            raise
         except jax.errors.UnexpectedTracerError as exc:
             if rule.needs_carrier and error is None:
                 raise ValueError(
@@ -190,6 +194,19 @@ class Wrapped:
             raise
         self._check(spy, initializing)
         self.last_layers = spy.layers
+        return self._close(tape, result, kwargs, initializing)
+
+    def _sharing_order(self, rule: Rule, exc: Exception) -> None:
+        if hasattr(rule, "grouping"):
+            raise ValueError(
+                f"{self.name}: rule {rule.name!r} numbers layers in forward order to "
+                "form its sharing groups, and this model's layer order is not the same "
+                "on every trace (layers inside nn.RNN / nn.scan over time steps); "
+                "activation sharing across a recurrence is not supported: use fa, kp, "
+                "sign or dfa for this model") from exc
+
+    def _close(self, tape: Tape, result: Any, kwargs: dict, initializing: bool) -> Any:
+        """Closes the carrier on the selected output (carrier form only)."""
         if initializing or tape.carrier is None:
             tape.finished = True
             return result
@@ -212,8 +229,13 @@ class Wrapped:
         tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape,
                     error=jnp.zeros((batch, *out_shape)) if rule.needs_carrier else None)
         spy = Interceptor(tape, self.blocks, self.receivers, tag=True)
-        with nn.intercept_methods(spy):
-            out = self.model.apply(merged, *args, **kwargs)
+        try:
+            with nn.intercept_methods(spy):
+                out = self.model.apply(merged, *args, **kwargs)
+        except flax.errors.ScopeParamNotFoundError as exc:
+            self._sharing_order(rule, exc)
+            raise
+        tape.finished = True  # δ_L is given: no carrier to close
         layers.extend(spy.layers)
         self.last_layers = spy.layers
         return get_output(out, self.output, self.name)

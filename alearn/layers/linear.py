@@ -30,8 +30,11 @@ def rule_linear(rule: Any, op: LinearOp, x: Array, kernel: Array, feedback: dict
 
 
 def _marker(a: Array) -> Array:
-    """A zero-size slice of ``a``: carries a's type (incl. shard_map varying axes)."""
-    return a.reshape(-1)[:0]
+    """A zero-size slice of ``a``: carries a's type (incl. shard_map varying axes).
+
+    Sliced, not reshaped: a reshape of an array with an explicit sharding (NNX under a
+    mesh with Explicit axes) needs an output sharding."""
+    return a[(slice(0, 0),) * a.ndim] if a.ndim else a.reshape(1)[:0]
 
 
 def _match(ct: Array | None, marker: Array) -> Array | None:

@@ -154,11 +154,29 @@ def test_uncovered_parameter_fails_at_init_and_exclude_allows_it():
 @pytest.mark.parametrize("rule_name", RULES)
 def test_every_rule_runs_on_every_model(name, rule_name):
     """Init (with its checks) and one update of every rule; finite, params-shaped."""
-    if rule_name == "wm" and name in ("transformer_lm", "vit", "lstm_classifier"):
-        pytest.skip("weight mirror on rank>2 / stacked kernels: rules/wm.py (helper work)")
     wrapped, rule, v, inputs, y = _setup(name, rule_name)
     (loss, _, _), upd = jax.jit(lambda v_: alearn.value_and_updates(
         _loss(name), wrapped, rule, v_, *inputs, targets=y))(v)
     assert np.isfinite(float(loss))
     assert jax.tree.structure(upd["params"]) == jax.tree.structure(v["params"])
     assert all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(upd))
+    if rule_name == "wm":  # the mirror phase on every layout (attention, stacked, attend)
+        mirrored = jax.jit(rule.mirror)(v["params"], v["feedback"], jax.random.key(1))
+        assert jax.tree.structure(mirrored) == jax.tree.structure(v["feedback"])
+        new, old = _kernels_fb(mirrored), _kernels_fb(v["feedback"])
+        changed = [float(jnp.abs(new[k] - old[k]).max()) > 0 for k in old]
+        assert changed and all(changed)
+
+
+def test_kp_decay_pairs_a_tied_head_embedding_with_its_feedback():
+    """KP's decay pairs B with the weight it serves: ``embedding`` for ``Embed.attend``."""
+    from alearn.rules.kp import kp_decay
+    w, b = jnp.full((4, 3), 2.0), jnp.full((4, 3), 1.0)
+    params = {"params": {"embed": {"embedding": w}, "norm": {"scale": jnp.ones(3)}},
+              "feedback": {"embed": {"B": b}}}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    tx = kp_decay(0.5, decay_kernel=True)
+    out, _ = tx.update(zeros, tx.init(params), params)
+    np.testing.assert_allclose(out["params"]["embed"]["embedding"], 0.5 * w)
+    np.testing.assert_allclose(out["feedback"]["embed"]["B"], 0.5 * b)
+    np.testing.assert_allclose(out["params"]["norm"]["scale"], 0.0)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from alearn.rules._pairs import KERNEL_NAMES, kernel_path
 from alearn._api import cross_entropy, init, trainable
 from alearn.rules.base import Rule
 from alearn.rules.bp import BP
@@ -63,14 +64,13 @@ def feedback_angles(rule: Rule, variables: Mapping[str, Any],
     out = {}
     if isinstance(rule, SignSymmetry):
         for path, w in flat_p.items():
-            if path[-1] == "kernel" and _name(path) not in exclude:
+            if path[-1] in KERNEL_NAMES and w.ndim >= 2 and _name(path) not in exclude:
                 out[f"{FEEDBACK}/{_name(path)}"] = angle(sign_feedback(w, rule.magnitude), w)
         return out
     flat_fb = traverse_util.flatten_dict(dict(variables.get("feedback", {})))
     for path, b in flat_fb.items():
-        kpath = path[:-1] + ("kernel",)
-        if (path[-1] == "B" and kpath in flat_p and flat_p[kpath].shape == b.shape
-                and _name(path) not in exclude):
+        kpath = kernel_path(flat_p, path) if path[-1] == "B" else None
+        if kpath is not None and flat_p[kpath].shape == b.shape and _name(path) not in exclude:
             out[f"{FEEDBACK}/{_name(path)}"] = angle(b, flat_p[kpath])
     return out
 
@@ -80,8 +80,8 @@ def _reports_feedback(rule: Rule, variables: Mapping[str, Any]) -> bool:
     if isinstance(rule, SignSymmetry):
         return True
     flat_p = traverse_util.flatten_dict(dict(variables["params"]))
-    return any(p[-1] == "B" and flat_p.get(p[:-1] + ("kernel",), b).shape == b.shape
-               and p[:-1] + ("kernel",) in flat_p
+    return any(p[-1] == "B" and kernel_path(flat_p, p) is not None
+               and flat_p[kernel_path(flat_p, p)].shape == b.shape
                for p, b in traverse_util.flatten_dict(dict(variables.get("feedback", {}))).items())
 
 
@@ -110,7 +110,8 @@ def _angles(model: nn.Module, rule: Rule, loss_fn: LossFn, exclude: frozenset, v
                                                            loss_fn)["params"]))
     ref = traverse_util.flatten_dict(dict(updates_for_loss(model, BP(), variables, x, y,
                                                            loss_fn)["params"]))
-    out = {f"{UPDATE}/{_name(p)}": angle(upd[p], ref[p]) for p in upd if p[-1] == "kernel"}
+    out = {f"{UPDATE}/{_name(p)}": angle(upd[p], ref[p]) for p in upd
+           if p[-1] in KERNEL_NAMES and upd[p].ndim >= 2}
     out.update(feedback_angles(rule, variables, exclude))
     return out
 

@@ -11,6 +11,7 @@ from flax import traverse_util
 
 from alearn.layers.ops import LinearOp
 from alearn.rules import _checks
+from alearn.rules._pairs import kernel_path
 from alearn.rules.fa import FA
 
 Array = jax.Array
@@ -50,11 +51,11 @@ def kp_decay(weight_decay: float, decay_kernel: bool = False) -> optax.GradientT
             lambda u, b: u + weight_decay * b, updates["feedback"], params["feedback"])
         if decay_kernel:
             fb = traverse_util.flatten_dict(params["feedback"])
-            layers = {path[:-1] for path in fb if path[-1] == "B"}
             flat_u = traverse_util.flatten_dict(updates["params"])
             flat_p = traverse_util.flatten_dict(params["params"])
-            for path in flat_u:
-                if path[-1] == "kernel" and path[:-1] in layers:
+            for b_path in fb:
+                path = kernel_path(flat_p, b_path) if b_path[-1] == "B" else None
+                if path is not None:
                     flat_u[path] = flat_u[path] + weight_decay * flat_p[path]
             new["params"] = traverse_util.unflatten_dict(flat_u)
         return new, state

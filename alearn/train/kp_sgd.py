@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from alearn.rules._pairs import kernel_path
 from alearn.rules.kp import KP
 
 Array = jax.Array
@@ -110,8 +111,8 @@ def kp_sgd(rule: KP, learning_rate: float | Callable[[Array], Array], *,
         kernels = traverse_util.flatten_dict(params["params"])
         d0 = {}
         for path, b in traverse_util.flatten_dict(params.get("feedback", {})).items():
-            kpath = path[:-1] + ("kernel",)
-            if path[-1] != "B" or kpath not in kernels or kernels[kpath].shape != b.shape:
+            kpath = kernel_path(kernels, path) if path[-1] == "B" else None
+            if kpath is None or kernels[kpath].shape != b.shape:
                 raise ValueError(f"kp_sgd: feedback leaf {'/'.join(map(str, path))} has no "
                                  f"kernel of shape {b.shape} beside it; KP pairs each B with "
                                  "its layer's kernel")

@@ -263,3 +263,15 @@ def test_rule_family_dispatch(tmp_path, monkeypatch):
     cfg.model_kwargs = ml_collections.ConfigDict({"width_multiplier": 0.1})
     assert train.train_and_evaluate(cfg, str(tmp_path)) == {"x": 1}
     assert calls == [("al", str(tmp_path), None)]
+
+
+def test_wrapped_model_run_writes_what_trains_how(tmp_path):
+    """A registered plain-Flax model: the workdir gets ``describe.txt`` with every
+    parameter and the rule that updates it."""
+    cfg = _config(rule="dfa", model="flax_cnn", epochs=1, tensorboard=False)
+    cfg.model_kwargs = {"features": (2, 3), "hidden": 5}
+    train.train_and_evaluate(cfg, str(tmp_path), dataset=_synthetic())
+    text = (tmp_path / "describe.txt").read_text()
+    assert "under rule 'dfa'" in text
+    kernels = [ln for ln in text.splitlines() if "/kernel" in ln]
+    assert len(kernels) == 4 and all(" dfa " in ln for ln in kernels)

@@ -23,6 +23,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+import alearn
 from alearn.analysis import alignment
 from alearn.train import interrupt, report, setup, validate
 from alearn.train import workdir as workdir_lib
@@ -127,6 +128,16 @@ def _evaluate(ctx: dict, state) -> dict:
             "test_accuracy": float(total["correct"]) / count}
 
 
+def _write_description(model: Any, rule: Any, image_shape: tuple, workdir: str) -> None:
+    """``describe.txt``: for a wrapped Flax model, every parameter with the rule that
+    updates it (``alearn.describe``; an abstract trace, nothing is compiled)."""
+    if not isinstance(model, alearn.Wrapped) or jax.process_index() != 0:
+        return
+    table = alearn.describe(model, rule, np.zeros((1, *image_shape), np.float32))
+    with open(os.path.join(workdir, "describe.txt"), "w", encoding="utf-8") as f:
+        f.write(str(table) + "\n")
+
+
 def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     os.makedirs(workdir, exist_ok=True)
     wall0 = time.perf_counter()
@@ -139,6 +150,7 @@ def _train_rule_pluggable(config: Any, workdir: str, dataset: Any) -> dict:
     state = create_train_state(model, rule, optimizer, jax.random.key(int(config.get("seed", 0))),
                                np.zeros((1, *info.image_shape), np.float32))
 
+    _write_description(model, rule, info.image_shape, workdir)
     mesh = data_mesh()
     state = replicate(state, mesh)
     ckpt = Checkpointer(workdir, int(config.get("checkpoint_keep", 3)))

@@ -168,6 +168,24 @@ def test_every_rule_runs_on_every_model(name, rule_name):
         assert changed and all(changed)
 
 
+@pytest.mark.parametrize("name", zoo.ALL_LINEN)
+def test_asap_on_every_model_or_a_clear_refusal(name):
+    """ASAP (block-input grouping) on token, attention and conv models; across an LSTM's
+    time steps the sharing order is undefined and says so."""
+    model, inputs, y = zoo.make(name)
+    wrapped = alearn.wrap(model, **WRAP[name])
+    rule = alearn.rules.create("asap", grouping="block_input")
+    if name == "lstm_classifier":
+        with pytest.raises(ValueError, match="recurrence is not supported"):
+            wrapped.init(jax.random.key(0), *inputs, rule=rule)
+        return
+    v = wrapped.init(jax.random.key(0), *inputs, rule=rule)
+    (loss, _, _), upd = jax.jit(lambda v_: alearn.value_and_updates(
+        _loss(name), wrapped, rule, v_, *inputs, targets=y))(v)
+    assert np.isfinite(float(loss))
+    assert all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(upd))
+
+
 def test_kp_decay_pairs_a_tied_head_embedding_with_its_feedback():
     """KP's decay pairs B with the weight it serves: ``embedding`` for ``Embed.attend``."""
     from alearn.rules.kp import kp_decay

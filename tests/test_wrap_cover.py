@@ -198,3 +198,38 @@ def test_kp_decay_pairs_a_tied_head_embedding_with_its_feedback():
     np.testing.assert_allclose(out["params"]["embed"]["embedding"], 0.5 * w)
     np.testing.assert_allclose(out["feedback"]["embed"]["B"], 0.5 * b)
     np.testing.assert_allclose(out["params"]["norm"]["scale"], 0.0)
+
+
+class _Member(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Dense(5)(x))
+
+
+class _VmapJit(nn.Module):
+    """An ensemble by ``nn.vmap`` (params split over a leading axis) and an ``nn.jit`` head."""
+
+    @nn.compact
+    def __call__(self, x):
+        ens = nn.vmap(_Member, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=None, out_axes=0, axis_size=3)
+        return nn.jit(nn.Dense)(4, name="head")(ens(name="ens")(x).mean(0))
+
+
+def test_vmap_and_jit_lifted_layers_stack_feedback_and_fa_with_b_equal_w_is_bp():
+    x, y = jax.random.normal(jax.random.key(0), (6, 7)), jnp.array([0, 1, 2, 3, 0, 1])
+    wrapped, fa = alearn.wrap(_VmapJit()), alearn.rules.create("fa")
+    v = wrapped.init(jax.random.key(1), x, rule=fa)
+    assert v["feedback"]["ens"]["Dense_0"]["B"].shape == (3, 7, 5)  # stacked like the kernel
+    fb = {"ens": {"Dense_0": {"B": v["params"]["ens"]["Dense_0"]["kernel"]}},
+          "head": {"B": v["params"]["head"]["kernel"]}}
+    (_, _, _), upd = alearn.value_and_updates(alearn.cross_entropy, wrapped, fa,
+                                              {**v, "feedback": fb}, x, y)
+    want = jax.grad(lambda p: alearn.cross_entropy(_VmapJit().apply({"params": p}, x), y))(
+        v["params"])
+    for a, b in zip(jax.tree.leaves(upd["params"]), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    dfa = alearn.rules.create("dfa")
+    vd = wrapped.init(jax.random.key(1), x, rule=dfa)
+    (loss, _, _), _ = alearn.value_and_updates(alearn.cross_entropy, wrapped, dfa, vd, x, y)
+    assert np.isfinite(float(loss))

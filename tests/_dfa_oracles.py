@@ -9,6 +9,9 @@ Specification (what ``alearn.wrap(model, blocks=...)`` with the DFA rule must co
   (a) a layer whose input is the input of a block (a module matched by ``blocks=``) sends
       nothing (zeros); a *receiver* at the block input replaces the total gradient arriving
       there by ``reshape(e · D_block)``, so nothing passes a residual shortcut;
+      a receiver on the *output* of a module matched by ``receivers=`` likewise replaces
+      the gradient arriving at that output by ``reshape(e · D_out)`` (a residual
+      sub-block writing into a stream: the stream's gradient never enters it);
   (b) of several layers reading the very same array (q/k/v, conv1 and the projection
       shortcut), only the first in forward order sends; the others send zeros.
 - D is either flattened, (prod(out.shape[1:]), prod(x.shape[1:])), ``dx = (e.reshape(B, -1)
@@ -23,15 +26,17 @@ The model input's gradient is discarded, so the first layer reads no D.
 Implementation: each forward below is the zoo model written out in ``jax.numpy``/``lax``
 and takes a ``Ctx``. ``Ctx()`` is the plain model (``jax.grad`` of it is BP);
 ``Ctx(feedback, e)`` routes every linear layer through ``dfa_linear`` and every block input
-through ``receiver`` (``jax.custom_vjp`` helpers defined here), so the VJP of the forward
-with cotangent ``e`` is the DFA update of every parameter (same tree as
-``model.init(...)["params"]``). The feedback tree is the wrapper's ``variables["feedback"]``
-layout: a leaf ``D`` at each sending layer's module path (``feedback["ResNetBlock_1"]
-["Conv_1"]["D"]``) and at each block module path for its receiver
-(``feedback["ResNetBlock_1"]["D"]``); only the leaves needed are read, a missing one
-raises ``KeyError`` naming its path. ``Ctx(taps=...)`` adds zero perturbations at every
-point where a D is applied: ``jacobian_feedback`` uses them to build, for batch 1, the D
-that makes DFA equal BP exactly (D = ∂output/∂activation), the self-check of every oracle.
+and module output receiver through ``receiver`` (``jax.custom_vjp`` helpers defined here),
+so the VJP of the forward with cotangent ``e`` is the DFA update of every parameter (same
+tree as ``model.init(...)["params"]``). The feedback tree is the wrapper's
+``variables["feedback"]`` layout: a leaf ``D`` at each sending layer's module path
+(``feedback["ResNetBlock_1"]["Conv_1"]["D"]``) and at each block module path for its
+receiver (``feedback["ResNetBlock_1"]["D"]``), a leaf ``D_out`` at each ``receivers=``
+module path (``feedback["block_0"]["LMMlpBlock_0"]["D_out"]``); only the leaves needed are
+read, a missing one raises ``KeyError`` naming its path. ``Ctx(taps=...)`` adds zero
+perturbations at every point where a D is applied: ``jacobian_feedback`` uses them to
+build, for batch 1, the D that makes DFA equal BP exactly (D = ∂output/∂activation), the
+self-check of every oracle.
 """
 
 from __future__ import annotations
@@ -44,6 +49,16 @@ import jax.numpy as jnp
 from jax import lax
 
 Path = tuple[str, ...]
+
+OUT = "D_out"  # the leaf of a receiver on a module's output (``receivers=``)
+
+
+def leaf_of(key: Path) -> tuple[Path, str]:
+    """``(module path, leaf name)`` of a feedback point: keys of ``Ctx.points`` are the
+    module path for ``D`` and the module path + ``"D_out"`` for an output receiver."""
+    if key and key[-1] == OUT:
+        return key[:-1], OUT
+    return key, "D"
 
 
 # ----------------------------------------------------------------------------------------
@@ -128,14 +143,14 @@ class Ctx:
     def dfa(self) -> bool:
         return self.feedback is not None
 
-    def d(self, path: Path):
+    def d(self, path: Path, leaf: str = "D"):
         node = self.feedback
-        for i, key in enumerate((*path, "D")):
+        for i, key in enumerate((*path, leaf)):
             try:
                 node = node[key]
             except (KeyError, TypeError) as err:
-                raise KeyError(f"feedback has no D at {'/'.join(path)} (missing "
-                               f"{'/'.join((*path, 'D')[:i + 1])}); the DFA oracle needs it"
+                raise KeyError(f"feedback has no {leaf} at {'/'.join(path)} (missing "
+                               f"{'/'.join((*path, leaf)[:i + 1])}); the DFA oracle needs it"
                                ) from err
         return node
 
@@ -165,6 +180,14 @@ class Ctx:
         if not self.dfa:
             return h
         return receiver(h, self.d(path), self.e, "/".join(path))
+
+    def receive_out(self, path: Path, h):
+        """The receiver on the output h of module ``path`` (``receivers=``; leaf ``D_out``)."""
+        key = (*path, OUT)
+        h = self.tap(key, h)
+        if not self.dfa:
+            return h
+        return receiver(h, self.d(path, OUT), self.e, "/".join(key))
 
 
 def dfa_updates(forward: Callable, params, feedback, inputs: tuple, e, **kw):
@@ -202,11 +225,12 @@ def jacobian_feedback(forward: Callable, params, inputs: tuple, **kw) -> dict:
     jac = jax.jacrev(lambda t: forward(params, *inputs, ctx=Ctx(taps=t), **kw))(zeros)
     k = math.prod(out.shape[1:])
     tree: dict = {}
-    for path, j in jac.items():
+    for point, j in jac.items():
+        path, leaf = leaf_of(point)
         node = tree
         for key in path:
             node = node.setdefault(key, {})
-        node["D"] = j.reshape(k, math.prod(probe.points[path][1:]))
+        node[leaf] = j.reshape(k, math.prod(probe.points[point][1:]))
     return tree
 
 
@@ -340,24 +364,51 @@ def _attention(ctx: Ctx, path: Path, p, y, mask):
     return _add_bias(ctx.linear((*path, "out"), dense_in2, a, p["out"]["kernel"]), p["out"])
 
 
-def lm_forward(params, tokens, *, ctx: Ctx):
-    """``tests._flax_zoo.TransformerLM`` (deterministic) as DFA sees it with
-    ``blocks=("block_*",)``: a receiver at each block input, query/out/Dense_0/Dense_1
-    send (key/value share query's input), ``embed``'s attend sends."""
+LM_BLOCK_INPUTS = ("block",)
+LM_SUB_BLOCKS = ("attention", "mlp")
+LM_RECEIVERS = {
+    "block": 'blocks=("block_*",): a receiver at each DecoderBlock input',
+    "attention": 'receivers=("block_*/MultiHeadDotProductAttention_0",): on its output',
+    "mlp": 'receivers=("block_*/LMMlpBlock_0",): on its output',
+    "embedding": 'receivers=("posembed_output",): on the (token + position) embedding',
+}
+
+
+def lm_forward(params, tokens, *, ctx: Ctx, receivers: tuple[str, ...] = LM_BLOCK_INPUTS,
+               stop_shortcuts: bool = False):
+    """``tests._flax_zoo.TransformerLM`` (deterministic) as DFA sees it with the receivers
+    named in ``receivers`` (keys of ``LM_RECEIVERS``): ``LM_BLOCK_INPUTS`` is
+    ``blocks=("block_*",)`` (a receiver at each block input), ``LM_SUB_BLOCKS`` the wrap
+    that the lm1b-style block needs, ``receivers=("block_*/MultiHeadDotProductAttention_0",
+    "block_*/LMMlpBlock_0")`` (receivers on the attention's and the MLP's outputs, the
+    residual stream itself plain autodiff). In every case query/out/Dense_0/Dense_1 send
+    (key/value share query's input) and ``embed``'s attend sends.
+
+    ``stop_shortcuts``: the DecoderBlock variant with ``lax.stop_gradient`` on the stream
+    operand of both residual adds (``x = a + sg(inputs)``, ``return sg(x) + z``)."""
+    unknown = set(receivers) - set(LM_RECEIVERS)
+    if unknown:
+        raise ValueError(f"lm_forward: unknown receivers {sorted(unknown)}; "
+                         f"choose from {sorted(LM_RECEIVERS)}")
+    sg = lax.stop_gradient if stop_shortcuts else (lambda a: a)
     emb = params["embed"]["embedding"]
     t = tokens.shape[1]
     y = jnp.take(emb, tokens, axis=0)
     y = y + params["posembed_output"]["pos_embedding"][:, :t, :]
+    if "embedding" in receivers:
+        y = ctx.receive_out(("posembed_output",), y)
     mask = jnp.tril(jnp.ones((t, t), bool))[None, None]
     blocks = sorted((n for n in params if n.startswith("block_")),
                     key=lambda n: int(n.split("_")[1]))
     for n in blocks:
         p = params[n]
-        x = ctx.receive((n,), y)
+        x = ctx.receive((n,), y) if "block" in receivers else y
         a = layer_norm(x, p["LayerNorm_0"])
         mha = "MultiHeadDotProductAttention_0"
         a = _attention(ctx, (n, mha), p[mha], a, mask)
-        x = x + a
+        if "attention" in receivers:
+            a = ctx.receive_out((n, mha), a)
+        x = a + sg(x)
         z = layer_norm(x, p["LayerNorm_1"])
         mp = p["LMMlpBlock_0"]
         z = _add_bias(ctx.linear((n, "LMMlpBlock_0", "Dense_0"), dense, z,
@@ -365,15 +416,18 @@ def lm_forward(params, tokens, *, ctx: Ctx):
         z = jax.nn.gelu(z)
         z = _add_bias(ctx.linear((n, "LMMlpBlock_0", "Dense_1"), dense, z,
                                  mp["Dense_1"]["kernel"]), mp["Dense_1"])
-        y = x + z
+        if "mlp" in receivers:
+            z = ctx.receive_out((n, "LMMlpBlock_0"), z)
+        y = sg(x) + z
     y = layer_norm(y, params["encoderdecoder_norm"])
     logits = ctx.linear(("embed",), lambda h, table: jnp.dot(h, table.T), y, emb)
     return logits / jnp.sqrt(y.shape[-1])
 
 
-def lm_dfa(params, feedback, tokens, loss_fn, *targets):
-    """``(updates, e)``: pure DFA on the zoo TransformerLM for ``loss_fn(logits, *targets)``."""
-    return dfa(lm_forward, params, feedback, (tokens,), loss_fn, *targets)
+def lm_dfa(params, feedback, tokens, loss_fn, *targets, **kw):
+    """``(updates, e)``: pure DFA on the zoo TransformerLM for ``loss_fn(logits, *targets)``
+    (``kw``: ``receivers=``, ``stop_shortcuts=`` of ``lm_forward``)."""
+    return dfa(lm_forward, params, feedback, (tokens,), loss_fn, *targets, **kw)
 
 
 def feedback_points(forward: Callable, params, inputs: tuple, **kw):
@@ -391,15 +445,16 @@ def random_feedback(forward: Callable, params, inputs: tuple, key, *,
     out_shape, points = feedback_points(forward, params, inputs, **kw)
     positions = tuple(out_shape[1:-1])
     tree: dict = {}
-    for i, (path, shape) in enumerate(sorted(points.items())):
+    for i, (point, shape) in enumerate(sorted(points.items())):
         if (sequence == "positionwise" and positions
                 and tuple(shape[1:1 + len(positions)]) == positions
                 and len(shape) > 1 + len(positions)):
             dshape = (out_shape[-1], math.prod(shape[1 + len(positions):]))
         else:
             dshape = (math.prod(out_shape[1:]), math.prod(shape[1:]))
+        path, leaf = leaf_of(point)
         node = tree
         for k in path:
             node = node.setdefault(k, {})
-        node["D"] = jax.random.normal(jax.random.fold_in(key, i), dshape) / math.sqrt(dshape[0])
+        node[leaf] = jax.random.normal(jax.random.fold_in(key, i), dshape) / math.sqrt(dshape[0])
     return tree

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 import alearn
-from alearn.wrappers import nnx as anx
+from alearn.wrappers import _nnx_call, _nnx_layers
 
 KEY = jax.random.key(0)
 
@@ -53,7 +53,7 @@ def _kernels(model) -> int:
 
 
 def _routed(model) -> list:
-    return [m for _, m in nnx.iter_graph(model) if hasattr(m, anx._ID)]  # pylint: disable=protected-access
+    return [m for _, m in nnx.iter_graph(model) if hasattr(m, _nnx_call.ID)]
 
 
 def test_attention_every_kernel_routed_and_fa_with_b_equal_w_is_bp():
@@ -63,9 +63,9 @@ def test_attention_every_kernel_routed_and_fa_with_b_equal_w_is_bp():
     model = alearn.wrap_nnx(Attn(nnx.Rngs(0)), alearn.rules.create("fa"), tok, KEY)
     # by construction: emb (lookup + attend), q/k/v/out, mix, up, gen
     assert _kernels(plain) == 8 == len(_routed(model))
-    assert all(isinstance(getattr(m, "B", None), anx.Feedback) for m in _routed(model))
+    assert all(isinstance(getattr(m, "B", None), alearn.Feedback) for m in _routed(model))
     for m in _routed(model):  # B := W
-        m.B[...] = getattr(m, anx._KERNEL[anx._routed_base(type(m))])[...]  # pylint: disable=protected-access
+        m.B[...] = getattr(m, _nnx_layers.KERNEL[_nnx_layers.routed_base(type(m))])[...]
     (loss, _), g = alearn.nnx_value_and_updates(_ce, model, tok, y)
     want = nnx.grad(lambda m: _ce(m(tok), y))(plain)
     got = nnx.state(model.model, nnx.Param)
@@ -219,7 +219,9 @@ def test_minigpt_under_explicit_mesh_trains_every_rule_and_bp_is_nnx_grad():
     with jax.set_mesh(mesh):
         for name in ("bp", "fa", "dfa", "kp"):
             rule = alearn.rules.create(name)
-            model = alearn.wrap_nnx(MiniGPT(nnx.Rngs(0)), rule, t, KEY)
+            # DFA: receivers on the sub-blocks writing into the residual stream
+            model = alearn.wrap_nnx(MiniGPT(nnx.Rngs(0)), rule, t, KEY,
+                                    receivers=("mha", "ff2"))
             opt = nnx.Optimizer(model, alearn.nnx_transform(rule, optax.sgd(0.1), model),
                                 wrt=alearn.nnx_trainable(rule))
 

@@ -251,22 +251,38 @@ def check(wrapped: Any, rule: Any, variables: dict, args: tuple, kwargs: dict) -
             "parameters in alearn.wrap(..., exclude=(...)) to train them by BP on purpose")
     if not rule.receives or wrapped.dfa_shortcuts == "allow":
         return
+    raise_shortcuts(wrapped.name, rule, jaxpr, layers)
+
+
+def shortcut_points(jaxpr) -> dict[int, set]:
+    """Per rule-aware map (``TAG_MAP`` index): the receiving points its output reaches
+    through ops that are not maps (see the module docstring, question 2)."""
     leaks = _Leaks()
     leaks.run(jaxpr)
-    for m, points in sorted(leaks.reached.items()):
+    return leaks.reached
+
+
+def raise_shortcuts(where: str, rule: Any, jaxpr, layers: list,
+                    api: str = "alearn.wrap", call: str = "alearn.wrap(model, ") -> None:
+    """``ValueError`` for the first map whose output reaches several receiving points.
+
+    ``layers[i].path``: the module path of the map tagged ``i``; ``api`` / ``call``: how
+    the message spells the wrapper (``alearn.wrap`` / ``alearn.wrap(model, ``).
+    """
+    for m, points in sorted(shortcut_points(jaxpr).items()):
         if len(points) > 1 and m < len(layers):
-            where = sorted(layers[p[2]].path + " (input)" if p[0] == "in" else
-                           {"recv": "a receiver", "loop": "a loop", "output": "the output",
-                            "exit": "the loop body's end"}[p[0]] for p in points)
+            where_to = sorted(layers[p[2]].path + " (input)" if p[0] == "in" else
+                              {"recv": "a receiver", "loop": "a loop", "output": "the output",
+                               "exit": "the loop body's end"}[p[0]] for p in points)
             path = layers[m].path
             raise ValueError(
-                f"{wrapped.name}: under rule {rule.name!r} the output of layer {path!r} "
-                f"reaches {len(points)} receiving points ({', '.join(where)}) through ops that "
-                "are not layers (a "
+                f"{where}: under rule {rule.name!r} the output of layer {path!r} "
+                f"reaches {len(points)} receiving points ({', '.join(where_to)}) through ops "
+                "that are not layers (a "
                 "residual shortcut, or one value read by a layer and by a skip connection): "
                 "its update would sum several feedback signals instead of eq. 2.5. Put a "
                 "receiver where the value splits: at the input of the residual blocks, e.g. "
-                f"alearn.wrap(model, blocks={_suggest(points, layers)!r}), or on the output of "
-                "this layer (or of the sub-block it ends), e.g. alearn.wrap(model, "
+                f"{call}blocks={_suggest(points, layers)!r}), or on the output of "
+                f"this layer (or of the sub-block it ends), e.g. {call}"
                 f"receivers=({_pattern(path)!r},)); or accept the summed signals with "
-                "alearn.wrap(..., dfa_shortcuts='allow')")
+                f"{api}(..., dfa_shortcuts='allow')")

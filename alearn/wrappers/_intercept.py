@@ -87,10 +87,13 @@ class Interceptor:
     """Routes the supported layers of one model call through the tape's rule."""
 
     def __init__(self, tape: Tape, blocks: Sequence[str], receivers: Sequence[str],
-                 tag: bool = False):
-        """``tag``: run each map / receiver as a named jit (the init-time checks' trace)."""
+                 tag: bool = False, inputs: Sequence[Any] = ()):
+        """``tag``: run each map / receiver as a named jit (the init-time checks' trace).
+        ``inputs``: the model's input arrays (a layer reading one sends DFA nothing down:
+        the input's gradient is discarded, so it owns no D)."""
         self.tape, self.blocks, self.receivers = tape, tuple(blocks), tuple(receivers)
         self.tag = tag
+        self.inputs = [a for a in inputs if isinstance(a, jax.Array)]
         self.paths: list[str] = []
         self.layers: list[LayerRecord] = []
         self.matched: set[str] = set()
@@ -195,6 +198,8 @@ class Interceptor:
 
     # -- one rule-aware map ---------------------------------------------------------
     def _source(self, x: Array) -> str:
+        if any(a is x for a in self.inputs):
+            return "model input"
         for arr, at in self._received:
             if arr is x:
                 return f"receiver {at}"

@@ -40,6 +40,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from alearn.layers.tape import Tape
 from alearn.rules.base import Rule
@@ -177,7 +178,7 @@ class Wrapped:
         if initializing and rule.needs_carrier:  # nothing is differentiated at init
             error = jnp.zeros((batch, *out_shape))
         tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape, error=error)
-        spy = Interceptor(tape, self.blocks, self.receivers)
+        spy = Interceptor(tape, self.blocks, self.receivers, inputs=jax.tree.leaves(args))
         try:
             with nn.intercept_methods(spy):
                 result = fn(first, *args, **kwargs)
@@ -228,7 +229,8 @@ class Wrapped:
                      if rule.needs_carrier else (1,))
         tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape,
                     error=jnp.zeros((batch, *out_shape)) if rule.needs_carrier else None)
-        spy = Interceptor(tape, self.blocks, self.receivers, tag=True)
+        spy = Interceptor(tape, self.blocks, self.receivers, tag=True,
+                          inputs=jax.tree.leaves(args))
         try:
             with nn.intercept_methods(spy):
                 out = self.model.apply(merged, *args, **kwargs)
@@ -262,8 +264,16 @@ class Wrapped:
         if not isinstance(rngs, dict):
             rngs = {"params": rngs}
         kwargs = {**_call_kwargs(self.model, train), **kwargs}
-        variables = dict(self._run(self.model.init, rngs, args, kwargs, rule,
-                                   initializing=True))
+
+        def run(rngs_, args_):
+            return self._run(self.model.init, rngs_, args_, kwargs, rule, initializing=True)
+
+        # Traced, as every later apply is: "the same array" (which layer owns DFA's D) is
+        # judged on traced values; eagerly, e.g. lax.stop_gradient(x) is x would hold.
+        if all(isinstance(a, (jax.Array, np.ndarray)) for a in jax.tree.leaves(args)):
+            variables = dict(jax.jit(run)(rngs, args))
+        else:
+            variables = dict(run(rngs, args))
         params, feedback = split_feedback(variables.get("params", {}))
         variables["params"] = params
         if feedback:

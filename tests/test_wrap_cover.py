@@ -22,9 +22,11 @@ WRAP = {
     "resnet": dict(blocks=("ResNetBlock_*",)),
     "transformer_lm": dict(receivers=("block_*/MultiHeadDotProductAttention_0",
                                       "block_*/LMMlpBlock_0")),
-    "vit": dict(output=0, receivers=("Transformer/encoderblock/MultiHeadDotProductAttention_0",
+    "vit": dict(output=0, receivers=("embedding",
+                                     "Transformer/encoderblock/MultiHeadDotProductAttention_0",
                                      "Transformer/encoderblock/MlpBlock_0")),
-    "lstm_classifier": dict(),
+    # DFA through time: the cell state carries later steps' signals (a recurrence)
+    "lstm_classifier": dict(dfa_shortcuts="allow"),
     "mlp_mixer": dict(dfa_shortcuts="allow"),
 }
 RULES = ("fa", "dfa", "kp", "sign", "wm")
@@ -232,4 +234,37 @@ def test_vmap_and_jit_lifted_layers_stack_feedback_and_fa_with_b_equal_w_is_bp()
     dfa = alearn.rules.create("dfa")
     vd = wrapped.init(jax.random.key(1), x, rule=dfa)
     (loss, _, _), _ = alearn.value_and_updates(alearn.cross_entropy, wrapped, dfa, vd, x, y)
+    assert np.isfinite(float(loss))
+
+
+class _ScanBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, _):
+        return x + nn.Dense(x.shape[-1], name="sub")(nn.LayerNorm()(x)), None
+
+
+class _ScannedResidual(nn.Module):
+    """A stem, residual blocks by ``nn.scan`` (no remat), a head."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(6, name="stem")(x)
+        x, _ = nn.scan(_ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+                       length=3)(name="blocks")(x, None)
+        return nn.Dense(4, name="head")(x)
+
+
+def test_dfa_shortcut_check_follows_a_residual_stream_through_nn_scan():
+    """Scanned blocks are followed step by step: the stem's output passes every block's
+    shortcut (refused, as in the unrolled model); a receiver on the stem's output fixes it."""
+    x = jnp.ones((2, 5))
+    dfa = alearn.rules.create("dfa")
+    with pytest.raises(ValueError, match=r"'stem' reaches .*loop step 2"):
+        alearn.wrap(_ScannedResidual(), receivers=("blocks/sub",)).init(
+            jax.random.key(0), x, rule=dfa)
+    wrapped = alearn.wrap(_ScannedResidual(), receivers=("stem", "blocks/sub"))
+    v = wrapped.init(jax.random.key(0), x, rule=dfa)
+    assert v["feedback"]["blocks"]["sub"]["D_out"].shape[0] == 3  # stacked per block
+    (loss, _, _), _ = alearn.value_and_updates(alearn.cross_entropy, wrapped, dfa, v, x,
+                                               jnp.array([0, 1]))
     assert np.isfinite(float(loss))

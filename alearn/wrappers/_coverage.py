@@ -17,9 +17,9 @@ questions are answered on that program:
    two receiving points through ops that are not maps (e.g. a residual block's output
    feeds the next block's first conv *and* its identity shortcut), its update sums two
    feedback signals, which is not eq. 2.5. That is an error naming the map and the
-   ``blocks=`` pattern that puts a receiver at the block input. Inside a loop body
-   (``nn.scan`` over blocks or time steps) leaving the body counts as one receiving point,
-   and a loop counts as one receiving point of the values that enter it.
+   ``blocks=`` pattern that puts a receiver at the block input. Loop bodies (``nn.scan``
+   over blocks or time steps) are followed for a few iterations, carries fed back, so a
+   residual stream through scanned blocks is seen as in the unrolled model.
 """
 
 from __future__ import annotations
@@ -133,73 +133,88 @@ class _Deps:
 
 
 class _Leaks:
-    """Receiving points reached from each rule-aware map's output (see module doc)."""
+    """Receiving points reached from each rule-aware map's output (see module doc).
+
+    One walk over the program: every value carries the set of maps whose output reaches it
+    through ops that are not maps or receivers; a map's input, a receiver's input and the
+    program's output are receiving points (sinks). Calls (jit, remat, custom_jvp/vjp) are
+    walked inline. A loop body (scan, while) is walked for a few iterations, its carries fed
+    back, with the iteration in every receiving point's id: a value that enters a scan over
+    residual blocks and passes each block's shortcut reaches the receiving points of several
+    iterations, exactly as in the unrolled model. ``cond`` branches are walked each.
+    """
+
+    ITERATIONS = 3
 
     def __init__(self):
-        self.counter = 0
-        self.reached: dict[int, set] = {}  # layer record index -> receiving-point ids
+        # (layer record index, *loop iterations) -> receiving-point ids
+        self.reached: dict[tuple, set] = {}
+        self.readers: dict[tuple, int] = {}  # (value, *iterations) -> first reading map
 
-    def run(self, jaxpr, exits_id: Any = None) -> None:
-        labels: dict = {}
-        get = lambda v: labels.get(v, frozenset()) if not isinstance(  # noqa: E731
-            v, jcore.Literal) else frozenset()
+    def run(self, jaxpr) -> None:
+        outs = self.walk(jaxpr, [frozenset()] * len(jaxpr.invars), ())
+        self._sink(frozenset().union(*outs) if outs else frozenset(), ("output",))
+
+    def walk(self, jaxpr, ins: list, it: tuple) -> list:
+        """Labels of ``jaxpr``'s outputs given its inputs' (``it``: loop iterations)."""
+        env: dict = dict(zip(jaxpr.invars, ins))
+        get = lambda v: frozenset() if isinstance(v, jcore.Literal) else env.get(  # noqa: E731
+            v, frozenset())
         for eqn in jaxpr.eqns:
-            ins = [get(v) for v in eqn.invars]
-            if _is_tag(eqn, TAG_MAP):
-                m = _tag_index(eqn)
-                self._sink(ins[0], ("in", id(eqn.invars[0]), m))
-                self.reached.setdefault(m, set())
-                for v in eqn.outvars:
-                    labels[v] = frozenset({m})
-                continue
-            if _is_tag(eqn, TAG_RECEIVER):
-                self._sink(ins[0], ("recv", id(eqn)))
-                continue
-            inner = _sub_jaxpr(eqn)
-            if eqn.primitive.name in _LOOPS or inner is None and _loop_bodies(eqn):
-                self._sink(frozenset().union(*ins), ("loop", id(eqn)))
-                for body, _ in _loop_bodies(eqn):
-                    self.run(body, exits_id=("exit", id(body), self.counter))
-                    self.counter += 1
-                continue
-            out = frozenset().union(*ins) if ins else frozenset()
-            if inner is not None:
-                self._inline(inner, ins, eqn, labels)
-                continue
-            for v in eqn.outvars:
-                labels[v] = out
-        final = frozenset().union(*[get(v) for v in jaxpr.outvars]) if jaxpr.outvars else \
-            frozenset()
-        self._sink(final, exits_id or ("output",))
+            args = [get(v) for v in eqn.invars]
+            outs = self._eqn(eqn, args, it)
+            for v, lab in zip(eqn.outvars, outs):
+                env[v] = lab
+        return [get(v) for v in jaxpr.outvars]
 
-    def _inline(self, inner, ins, eqn, labels) -> None:
-        # A call's body is analysed with its outputs labelled by what flows in; maps
-        # inside it get their own numbers.
-        sub: dict = dict(zip(inner.invars, ins))
-        for e in inner.eqns:
-            e_ins = [sub.get(v, frozenset()) if not isinstance(v, jcore.Literal) else frozenset()
-                     for v in e.invars]
-            if _is_tag(e, TAG_MAP):
-                m = _tag_index(e)
-                self._sink(e_ins[0], ("in", id(e.invars[0]), m))
-                self.reached.setdefault(m, set())
-                for v in e.outvars:
-                    sub[v] = frozenset({m})
-            elif _is_tag(e, TAG_RECEIVER):
-                self._sink(e_ins[0], ("recv", id(e)))
-            elif e.primitive.name in _LOOPS:
-                self._sink(frozenset().union(*e_ins), ("loop", id(e)))
-                for body, _ in _loop_bodies(e):
-                    self.run(body, exits_id=("exit", id(body), self.counter))
-                    self.counter += 1
-            elif (deeper := _sub_jaxpr(e)) is not None:
-                self._inline(deeper, e_ins, e, sub)
-            else:
-                for v in e.outvars:
-                    sub[v] = frozenset().union(*e_ins) if e_ins else frozenset()
-        for v_out, v_in in zip(eqn.outvars, inner.outvars):
-            labels[v_out] = sub.get(v_in, frozenset()) if not isinstance(
-                v_in, jcore.Literal) else frozenset()
+    def _eqn(self, eqn, args: list, it: tuple) -> list:
+        n_out = len(eqn.outvars)
+        union = frozenset().union(*args) if args else frozenset()
+        if _is_tag(eqn, TAG_MAP):
+            m = _tag_index(eqn)
+            label = (m,) + it  # a map inside a loop: one label per iteration (layer slice)
+            self.reached.setdefault(label, set())
+            if args:  # one receiving point per value, named by its first reader
+                key = (id(eqn.invars[0]),) + it
+                first = self.readers.setdefault(key, m)
+                self._sink(args[0], ("in", id(eqn.invars[0]), first) + it)
+            return [frozenset({label})] * n_out
+        if _is_tag(eqn, TAG_RECEIVER):
+            if args:
+                self._sink(args[0], ("recv", id(eqn)) + it)
+            return [frozenset()] * n_out
+        name = eqn.primitive.name
+        if name == "scan":
+            return self._scan(eqn, args, it)
+        if name == "while":
+            nc, nb = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+            body = eqn.params["body_jaxpr"].jaxpr
+            consts, carry = args[nc:nc + nb], args[nc + nb:]
+            for i in range(self.ITERATIONS):
+                carry = [c | o for c, o in zip(carry, self.walk(body, consts + carry,
+                                                                it + (id(eqn), i)))]
+            return carry
+        if name == "cond":
+            outs = [frozenset()] * n_out
+            for b, branch in enumerate(eqn.params["branches"]):
+                got = self.walk(branch.jaxpr, args[1:], it + (id(eqn), b))
+                outs = [o | g for o, g in zip(outs, got)]
+            return outs
+        inner = _sub_jaxpr(eqn)
+        if inner is not None:
+            return self.walk(inner, args, it)
+        return [union] * n_out
+
+    def _scan(self, eqn, args: list, it: tuple) -> list:
+        body = eqn.params["jaxpr"].jaxpr
+        nc, ncarry = eqn.params["num_consts"], eqn.params["num_carry"]
+        consts, carry, xs = args[:nc], args[nc:nc + ncarry], args[nc + ncarry:]
+        ys = [frozenset()] * (len(body.outvars) - ncarry)
+        for i in range(min(self.ITERATIONS, int(eqn.params.get("length", 1)) or 1)):
+            outs = self.walk(body, consts + carry + xs, it + (id(eqn), i))
+            carry = outs[:ncarry]
+            ys = [y | o for y, o in zip(ys, outs[ncarry:])]
+        return carry + ys
 
     def _sink(self, labels: frozenset, point: Any) -> None:
         for m in labels:
@@ -254,12 +269,22 @@ def check(wrapped: Any, rule: Any, variables: dict, args: tuple, kwargs: dict) -
     raise_shortcuts(wrapped.name, rule, jaxpr, layers)
 
 
-def shortcut_points(jaxpr) -> dict[int, set]:
-    """Per rule-aware map (``TAG_MAP`` index): the receiving points its output reaches
-    through ops that are not maps (see the module docstring, question 2)."""
+def shortcut_points(jaxpr) -> dict[tuple, set]:
+    """Per rule-aware map (``(TAG_MAP index, *loop iterations)``): the receiving points its
+    output reaches through ops that are not maps (see the module docstring, question 2)."""
     leaks = _Leaks()
     leaks.run(jaxpr)
     return leaks.reached
+
+
+def _point_name(point: tuple, layers: list) -> str:
+    steps = point[3 if point[0] == "in" else 2:][1::2]
+    step = f", loop step {'/'.join(str(i + 1) for i in steps)}" if steps else ""
+    if point[0] == "in":
+        return f"{layers[point[2]].path} (input{step})" if point[2] < len(layers) else \
+            f"a layer (input{step})"
+    return {"recv": f"a receiver{step.replace(', ', ' (') + ')' if step else ''}",
+            "output": "the output"}[point[0]]
 
 
 def raise_shortcuts(where: str, rule: Any, jaxpr, layers: list,
@@ -269,12 +294,18 @@ def raise_shortcuts(where: str, rule: Any, jaxpr, layers: list,
     ``layers[i].path``: the module path of the map tagged ``i``; ``api`` / ``call``: how
     the message spells the wrapper (``alearn.wrap`` / ``alearn.wrap(model, ``).
     """
-    for m, points in sorted(shortcut_points(jaxpr).items()):
+    for label, points in sorted(shortcut_points(jaxpr).items()):
+        m = label[0]
         if len(points) > 1 and m < len(layers):
-            where_to = sorted(layers[p[2]].path + " (input)" if p[0] == "in" else
-                              {"recv": "a receiver", "loop": "a loop", "output": "the output",
-                               "exit": "the loop body's end"}[p[0]] for p in points)
+            where_to = sorted({_point_name(p, layers) for p in points})
             path = layers[m].path
+            if len(label) > 1 and any(p[0] == "in" and len(p) > 3 for p in points):
+                recurrent = (" Inside a loop this is a recurrence: a carried state (e.g. an "
+                             "LSTM's cell state) takes later steps' signals to this step, "
+                             "as backprop through time does; dfa_shortcuts='allow' accepts "
+                             "it.")
+            else:
+                recurrent = ""
             raise ValueError(
                 f"{where}: under rule {rule.name!r} the output of layer {path!r} "
                 f"reaches {len(points)} receiving points ({', '.join(where_to)}) through ops "
@@ -285,4 +316,4 @@ def raise_shortcuts(where: str, rule: Any, jaxpr, layers: list,
                 f"{call}blocks={_suggest(points, layers)!r}), or on the output of "
                 f"this layer (or of the sub-block it ends), e.g. {call}"
                 f"receivers=({_pattern(path)!r},)); or accept the summed signals with "
-                f"{api}(..., dfa_shortcuts='allow')")
+                f"{api}(..., dfa_shortcuts='allow').{recurrent}")

@@ -12,7 +12,7 @@ import optax
 from alearn.layers.tape import checked
 from alearn.rules.base import Rule
 from alearn.rules.bp import BP
-from alearn.wrappers._output import get_output, set_output
+from alearn.wrappers._output import get_output, set_output, split_batch
 from alearn.wrappers.linen import Wrapped
 
 Array = jax.Array
@@ -65,14 +65,7 @@ def value_and_updates(loss_fn: Callable[..., Array], model: nn.Module, rule: Rul
     ``updates`` has the structure of :func:`trainable`; model state (batch statistics) is
     updated when ``train`` is true; ``rngs`` (e.g. ``{"dropout": key}``) go to ``apply``.
     """
-    if not batch:
-        raise ValueError("value_and_updates needs the batch: (x, *loss_args) or "
-                         "(*inputs, targets=...)")
-    if targets is None:
-        inputs, loss_args = batch[:1], batch[1:]
-    else:
-        inputs = batch
-        loss_args = tuple(targets) if isinstance(targets, tuple) else (targets,)
+    inputs, loss_args = split_batch(batch, targets, "value_and_updates")
     train_vars = trainable(rule, variables)
     rest = {k: v for k, v in variables.items() if k not in train_vars}
     if not rule.feedback_names and not rule.receiver_feedback_names:

@@ -39,7 +39,7 @@ from alearn.layers.receiver import run_receiver
 from alearn.layers.tape import Tape
 from alearn.wrappers import _coverage, _match
 from alearn.wrappers.ops import DotGeneralOp, EinsumOp, conv_op, dot_op
-from alearn.wrappers.ops_transpose import ConvTransposeOp
+from alearn.wrappers.ops_transpose import conv_transpose_op
 
 Array = jax.Array
 
@@ -280,13 +280,9 @@ class Interceptor:
         def conv_transpose(lhs, rhs, strides, padding, rhs_dilation=None,
                            dimension_numbers=None, transpose_kernel=False, precision=None,
                            preferred_element_type=None):
-            op = ConvTransposeOp(
-                in_shape=tuple(lhs.shape), kernel_shape=tuple(rhs.shape), dtype=rhs.dtype,
-                strides=tuple(strides), padding=padding if isinstance(padding, str)
-                else tuple(tuple(p) for p in padding),
-                rhs_dilation=None if rhs_dilation is None else tuple(rhs_dilation),
-                dimension_numbers=dimension_numbers, transpose_kernel=transpose_kernel,
-                precision=precision, preferred_element_type=preferred_element_type)
+            op = conv_transpose_op(lhs, rhs, strides, padding, rhs_dilation,
+                                   dimension_numbers, transpose_kernel, precision,
+                                   preferred_element_type)
             return self.apply(module, op, lhs, rhs, "ConvTranspose")
         return conv_transpose
 

@@ -23,7 +23,7 @@ from flax import nnx
 from alearn.layers.receiver import run_receiver
 from alearn.layers.tape import Tape
 from alearn.wrappers import _coverage
-from alearn.wrappers._nnx_call import (PATH, RECEIVER_VARS, RID, SHAPES, TAPE, Call, Feedback,
+from alearn.wrappers._nnx_call import (PATH, RECEIVER_VARS, SHAPES, TAPE, Call, Feedback,
                                        Recorder, explicit, no_axis_error,
                                        read_feedback, replicated)
 from alearn.wrappers._nnx_layers import KERNEL, routed_base

@@ -11,7 +11,7 @@ from flax import nnx, traverse_util
 
 from alearn.rules.base import Rule
 from alearn.wrappers._nnx_call import Feedback
-from alearn.wrappers._output import get_output, set_output
+from alearn.wrappers._output import get_output, set_output, split_batch
 
 Array = jax.Array
 
@@ -99,14 +99,7 @@ def nnx_value_and_updates(loss_fn: Callable[..., Array], model: Any, *batch: Any
     if not isinstance(model, WrappedNNX):
         raise TypeError(f"nnx_value_and_updates needs alearn.wrap_nnx(model, ...), got "
                         f"{type(model).__name__}")
-    if not batch:
-        raise ValueError("nnx_value_and_updates needs the batch: (x, *loss_args) or "
-                         "(*inputs, targets=...)")
-    if targets is None:
-        inputs, loss_args = batch[:1], batch[1:]
-    else:
-        inputs = batch
-        loss_args = tuple(targets) if isinstance(targets, tuple) else (targets,)
+    inputs, loss_args = split_batch(batch, targets, "nnx_value_and_updates")
     given = {}
     if model.rule.needs_carrier:  # δ_L first: the output error of a forward pass on a clone
         first = nnx.clone(model)

@@ -36,3 +36,14 @@ def set_output(out: Any, selector: Any, value: Any) -> Any:
     new = dict(out)
     new[key] = inner
     return type(out)(new) if not isinstance(out, dict) else new
+
+
+def split_batch(batch: tuple, targets: Any, where: str) -> tuple[tuple, tuple]:
+    """``(model inputs, loss arguments)`` of ``value_and_updates``' positional batch:
+    without ``targets`` the first array is the input and the rest go to the loss; with
+    it, every positional array is an input and ``targets`` (a tuple: several) the loss's."""
+    if not batch:
+        raise ValueError(f"{where} needs the batch: (x, *loss_args) or (*inputs, targets=...)")
+    if targets is None:
+        return batch[:1], batch[1:]
+    return batch, tuple(targets) if isinstance(targets, tuple) else (targets,)

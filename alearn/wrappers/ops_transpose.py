@@ -31,3 +31,17 @@ class ConvTransposeOp(LinearOp):
             x, w, self.strides, self.padding, rhs_dilation=self.rhs_dilation,
             dimension_numbers=self.dimension_numbers, transpose_kernel=self.transpose_kernel,
             precision=self.precision, preferred_element_type=self.preferred_element_type)
+
+
+def conv_transpose_op(lhs: Array, rhs: Array, strides: Any, padding: Any,
+                      rhs_dilation: Any = None, dimension_numbers: Any = None,
+                      transpose_kernel: bool = False, precision: Any = None,
+                      preferred_element_type: Any = None) -> ConvTransposeOp:
+    """The operator of a ``lax.conv_transpose`` call (its arguments made hashable)."""
+    return ConvTransposeOp(
+        in_shape=tuple(lhs.shape), kernel_shape=tuple(rhs.shape), dtype=rhs.dtype,
+        strides=tuple(strides), padding=padding if isinstance(padding, str)
+        else tuple(tuple(p) for p in padding),
+        rhs_dilation=None if rhs_dilation is None else tuple(rhs_dilation),
+        dimension_numbers=dimension_numbers, transpose_kernel=transpose_kernel,
+        precision=precision, preferred_element_type=preferred_element_type)

@@ -268,3 +268,14 @@ def test_dfa_shortcut_check_follows_a_residual_stream_through_nn_scan():
     (loss, _, _), _ = alearn.value_and_updates(alearn.cross_entropy, wrapped, dfa, v, x,
                                                jnp.array([0, 1]))
     assert np.isfinite(float(loss))
+
+
+def test_dfa_eager_apply_on_numpy_input_after_jitted_init():
+    """The README pattern: ``alearn.init`` (jitted) then an eager ``apply`` on a NumPy
+    batch: the layer reading the model input owns no D either way."""
+    model, (x,), _ = zoo.make("resnet")
+    wrapped, dfa = alearn.wrap(model, **WRAP["resnet"]), alearn.rules.create("dfa")
+    v = alearn.init(wrapped, dfa, jax.random.key(0), x)
+    assert "conv_init" not in v["feedback"]
+    out = wrapped.apply(v, np.asarray(x), rule=dfa)
+    assert out.shape == (x.shape[0], zoo.RESNET_CLASSES)

@@ -93,7 +93,7 @@ class Interceptor:
         the input's gradient is discarded, so it owns no D)."""
         self.tape, self.blocks, self.receivers = tape, tuple(blocks), tuple(receivers)
         self.tag = tag
-        self.inputs = [a for a in inputs if isinstance(a, jax.Array)]
+        self.inputs = [a for a in inputs if hasattr(a, "shape")]  # jax or NumPy arrays
         self.paths: list[str] = []
         self.layers: list[LayerRecord] = []
         self.matched: set[str] = set()

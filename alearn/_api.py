@@ -59,9 +59,11 @@ def value_and_updates(loss_fn: Callable[..., Array], model: nn.Module, rule: Rul
 
     For BP ``updates`` is ``jax.grad`` of that loss; for the other rules it is what the rule
     prescribes, with DFA's output error δ_L = ∂loss/∂outputs (of the output that
-    ``alearn.wrap(..., output=)`` selects). For a wrapped model DFA takes δ_L from a first
-    forward pass and hands it to every layer (XLA computes the forward once: both passes
-    are the same program); this is what makes layers inside ``nn.scan`` work.
+    ``alearn.wrap(..., output=)`` selects). δ_L reaches a wrapped model's layers as the
+    cotangent of a carrier added to the output (one forward pass); where a layer sits in a
+    lifted transform (``nn.scan``, ``nn.remat``), which the carrier cannot leave, δ_L is
+    taken from a first forward pass and handed to every layer instead (two forward passes:
+    XLA does not merge them).
     ``updates`` has the structure of :func:`trainable`; model state (batch statistics) is
     updated when ``train`` is true; ``rngs`` (e.g. ``{"dropout": key}``) go to ``apply``.
     """
@@ -73,13 +75,19 @@ def value_and_updates(loss_fn: Callable[..., Array], model: nn.Module, rule: Rul
     mutable = [k for k in rest if k != "feedback"] if train else []
     mutable = mutable or False
     extra = {"rngs": rngs} if rngs else {}
-    given = isinstance(model, Wrapped) and rule.needs_carrier
-
     def run(tv, **kw):
         out = model.apply({**rest, **tv}, *inputs, rule=rule, train=train, mutable=mutable,
                           **extra, **kw)
         return out if mutable else (out, {})
 
+    def objective_with(extra_kw):
+        def objective(tv):
+            outputs, state = run(tv, **extra_kw)
+            return loss_fn(outputs, *loss_args), (outputs, dict(state))
+        return objective
+
+    given = (isinstance(model, Wrapped) and rule.needs_carrier
+             and not _carrier_reaches_every_layer(model, objective_with({}), train_vars))
     if given:  # δ_L first: the output error of a forward pass
         zeros = _zeros_error(model, {**rest, **train_vars}, inputs, train,
                              {**extra, "mutable": mutable})
@@ -90,14 +98,35 @@ def value_and_updates(loss_fn: Callable[..., Array], model: nn.Module, rule: Rul
         extra_kw = {"output_error": jax.lax.stop_gradient(error)}
     else:
         extra_kw = {}
-
-    def objective(tv):
-        outputs, state = run(tv, **extra_kw)
-        return loss_fn(outputs, *loss_args), (outputs, dict(state))
-
     with checked(model):
-        (loss, (outputs, state)), grads = jax.value_and_grad(objective, has_aux=True)(train_vars)
+        (loss, (outputs, state)), grads = jax.value_and_grad(
+            objective_with(extra_kw), has_aux=True)(train_vars)
     return (loss, outputs, state), grads
+
+
+def _carrier_reaches_every_layer(model: Wrapped, objective: Callable, tv: dict) -> bool:
+    """Whether the carrier form traces (no layer inside a lifted transform); decided once
+    per (model, rule, shapes) by an abstract trace and remembered on the wrapper."""
+    key = (objective.__qualname__, jax.tree.map(lambda a: (a.shape, a.dtype), tv))
+    cache = model.__dict__.setdefault("_carrier_ok", {})
+    try:
+        hashable = hash(str(key))
+    except TypeError:
+        hashable = None
+    if hashable in cache:
+        return cache[hashable]
+    try:
+        with checked(model):
+            jax.eval_shape(jax.grad(lambda t: objective(t)[0]), tv)
+        ok = True
+    except jax.errors.UnexpectedTracerError:
+        ok = False
+    except ValueError as exc:
+        if "lifted transform" not in str(exc):
+            raise
+        ok = False
+    cache[hashable] = ok
+    return ok
 
 
 def _zeros_error(model: Wrapped, variables: dict, inputs: tuple, train: bool,

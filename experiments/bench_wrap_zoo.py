@@ -32,6 +32,7 @@ flags.DEFINE_integer("steps", 100, "training steps on the fixed batch")
 flags.DEFINE_integer("time_steps", 20, "timed steps (median) after warm-up")
 flags.DEFINE_list("models", list(zoo.ALL_LINEN), "zoo models")
 flags.DEFINE_list("rules", ["bp", "fa", "dfa", "kp", "sign", "wm", "asap"], "rules")
+flags.DEFINE_integer("batch", 32, "the zoo's sample batch tiled to this many rows")
 flags.DEFINE_string("out", "", "JSON file for the rows")
 
 
@@ -44,38 +45,48 @@ def _rule(name):
     return alearn.rules.create(name, **({"grouping": "block_input"} if name == "asap" else {}))
 
 
-def _run(name: str, rule_name: str) -> dict:
+def _tile(a, n: int):
+    reps = -(-n // a.shape[0])
+    return jnp.concatenate([a] * reps)[:n]
+
+
+def _run(name: str, rule_name: str, start: dict) -> dict:
+    """``start``: the forward parameters every rule of this model starts from (BP's init:
+    under nn.scan, Flax's lifted init draws other values when the body also creates
+    feedback, so a rule's own init would start elsewhere)."""
     model, inputs, y = zoo.make(name)
+    inputs, y = tuple(_tile(a, FLAGS.batch) for a in inputs), _tile(y, FLAGS.batch)
     wrapped, rule = alearn.wrap(model, **WRAP[name]), _rule(rule_name)
     try:
         v = wrapped.init(jax.random.key(0), *inputs, rule=rule)
     except ValueError as exc:  # a rule the model cannot take says why
         return {"model": name, "rule": rule_name, "runs": False, "why": str(exc)[:160]}
+    v = {**v, **(start or {})}
     params = alearn.trainable(rule, v)
     fixed = {k: a for k, a in v.get("feedback", {}).items()} if "feedback" not in params else {}
-    rest = {k: a for k, a in v.items() if k not in params and k != "feedback"}
+    state = {k: a for k, a in v.items() if k not in params and k != "feedback"}
     tx = optax.chain(rule.transform(), optax.adam(1e-3))
 
     @jax.jit
-    def step(params, fixed, opt, key):
-        variables = {**rest, **params, **({"feedback": fixed} if fixed else {})}
-        (loss, _, _), upd = alearn.value_and_updates(
-            _loss, wrapped, rule, variables, *inputs, targets=y, train=False)
+    def step(params, fixed, state, opt, key):
+        variables = {**state, **params, **({"feedback": fixed} if fixed else {})}
+        (loss, _, new_state), upd = alearn.value_and_updates(
+            _loss, wrapped, rule, variables, *inputs, targets=y, train=True)
         steps, opt = tx.update(upd, opt, params)
         params = optax.apply_updates(params, steps)
         if rule_name == "wm":  # the mirror phase (the trainer runs it every 10th step)
             fixed = rule.mirror(params["params"], fixed, key)
-        return params, fixed, opt, loss
+        return params, fixed, {**state, **new_state}, opt, loss
 
     opt = tx.init(params)
     losses = []
     for i in range(FLAGS.steps):
-        params, fixed, opt, loss = step(params, fixed, opt, jax.random.key(i))
+        params, fixed, state, opt, loss = step(params, fixed, state, opt, jax.random.key(i))
         losses.append(float(loss))
     times = []
     for i in range(FLAGS.time_steps):
         t0 = time.perf_counter()
-        out = step(params, fixed, opt, jax.random.key(i))
+        out = step(params, fixed, state, opt, jax.random.key(i))
         jax.block_until_ready(out)
         times.append(time.perf_counter() - t0)
     n_params = sum(a.size for a in jax.tree.leaves(v["params"]))
@@ -93,8 +104,12 @@ def main(argv):
     print("|---|---|---|---|---|---|---|")
     for name in FLAGS.models:
         base = None
+        model, inputs, _ = zoo.make(name)
+        inputs = tuple(_tile(a, FLAGS.batch) for a in inputs)
+        start = {k: a for k, a in alearn.wrap(model, **WRAP[name]).init(
+            jax.random.key(0), *inputs, rule=alearn.rules.create("bp")).items()}
         for rule_name in FLAGS.rules:
-            r = _run(name, rule_name)
+            r = _run(name, rule_name, start)
             rows.append(r)
             if rule_name == "bp":
                 base = r

@@ -279,3 +279,29 @@ def test_dfa_eager_apply_on_numpy_input_after_jitted_init():
     assert "conv_init" not in v["feedback"]
     out = wrapped.apply(v, np.asarray(x), rule=dfa)
     assert out.shape == (x.shape[0], zoo.RESNET_CLASSES)
+
+
+@pytest.mark.parametrize("name", zoo.ALL_LINEN)
+def test_fa_with_feedback_equal_to_weights_is_bp_on_every_model(name):
+    """B := W (kernel, or the tied head's embedding) at every routed map: FA is BP, so
+    every map (attention, LSTM gates, attend, scanned blocks) runs its rule's backward."""
+    model, inputs, y = zoo.make(name)
+    wrapped, fa = alearn.wrap(model, **WRAP[name]), alearn.rules.create("fa")
+    v = wrapped.init(jax.random.key(0), *inputs, rule=fa)
+    flat = dict(jax.tree_util.tree_flatten_with_path(v["params"])[0])
+
+    def weight(path, _):
+        for key in ("kernel", "embedding"):
+            if (k := path[:-1] + (jax.tree_util.DictKey(key),)) in flat:
+                return flat[k]
+        raise KeyError(path)
+
+    fb = jax.tree_util.tree_map_with_path(weight, v["feedback"])
+    (_, _, _), upd = jax.jit(lambda v_: alearn.value_and_updates(
+        _loss(name), wrapped, fa, v_, *inputs, targets=y, train=False))({**v, "feedback": fb})
+    kw = {"train": False} if name in ("resnet", "vit", "mlp_mixer") else {}
+    want = jax.jit(jax.grad(lambda p: _loss(name)(
+        model.apply({**v, "params": p}, *inputs, **kw), y)))(v["params"])
+    scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(want))
+    for a, b in zip(jax.tree.leaves(upd["params"]), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * scale)

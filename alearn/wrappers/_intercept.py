@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax.core import meta
+from flax.core import tracers as flax_tracers
 from flax.linen import linear as flax_linear
 from flax.linen import recurrent as flax_recurrent
 from jax import lax
@@ -93,6 +94,7 @@ class Interceptor:
         the input's gradient is discarded, so it owns no D)."""
         self.tape, self.blocks, self.receivers = tape, tuple(blocks), tuple(receivers)
         self.tag = tag
+        self.base_trace = flax_tracers.current_trace()  # the wrapped call's own trace
         self.inputs = [a for a in inputs if hasattr(a, "shape")]  # jax or NumPy arrays
         self.paths: list[str] = []
         self.layers: list[LayerRecord] = []
@@ -180,8 +182,18 @@ class Interceptor:
                              f"{type(out).__name__}, not one array; match a module that does")
         return self._receive(module, path, out, name="D_out")
 
+    def _carrier_here(self, path: str) -> None:
+        """The carrier cannot leave a lifted transform's trace (nn.scan, nn.remat, ...)."""
+        if self.tape.carrier is not None and flax_tracers.current_trace() != \
+                self.base_trace:
+            raise ValueError(
+                f"layer {path!r} sits inside a lifted transform (nn.scan, nn.remat, nn.vmap, "
+                "...), which DFA's carrier cannot leave: apply the model with output_error= "
+                "(alearn.value_and_updates does) ")
+
     def _receive(self, module: nn.Module, path: str, h: Array, name: str = "D") -> Array:
         rule, tape = self.tape.rule, self.tape
+        self._carrier_here(path)
         feedback = {}
         for fb in rule.receiver_feedback_names:
             stored = fb if name == "D" else f"{fb}_out"
@@ -212,6 +224,7 @@ class Interceptor:
               kind: str, kernel_param: str = "kernel") -> Array:
         tape, rule = self.tape, self.tape.rule
         path = path_of(module)
+        self._carrier_here(path)
         entry = self._entry if self._entry is not None else x
         self._entry = None
         source = self._source(entry)

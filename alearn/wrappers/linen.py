@@ -182,6 +182,9 @@ class Wrapped:
         try:
             with nn.intercept_methods(spy):
                 result = fn(first, *args, **kwargs)
+            self._check(spy, initializing)
+            self.last_layers = spy.layers
+            return self._close(tape, result, kwargs, initializing)
         except flax.errors.ScopeParamNotFoundError as exc:
             self._sharing_order(rule, exc)
             raise
@@ -193,9 +196,6 @@ class Wrapped:
                     "alearn.value_and_updates (it gives δ_L up front) or pass output_error="
                 ) from exc
             raise
-        self._check(spy, initializing)
-        self.last_layers = spy.layers
-        return self._close(tape, result, kwargs, initializing)
 
     def _sharing_order(self, rule: Rule, exc: Exception) -> None:
         if hasattr(rule, "grouping"):

@@ -146,13 +146,20 @@ def nnx_pair(kind: str):
     return native, (NnxMLP if kind == "mlp" else NnxCNN), x, y
 
 
-def load_into_nnx(wrapped, variables: dict) -> None:
-    """Copies a native variables dict (params + feedback) into an NNX-wrapped twin."""
+def load_into_nnx(wrapped, variables: dict) -> set:
+    """Copies a native variables dict (params + feedback) into an NNX-wrapped twin; returns
+    the layers whose native feedback the twin does not hold (under DFA the layer reading
+    the model input owns no D in the wrapper; the native models still draw one)."""
+    dropped = set()
     for coll in ("params", "feedback"):
         for layer, leaves in variables.get(coll, {}).items():
             module = getattr(wrapped.model, layer)
             for name, value in leaves.items():
+                if coll == "feedback" and not hasattr(module, name):
+                    dropped.add(layer)
+                    continue
                 getattr(module, name)[...] = value
+    return dropped
 
 
 def nnx_as_native(grads) -> dict:

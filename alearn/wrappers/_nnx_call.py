@@ -1,7 +1,8 @@
 """State of one ``WrappedNNX`` call, and the :class:`Feedback` variables it reads.
 
-A :class:`Call` holds the tape, the arrays already consumed by a routed layer (the first
-consumer owns DFA's D) and the receivers' outputs (layers reading one own no D). Its
+A :class:`Call` holds the tape, the model's inputs, the arrays already consumed by a routed
+layer (the first consumer owns DFA's D) and the receivers' outputs (layers reading a model
+input or a receiver's output own no D). Its
 subclass :class:`Recorder` is the wrap-time abstract pass that records what every layer
 and receiver needs; a call with ``tagged`` set is the wrap-time check trace, where every
 map and receiver is a named jit (:mod:`alearn.wrappers._coverage`).
@@ -35,32 +36,71 @@ class Feedback(nnx.Variable):
 
 
 class Call:
-    """State of one wrapped call (see module docstring)."""
+    """State of one wrapped call (see module docstring).
 
-    def __init__(self, tape: Tape, tagged: list | None = None):
+    ``inputs``: the model's positional inputs (a routed layer handed one of those very
+    arrays sends DFA nothing down: the input's gradient is discarded, so it owns no D).
+    ``described``: a list to append each routed map's description to (``alearn.describe``;
+    the tagged trace only)."""
+
+    def __init__(self, tape: Tape, tagged: list | None = None, inputs: Any = (),
+                 described: list | None = None):
         self.tape = tape
-        self.seen: list[Array] = []
-        self.received: list[Array] = []
+        self.inputs = [a for a in jax.tree.leaves(inputs) if hasattr(a, "shape")]
+        self.seen: list[tuple[Array, str]] = []  # arrays consumed by a layer (array, by)
+        self.received: list[tuple[Array, str]] = []  # receivers' outputs (array, at)
         self.tagged = tagged  # the check trace: module path of each tagged map, in order
         self.n_receivers = 0
+        self.described = described
+        self._groups: list[Array] = []  # activation-sharing groups (describe)
 
-    def owns(self, entry: Any) -> bool:
-        """Whether the layer reading ``entry`` sends DFA's δ_L D to it (first consumer of
-        an array that is not a receiver's output)."""
+    def source(self, entry: Any, path: str) -> str:
+        """Where DFA's signal from the layer ``path`` reading ``entry`` goes: "own" (it
+        sends δ_L D; first consumer of the array), "model input", "receiver <path>" or
+        "shared with <path>" (it owns no D)."""
         if entry is None:
-            return True
-        if any(a is entry for a in self.received) or any(a is entry for a in self.seen):
-            return False
-        self.seen.append(entry)
-        return True
+            return "own"
+        if any(a is entry for a in self.inputs):
+            return "model input"
+        for arr, at in self.received:
+            if arr is entry:
+                return f"receiver {at}"
+        for arr, by in self.seen:
+            if arr is entry:
+                return f"shared with {by}"
+        self.seen.append((entry, path))
+        return "own"
 
     def tag_map(self, layer: nnx.Module, op: Any, x: Array, kernel: Array,
-                feedback: dict) -> Array:
-        self.tagged.append(getattr(layer, PATH, type(layer).__name__))
+                feedback: dict, source: str = "own") -> Array:
+        path = getattr(layer, PATH, type(layer).__name__)
+        if self.described is not None:
+            self.described.append(self._describe(path, op, x, feedback, source))
+        self.tagged.append(path)
         y = _coverage.tagged(_coverage.TAG_MAP, len(self.tagged) - 1,
                              lambda a, w, fb: op.apply(a, w))(x, kernel, feedback)
         self.tape.layer_index += 1
         return y
+
+    def _describe(self, path: str, op: Any, x: Array, feedback: dict, source: str) -> dict:
+        """Role and activation-sharing group of the map about to run (as the Linen
+        wrapper's describe trace)."""
+        tape, rule = self.tape, self.tape.rule
+        role = getattr(rule, "role", None)
+        rec = {"path": path, "op": op, "source": source,
+               "role": f"{rule.name}: {role(tape, op)}" if role is not None else "",
+               "sharing": ""}
+        tape.feedback = feedback
+        ctx = rule.context(tape, x, op)
+        arrays = [a for a in jax.tree.leaves(ctx) if hasattr(a, "shape") and a.ndim]
+        if arrays:
+            shared = arrays[0]
+            i = next((i for i, a in enumerate(self._groups) if a is shared), None)
+            if i is None:
+                self._groups.append(shared)
+                i = len(self._groups) - 1
+            rec["sharing"] = f"group {i} {tuple(shared.shape)}"
+        return rec
 
     def tag_receiver(self, h: Array, feedback: dict) -> Array:
         self.n_receivers += 1
@@ -78,8 +118,8 @@ class Recorder(Call):
     (receiver id, "D" | "D_out"), (activation shape, dtype, probe) where the probe is the
     in-trace shape of one of the module's variables (its stacking prefix at draw time)."""
 
-    def __init__(self, tape: Tape, records: dict, receivers: dict):
-        super().__init__(tape)
+    def __init__(self, tape: Tape, records: dict, receivers: dict, inputs: Any = ()):
+        super().__init__(tape, inputs=inputs)
         self.records, self.receivers = records, receivers
 
     def record(self, lid: Any, op: Any) -> dict:

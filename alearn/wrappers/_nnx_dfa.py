@@ -51,7 +51,7 @@ def receive(module: nnx.Module, call: Call, h: Array, where: str) -> Array:
         out = jax.sharding.reshard(out, spec)
     else:
         out = run_receiver(tape, h, feedback)
-    call.received.append(out)
+    call.received.append((out, getattr(module, PATH, "")))
     return out
 
 
@@ -176,7 +176,7 @@ def check_trace(model: nnx.Module, rule: Any, inputs: tuple, out_shape: tuple, o
     graphdef, state = nnx.split(model)
     tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape,
                 error=jnp.zeros((batch, *out_shape)) if rule.needs_carrier else None)
-    call = Call(tape, tagged=[])
+    call = Call(tape, tagged=[], inputs=inputs)
 
     def run(st):
         token = TAPE.set(call)

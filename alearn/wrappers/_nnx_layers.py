@@ -18,8 +18,8 @@ from jax import lax
 
 from alearn.layers.linear import run_rule
 from alearn.wrappers._match import param_matches
-from alearn.wrappers._nnx_call import (ID, TAPE, Call, Recorder, explicit, read_feedback,
-                                       replicated)
+from alearn.wrappers._nnx_call import (ID, PATH, TAPE, Call, Recorder, explicit,
+                                       read_feedback, replicated)
 from alearn.wrappers.ops import DotGeneralOp, EinsumOp, conv_op, dot_op
 from alearn.wrappers.ops_transpose import conv_transpose_op
 
@@ -162,14 +162,15 @@ def rule_apply(layer: nnx.Module, op: Any, x: Array, kernel: Array, entry: Any) 
             f"{type(layer).__name__} was routed through a learning rule by alearn.wrap_nnx "
             "and must be called through the wrapper (wrapped(x)), not the inner model")
     tape, rule = call.tape, call.tape.rule
-    tape.input_received = not call.owns(entry)
+    source = call.source(entry, getattr(layer, PATH, type(layer).__name__))
+    tape.input_received = source != "own"
     try:
         if isinstance(call, Recorder):
             feedback = call.record(getattr(layer, ID, None), op)
         else:
             feedback = read_feedback(layer, tuple(rule.layer_feedback_names(tape, op)), rule)
         if call.tagged is not None:  # the wrap-time check's trace
-            return call.tag_map(layer, op, x, kernel, feedback)
+            return call.tag_map(layer, op, x, kernel, feedback, source)
         if not any(explicit(a) for a in (x, kernel, *feedback.values())):
             return run_rule(tape, op, x, kernel, feedback)
         # explicit sharding (jax.set_mesh + nnx.with_partitioning): the rule's products are

@@ -1,6 +1,7 @@
 """``alearn.describe``: what trains how in a wrapped model.
 
-One row per parameter (and per DFA receiver): the rule that updates it, its feedback
+Linen (``alearn.wrap``) and NNX (``alearn.wrap_nnx``, :mod:`alearn.wrappers._nnx_describe`)
+models. One row per parameter (and per DFA receiver): the rule that updates it, its feedback
 weights (shape, bytes), the layer's activation-sharing role and group, where DFA's signal
 reaches the layer's input, and whether a lifted transform stacks it. Computed from an
 abstract trace (no arrays are allocated, nothing is compiled).
@@ -69,17 +70,33 @@ def _leaves(tree: Any) -> dict:
     return {"/".join(str(getattr(k, "key", k)) for k in p): a for p, a in flat}
 
 
-def describe(model: Any, rule: Rule, *inputs: Any, variables: dict | None = None,
-             train: bool = False) -> Description:
-    """Lists every parameter of a wrapped Linen model with the rule that updates it.
+def describe(model: Any, rule: Rule | None = None, *inputs: Any,
+             variables: dict | None = None, train: bool = False) -> Description:
+    """Lists every parameter of a wrapped model with the rule that updates it.
 
-    ``model``: ``alearn.wrap(...)``; ``inputs``: sample model inputs (shapes matter);
-    ``variables``: from ``alearn.init`` (drawn abstractly when omitted). Raises the same
-    errors as ``init`` (uncovered parameters, DFA shortcuts).
+    ``model``: ``alearn.wrap(...)`` or ``alearn.wrap_nnx(...)``; ``inputs``: sample model
+    inputs (shapes matter). Linen: ``describe(model, rule, *inputs, variables=None)``,
+    ``variables`` from ``alearn.init`` (drawn abstractly when omitted); raises the same
+    errors as ``init`` (uncovered parameters, DFA shortcuts). NNX: the rule is bound at
+    wrap time, so ``describe(model, None, *inputs)`` or ``describe(model, *inputs)``; a
+    rule given must be the bound one; the feedback is the model's own.
     """
     from alearn.wrappers.linen import Wrapped  # pylint: disable=import-outside-toplevel
+    from alearn.wrappers.nnx import WrappedNNX  # pylint: disable=import-outside-toplevel
+    if isinstance(model, WrappedNNX):
+        if variables is not None or train:
+            raise TypeError("alearn.describe(wrapped_nnx, ...): variables= and train= are "
+                            "for Linen models; an NNX model holds its own variables (and "
+                            "takes its mode from its own arguments)")
+        # pylint: disable-next=import-outside-toplevel
+        from alearn.wrappers._nnx_describe import describe_nnx
+        return describe_nnx(model, rule, inputs)
     if not isinstance(model, Wrapped):
-        raise TypeError(f"alearn.describe expects alearn.wrap(model), got {type(model).__name__}")
+        raise TypeError(f"alearn.describe expects alearn.wrap(model) or "
+                        f"alearn.wrap_nnx(model, ...), got {type(model).__name__}")
+    if not isinstance(rule, Rule):
+        raise TypeError(f"alearn.describe(model, rule, *inputs): a Linen model needs the "
+                        f"rule, got {type(rule).__name__}")
     if variables is None:
         variables = jax.eval_shape(lambda k: model.init(k, *inputs, rule=rule, train=train),
                                    jax.random.key(0))

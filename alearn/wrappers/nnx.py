@@ -34,13 +34,15 @@ DFA (as in :mod:`alearn.wrappers.linen`): :func:`nnx_value_and_updates` computes
 first forward pass (on a clone: no state moves) and hands it to every layer, so layers in
 ``nnx.scan`` bodies work (``wrapped(x, output_error=e)`` by hand). Each layer sends
 ``δ_L D`` to its input; where one array feeds several layers (q/k/v) only the first owns
-D. ``blocks=`` puts a receiver (Feedback ``D`` on the matched module) at a module's input,
-``receivers=`` on its output (``D_out``); a receiver replaces all the gradient arriving
-there by ``δ_L D`` and a layer reading its output owns no D. At wrap time a layer whose
-output reaches several receiving points through non-layer ops (a residual shortcut) is
-refused, naming the pattern to pass (``dfa_shortcuts="allow"`` sums the signals; as in
-Linen, leaving an ``nnx.scan`` body counts as one receiving point, so a shortcut across
-scanned blocks is not seen: put ``blocks=`` on the scanned block yourself). A
+D, and a layer handed a model input (the very array the wrapper was called with) owns none
+(the input's gradient is discarded). ``blocks=`` puts a receiver (Feedback ``D`` on the
+matched module) at a module's input, ``receivers=`` on its output (``D_out``); a receiver
+replaces all the gradient arriving there by ``δ_L D`` and a layer reading its output owns
+no D. At wrap time a layer whose output reaches several receiving points through
+non-layer ops (a residual shortcut) is refused, naming the pattern to pass
+(``dfa_shortcuts="allow"`` sums the signals; as in Linen, leaving an ``nnx.scan`` body
+counts as one receiving point, so a shortcut across scanned blocks is not seen: put
+``blocks=`` on the scanned block yourself). A
 post-LN block (MiniGPT: ``LN(x + mha(x))``, ``LN(h + linear2(relu(linear1(h))))``) needs
 ``receivers=("transformer_blocks/*/mha", "transformer_blocks/*/linear2")``: its FFN is
 no module, so the receiver goes on its last Linear.
@@ -182,7 +184,7 @@ class WrappedNNX(nnx.Module):
 
         def run(st):
             tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape, error=error)
-            token = TAPE.set(Recorder(tape, records, received))
+            token = TAPE.set(Recorder(tape, records, received, inputs))
             try:
                 return nnx.merge(graphdef, st)(*inputs)
             finally:
@@ -219,7 +221,7 @@ class WrappedNNX(nnx.Module):
             raise ValueError(f"output_error has shape {error.shape}, the output is "
                              f"{(batch, *shape)}")
         tape = Tape(rule, batch, math.prod(shape), out_shape=shape, error=error)
-        token = TAPE.set(Call(tape))
+        token = TAPE.set(Call(tape, inputs=inputs))
         try:
             out = self.model(*inputs, **kwargs)
         except jax.errors.UnexpectedTracerError as exc:

@@ -39,6 +39,7 @@ from alearn.layers.linear import run_rule
 from alearn.layers.receiver import run_receiver
 from alearn.layers.tape import Tape
 from alearn.wrappers import _coverage, _match
+from alearn.wrappers.describe import role_and_group
 from alearn.wrappers.ops import DotGeneralOp, EinsumOp, conv_op, dot_op
 from alearn.wrappers.ops_transpose import conv_transpose_op
 
@@ -249,21 +250,7 @@ class Interceptor:
 
     def _describe(self, rec: LayerRecord, op: Any, x: Array, feedback: dict) -> None:
         """Role and sharing group of a layer (the tagged trace only; ``describe``)."""
-        tape, rule = self.tape, self.tape.rule
-        role = getattr(rule, "role", None)
-        if role is not None:
-            rec.role = f"{rule.name}: {role(tape, op)}"
-        tape.feedback = feedback
-        ctx = rule.context(tape, x, op)
-        arrays = [a for a in jax.tree.leaves(ctx) if hasattr(a, "shape") and a.ndim]
-        if arrays:
-            shared = arrays[0]
-            for i, (arr, _) in enumerate(self._groups):
-                if arr is shared:
-                    rec.sharing = f"group {i} {tuple(shared.shape)}"
-                    return
-            self._groups.append((shared, rec.path))
-            rec.sharing = f"group {len(self._groups) - 1} {tuple(shared.shape)}"
+        rec.role, rec.sharing = role_and_group(self.tape, op, x, feedback, self._groups)
 
     def _dot(self, module, kernel_param):
         kind = type(module).__name__

@@ -19,6 +19,7 @@ from flax import nnx
 
 from alearn.layers.tape import Tape
 from alearn.wrappers import _coverage
+from alearn.wrappers.describe import role_and_group
 
 Array = jax.Array
 
@@ -85,22 +86,8 @@ class Call:
     def _describe(self, path: str, op: Any, x: Array, feedback: dict, source: str) -> dict:
         """Role and activation-sharing group of the map about to run (as the Linen
         wrapper's describe trace)."""
-        tape, rule = self.tape, self.tape.rule
-        role = getattr(rule, "role", None)
-        rec = {"path": path, "op": op, "source": source,
-               "role": f"{rule.name}: {role(tape, op)}" if role is not None else "",
-               "sharing": ""}
-        tape.feedback = feedback
-        ctx = rule.context(tape, x, op)
-        arrays = [a for a in jax.tree.leaves(ctx) if hasattr(a, "shape") and a.ndim]
-        if arrays:
-            shared = arrays[0]
-            i = next((i for i, a in enumerate(self._groups) if a is shared), None)
-            if i is None:
-                self._groups.append(shared)
-                i = len(self._groups) - 1
-            rec["sharing"] = f"group {i} {tuple(shared.shape)}"
-        return rec
+        role, sharing = role_and_group(self.tape, op, x, feedback, self._groups)
+        return {"path": path, "op": op, "source": source, "role": role, "sharing": sharing}
 
     def tag_receiver(self, h: Array, feedback: dict) -> Array:
         self.n_receivers += 1

@@ -65,6 +65,27 @@ class Description:
         return "\n".join(lines)
 
 
+def role_and_group(tape: Any, op: Any, x: Array, feedback: dict, groups: list
+                   ) -> tuple[str, str]:
+    """(the rule's role for the map about to run, its activation-sharing group) in a
+    describe trace; ``groups`` collects the distinct shared activations seen so far.
+    Calls ``rule.context`` exactly as the rule's own pass would (the tape advances)."""
+    rule = tape.rule
+    role = getattr(rule, "role", None)
+    role_s = f"{rule.name}: {role(tape, op)}" if role is not None else ""
+    tape.feedback = feedback
+    ctx = rule.context(tape, x, op)
+    arrays = [a for a in jax.tree.leaves(ctx) if hasattr(a, "shape") and a.ndim]
+    if not arrays:
+        return role_s, ""
+    shared = arrays[0]
+    i = next((i for i, a in enumerate(groups) if a is shared), None)
+    if i is None:
+        groups.append(shared)
+        i = len(groups) - 1
+    return role_s, f"group {i} {tuple(shared.shape)}"
+
+
 def _leaves(tree: Any) -> dict:
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return {"/".join(str(getattr(k, "key", k)) for k in p): a for p, a in flat}

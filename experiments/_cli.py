@@ -15,7 +15,9 @@ absl binaries call :func:`run(main)` instead of ``app.run(main)``; argparse bina
 
 from __future__ import annotations
 
+import difflib
 import logging as std_logging
+import re
 import sys
 import traceback
 from typing import Callable
@@ -115,6 +117,26 @@ def _sibling_fields(argv: list[str], parents: list[str]) -> str:
         return ""
 
 
+def _unknown_field(e: BaseException) -> tuple[str, str | None]:
+    """(field, suggested field or None) from ml_collections' error for an unknown field.
+
+    Its message comes wrapped (an AttributeError around a KeyError whose text is the quoted
+    name, a newline and ``Did you mean "x" instead of "y"?``), so ``str(e)`` shows escaped
+    quotes and a literal ``\\n``; this reads the innermost text instead.
+    """
+    inner: object = e
+    while isinstance(inner, BaseException) and inner.args:
+        inner = inner.args[0]
+    text = str(inner)
+    mean = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+    if mean:
+        return mean.group(2), mean.group(1)
+    name = re.search(r'Key "([^"]+)" does not exist', text)
+    if name:
+        return name.group(1), None
+    return text.splitlines()[0].strip().strip("\"'") if text.strip() else repr(e), None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     verbose = _verbose(argv)
     try:
@@ -127,13 +149,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         fail(f"{_flag_message(e)} (--helpshort lists the flags)", USAGE_EXIT, verbose)
     except (AttributeError, KeyError) as e:  # --config.<unknown field>=...
-        field = str(e).strip("\"'")
+        field, suggestion = _unknown_field(e)
         bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
                and a.split("=")[0].split(".")[-1] == field]
         flag = bad[0] if bad else f"--config.{field}"
-        fields = _sibling_fields(argv, flag[len("--config."):].split(".")[:-1])
-        fail(f"unknown config field {flag[2:]!r}" + (f"; valid there: {fields}" if fields else ""),
-             USAGE_EXIT, verbose)
+        parents = flag[len("--config."):].split(".")[:-1]
+        fields = _sibling_fields(argv, parents)
+        if suggestion is None and fields:
+            close = difflib.get_close_matches(field, fields.split(", "), n=1)
+            suggestion = close[0] if close else None
+        hint = (f" (did you mean '{'.'.join(['config', *parents, suggestion])}'?)" if suggestion
+                else "")
+        fail(f"unknown config field {flag[2:]!r}{hint}"
+             + (f"; valid there: {fields}" if fields else ""), USAGE_EXIT, verbose)
     except (ValueError, TypeError) as e:  # a --config.<field>=<value> of the wrong type
         fail(_flag_message(e), USAGE_EXIT, verbose)
     return []

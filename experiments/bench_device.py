@@ -117,7 +117,8 @@ def build_model(name: str):
 def prepare(model, shape, rule_name: str, batch: int, mesh) -> dict:
     """Compiles one case: ``{"run": run(n), "flops", "compile_s"}`` (``compile_s``: trace,
     lower and compile of the step)."""
-    rule = alearn.rules.create(rule_name)
+    # KP decays W and B itself (the base SGD has no weight decay: W − B shrinks evenly)
+    rule = alearn.rules.create(rule_name, **({"decay_kernel": True} if rule_name == "kp" else {}))
     opt = train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9))
     step, state, placed, _ = trainer_step(model, rule, opt, shape=shape, batch=batch, mesh=mesh)
     t0 = time.perf_counter()

@@ -38,13 +38,28 @@ def check_datasets(runs: Sequence[Run], data_dir: str | None) -> None:
 
     Uses alearn.data's cheap on-disk checks (no TFDS import, nothing is read or downloaded).
     """
-    from alearn.data import specs, tfds_source, tiny_imagenet
+    problems = dataset_problems(runs, data_dir)
+    if problems:
+        raise DatasetMissingError("No run was started; prepare these datasets first:\n"
+                                  + "\n".join(problems))
+
+
+def dataset_problems(runs: Sequence[Run], data_dir: str | None) -> list[str]:
+    """One message per dataset of ``runs`` that is not on disk, each with the command that
+    prepares it: TFDS builds, Tiny ImageNet, and Fashion-MNIST (the cpu scale's data:
+    ``apt-get install dataset-fashion-mnist``)."""
+    from alearn.data import idx, specs, tfds_source, tiny_imagenet
 
     root = tfds_source.resolve_data_dir(data_dir or None)
     problems = []
     for name in sorted({r.config.dataset for r in runs if r.config is not None}):
         spec = specs.SPECS[name]
-        if spec.kind in specs.TFDS_KINDS:  # images and text
+        if spec.kind == "idx":  # fashion_mnist: data_dir, then the Debian package's folder
+            try:
+                idx.locate(data_dir or None)
+            except FileNotFoundError as e:  # this binary's flag is --data_dir
+                problems.append(str(e).replace("--config.data_dir=", "--data_dir="))
+        elif spec.kind in specs.TFDS_KINDS:  # images and text
             try:
                 tfds_source.check_prepared(spec.name, spec.tfds_name, root, spec.build_extras)
             except tfds_source.DatasetNotFoundError as e:
@@ -56,9 +71,7 @@ def check_datasets(runs: Sequence[Run], data_dir: str | None) -> None:
                 problems.append(f"dataset 'tiny_imagenet' is not prepared under data_dir {root} "
                                 f"(missing {', '.join(missing)}). Run:\n  "
                                 f"{tiny_imagenet.prepare_command(root)}")
-    if problems:
-        raise DatasetMissingError("No run was started; prepare these datasets first:\n"
-                                  + "\n".join(problems))
+    return problems
 
 
 def machine() -> str:
@@ -192,8 +205,13 @@ def summary_line(table_id: str, run: Run, rundir: str, wall: float) -> str:
 
 def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
               data_dir: str | None = None, seeds: tuple[int, ...] | None = None,
-              out=sys.stdout) -> list[dict]:
-    """Runs (or lists) every run of ``table_id`` at ``scale``; returns one dict per run."""
+              out=sys.stdout, check_data: bool | None = None) -> list[dict]:
+    """Runs (or lists) every run of ``table_id`` at ``scale``; returns one dict per run.
+
+    ``check_data`` (default: at paper scale) checks every dataset of the table's runs that
+    still have to run before the first one starts (:func:`check_datasets`); a dry run
+    never does (``main`` reports the data after its listing).
+    """
     from experiments import _tables_cpu
 
     _tables_cpu.set_workdir(workdir, allow_pending=dry_run)
@@ -203,8 +221,9 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
         for r in runs:
             if r.config is not None:
                 r.config.data_dir = data_dir
-    if scale == "paper" and not dry_run:
-        check_datasets(runs, data_dir)
+    if (scale == "paper" if check_data is None else check_data) and not dry_run:
+        check_datasets([r for r in runs if not os.path.exists(
+            os.path.join(table_dir, r.name, RESULTS))], data_dir)
     manifest_path = os.path.join(table_dir, MANIFEST)
     manifest = _load(manifest_path)
     command = (f"python -m experiments.reproduce --table={table_id} --scale={scale} "
@@ -352,10 +371,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         for t in args.tables:
             try:
                 reproduce(t, args.scale, args.workdir, dry_run=args.dry_run,
-                          data_dir=args.data_dir or None, seeds=args.seed_list)
+                          data_dir=args.data_dir or None, seeds=args.seed_list,
+                          check_data=True)
             except (SweepPendingError, StaleRunError) as e:  # the message says what to do
                 _cli.fail(str(e), _cli.USAGE_EXIT, args.verbose)
+            except DatasetMissingError as e:
+                _cli.fail(str(e), _cli.USAGE_EXIT, args.verbose)
+        if args.dry_run:
+            print_data_status(args.tables, args.scale, args.seed_list, args.data_dir or None)
     return _cli.guard(run, args.verbose)
+
+
+def print_data_status(table_ids: Sequence[str], scale: str, seeds, data_dir: str | None,
+                      out=None) -> list[str]:
+    """After a dry run's listing: whether the runs' datasets are on disk, with the command
+    that prepares each missing one (a real run would stop at once). Returns the problems."""
+    out = sys.stdout if out is None else out
+    runs = [r for t in table_ids for r in tables.runs(t, scale, seeds)]
+    names = sorted({r.config.dataset for r in runs if r.config is not None})
+    problems = dataset_problems(runs, data_dir)
+    if not problems:
+        print(f"data: ready ({', '.join(names) or 'none needed'})", file=out)
+    for p in problems:
+        print(f"data: NOT READY: {p}", file=out)
+    if problems:
+        print("data: prepare the datasets above first; a run without them stops before "
+              "training", file=out)
+    return problems
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import _cli
@@ -39,7 +39,9 @@ def main(argv):
     from alearn.train import train_and_evaluate, validate_config
 
     validate_config(config)  # every mistake fails here, before any data or compilation
-    logging.info("config:\n%s", config)
+    if jax.process_index() == 0:  # the whole config is in <workdir>/config.json
+        print(f"run: rule={config.rule} model={config.model} dataset={config.dataset} "
+              f"epochs={config.epochs}; full config in {_WORKDIR.value}/config.json", flush=True)
     results = train_and_evaluate(config, _WORKDIR.value)
     summary = {k: results.get(k) for k in ("rule", "model", "dataset", "epochs", "test_accuracy",
                                            "test_loss", "train_samples_per_second", "num_params")}

@@ -177,7 +177,7 @@ def test_trainer_uses_fused_form_for_sgd_and_equals_separate_form():
 
 
 @pytest.mark.parametrize("config, hparams", [
-    ({"optimizer": "adam", "learning_rate": 1e-3}, {"decay_kernel": True}),  # not linear
+    ({"optimizer": "adam", "learning_rate": 1e-3}, {"weight_decay": 0.0}),  # not linear
     ({"optimizer": "sgd", "weight_decay_mask": "conv_kernels"}, {"weight_decay": 0.0}),
 ])
 def test_trainer_keeps_separate_form_where_fusion_is_not_exact(config, hparams):

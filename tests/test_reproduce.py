@@ -223,3 +223,35 @@ def test_extending_example_from_the_readme():
     h = jax.nn.relu(x @ p0["kernel"] + p0["bias"])  # the output layer's input
     bound = 1e-4 * jnp.abs(h).sum(axis=0)[:, None]  # |Σ_b h_bi clip(δ)_bj| <= 1e-4 Σ_b |h_bi|
     assert bool(jnp.all(jnp.abs(k) <= bound + 1e-9))
+
+
+def test_dry_run_checks_the_data_and_a_run_stops_before_training(tmp_path, monkeypatch, capsys):
+    """Issue 28: ``--dry_run`` says whether the runs' data is on disk, with the command that
+    installs it; a real run without it stops before the first run (cpu scale too)."""
+    import numpy as np
+
+    from alearn.data import idx
+
+    monkeypatch.setattr(idx, "DEBIAN_DIR", tmp_path / "no_debian_package")
+    monkeypatch.setattr(reproduce, "execute", lambda *a: pytest.fail("a run started"))
+    monkeypatch.setattr(reproduce, "use_compilation_cache", lambda workdir: None)
+    work = tmp_path / "work"
+    args = ["--table=lr_sweep", "--scale=cpu", f"--workdir={work}"]
+    assert reproduce.main(args + ["--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "data: NOT READY: dataset 'fashion_mnist' is not on disk" in out
+    assert "apt-get install dataset-fashion-mnist" in out and "--data_dir=" in out
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No run was started") and "Traceback" not in err
+    assert "apt-get install dataset-fashion-mnist" in err
+    assert not (work / "lr_sweep").exists()
+    data = tmp_path / "data"  # the four original files in --data_dir: ready
+    data.mkdir()
+    for images, labels in idx.FILES.values():
+        idx.write(data / images, np.zeros((2, 28, 28), np.uint8))
+        idx.write(data / labels, np.zeros(2, np.uint8))
+    assert reproduce.main(args + ["--dry_run", f"--data_dir={data}"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "data: ready (fashion_mnist)"

@@ -353,11 +353,11 @@ def test_paper_code_fa_conv_sends_conv_errors_through_w():
 
 
 @pytest.mark.parametrize("hparams, wd, mask, needle", [
-    ({"decay_kernel": True}, 5e-4, "params", "decays W twice"),
-    ({"decay_kernel": False}, 5e-4, "all", "decays B twice"),
-    ({"decay_kernel": False}, 0.0, "params", "W − B does not shrink"),
+    ({"decay_kernel": True, "weight_decay": 5e-4}, 5e-4, "params", "decay W twice"),
+    ({"decay_kernel": False, "weight_decay": 5e-4}, 5e-4, "all", "decay B twice"),
+    ({"decay_kernel": False, "weight_decay": 5e-4}, 0.0, "params", "W − B does not shrink"),
     ({"decay_kernel": False, "weight_decay": 1e-3}, 5e-4, "params",
-     "W decays by 0.0005 per step but B by 0.001"),
+     "W decays with λ=0.0005 but B with λ=0.001"),
     ({"decay_kernel": False}, 5e-4, "weights",
      "unknown weight_decay_mask 'weights'; choose one of: params, kernels, conv_kernels, all"),
 ])
@@ -375,12 +375,14 @@ def test_kp_weight_decay_combinations_rejected_in_configs(hparams, wd, mask, nee
     assert needle in str(err.value)
 
 
-@pytest.mark.parametrize("hparams, wd, mask", [
-    ({"decay_kernel": False}, 5e-4, "params"),  # the papers' setup: SGD decays W, KP B
-    ({}, 0.0, "params"),  # default.py:kp (no base decay): KP decays W and B itself
-    ({"decay_kernel": False, "weight_decay": 0.0}, 5e-4, "all"),  # the authors' SGD: W and B
+@pytest.mark.parametrize("hparams, wd, mask, optimizer", [
+    ({"decay_kernel": False, "weight_decay": 5e-4}, 5e-4, "params", "sgd"),  # papers: SGD W, KP B
+    ({"decay_kernel": True, "weight_decay": 5e-4}, 0.0, "params", "sgd"),  # KP decays W and B
+    ({"decay_kernel": False, "weight_decay": 0.0}, 5e-4, "all", "sgd"),  # authors' SGD: W and B
+    ({}, 0.0, "params", "adam"),  # default.py:kp (Adam): no decay, W − B constant
+    ({"weight_decay": 0.0}, 5e-4, "all", "adamw"),  # AdamW's decoupled decay on W and B
 ])
-def test_kp_safe_weight_decay_combinations_pass(hparams, wd, mask):
+def test_kp_safe_weight_decay_combinations_pass(hparams, wd, mask, optimizer):
     from experiments.configs import default
 
     from alearn.train import validate_config
@@ -388,6 +390,7 @@ def test_kp_safe_weight_decay_combinations_pass(hparams, wd, mask):
     config = default.get_config("kp")
     config.rule_hparams.update(hparams)
     config.weight_decay, config.weight_decay_mask = wd, mask
+    config.optimizer = optimizer
     validate_config(config)
 
 

@@ -6,6 +6,8 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import traverse_util
 
@@ -72,8 +74,10 @@ class KP(FA):
     (:func:`kp_decay`) decays B only and W's decay is the base optimizer's weight decay λ
     (the papers' setup: SGD weight decay 5e-4 on every forward parameter); with a base
     optimizer without weight decay set ``decay_kernel=True``. The trainer rejects the
-    combinations that decay W or B twice, or W and B by different amounts
-    (:meth:`check_base_weight_decay`). With SGD the trainer's optimizer
+    combinations that decay W or B twice, W and B by different amounts, or through Adam's
+    rescaling (:meth:`check_base_weight_decay`, mask- and optimizer-aware, naming config
+    flags that fix it); ``alearn.train.create_rule_optimizer`` checks any optax base the
+    same way at ``init`` (:meth:`check_optimizer`). With SGD the trainer's optimizer
     (``optimizer_from_config``) applies B's update in W's pass, without a momentum buffer
     for B (:mod:`alearn.train.kp_sgd`, equal up to float32 rounding).
 
@@ -107,31 +111,169 @@ class KP(FA):
     def transform(self) -> optax.GradientTransformation:
         return kp_decay(self.weight_decay, self.decay_kernel)
 
-    def check_base_weight_decay(self, weight_decay: float, decays_feedback: bool) -> None:
-        """Checks KP against a base optimizer with weight decay ``weight_decay`` on the
-        params (and on the feedback B too when ``decays_feedback``).
+    def check_base_weight_decay(self, weight_decay: float,
+                                weight_decay_mask: str | bool = "params",
+                                optimizer: str = "sgd") -> None:
+        """Checks KP against the trainer's base optimizer (``alearn.train.create_optimizer``
+        names): ``optimizer`` with weight decay ``weight_decay`` on the leaves that
+        ``weight_decay_mask`` selects. Accepted only where W − B shrinks by exactly
+        ``(1 − ηλ)`` per step (:func:`decay_problem`); the error names config flags that fix
+        it, each checked to pass. A bool ``weight_decay_mask`` (the old signature's
+        ``decays_feedback``) means ``"all"`` / ``"params"``.
 
         Raises:
-          ValueError: W or B would decay twice, or W and B by different amounts (then
-            ``W − B`` does not shrink to 0, Kolen–Pollack theorem, Sec. 4.2.1).
+          ValueError: W or B would decay twice, W and B by different amounts, or through an
+            optimizer that rescales the decay (Adam).
         """
-        base = float(weight_decay)
-        if self.decay_kernel and base > 0:
+        if isinstance(weight_decay_mask, bool):
+            weight_decay_mask = "all" if weight_decay_mask else "params"
+        setting = {"optimizer": str(optimizer).lower(), "weight_decay": float(weight_decay),
+                   "weight_decay_mask": str(weight_decay_mask).lower(),
+                   "rule_hparams.weight_decay": float(self.weight_decay),
+                   "rule_hparams.decay_kernel": bool(self.decay_kernel)}
+        problem = decay_problem(setting)
+        if problem is None:
+            return
+        fixes = decay_fixes(setting)
+        how = "; or ".join(" ".join(f"--config.{k}={v}" for k, v in fix.items()) for fix in fixes)
+        raise ValueError(f"rule 'kp': {problem}, so W − B does not shrink by (1 − ηλ) per step "
+                         f"(Kolen–Pollack, Sec. 4.2.1). Fix: {how}")
+
+    def check_optimizer(self, tx: optax.GradientTransformation, params: Any) -> None:
+        """Checks the whole optimizer ``tx`` over ``alearn.trainable`` (``{"params",
+        "feedback"}``) on concrete ``params``: one update with a zero gradient must shrink
+        every paired kernel W and its B by the same factor (KP's decay acts on W − B), so a
+        base optimizer that decays W twice, W but not B, or rescales the decay (Adam's L2)
+        is refused, whatever optax chain it is. Tracers (``jax.jit``/``eval_shape`` of
+        ``init``) are skipped. :func:`alearn.train.create_rule_optimizer` calls it at
+        ``init``.
+
+        Raises:
+          ValueError: naming the first uneven layer and how to pair the decay.
+        """
+        if "feedback" not in params or any(isinstance(x, jax.core.Tracer)
+                                           for x in jax.tree_util.tree_leaves(params)):
+            return
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        updates, _ = tx.update(zeros, tx.init(params), params)
+        flat_p = traverse_util.flatten_dict(params["params"])
+        flat_u = traverse_util.flatten_dict(updates["params"])
+        flat_b = traverse_util.flatten_dict(params["feedback"])
+        flat_ub = traverse_util.flatten_dict(updates.get("feedback", {}))
+        for b_path, b in flat_b.items():
+            w_path = kernel_path(flat_p, b_path) if b_path[-1] == "B" else None
+            if w_path is None or b_path not in flat_ub:
+                continue
+            kw, kb = _shrink(flat_u[w_path], flat_p[w_path]), _shrink(flat_ub[b_path], b)
+            if kw is not None and kb is not None and abs(kw - kb) <= 1e-5 * max(kw, kb, 1e-30):
+                continue
+            where = "/".join(map(str, w_path))
+            what = ("the optimizer rescales the decay of " + ("W" if kw is None else "B")
+                    + " per weight (Adam-style), not by one factor" if kw is None or kb is None
+                    else f"one step shrinks W by a factor 1 − {kw:.3g} but B by 1 − {kb:.3g}")
             raise ValueError(
-                f"rule 'kp' with decay_kernel=True and the optimizer's weight_decay={base:g} "
-                "decays W twice; set rule_hparams.decay_kernel=False (the optimizer then "
-                "decays W) or weight_decay=0")
-        if decays_feedback and base > 0 and self.weight_decay > 0:
-            raise ValueError(
-                f"rule 'kp' with weight_decay={self.weight_decay:g} and the optimizer's "
-                f"weight_decay={base:g} on all parameters (weight_decay_mask='all') decays B "
-                "twice; set rule_hparams.weight_decay=0 or weight_decay_mask='params'")
-        w = base + (self.weight_decay if self.decay_kernel else 0.0)
-        b = (base if decays_feedback else 0.0) + self.weight_decay
-        if abs(w - b) > 1e-12 * max(1.0, abs(w), abs(b)):
-            raise ValueError(
-                f"rule 'kp': W decays by {w:g} per step but B by {b:g} (optimizer "
-                f"weight_decay={base:g}, rule weight_decay={self.weight_decay:g}, "
-                f"decay_kernel={self.decay_kernel}), so W − B does not shrink to 0; give "
-                "both the same λ: optimizer weight_decay=λ with rule_hparams.weight_decay=λ, "
-                "or optimizer weight_decay=0 with decay_kernel=True")
+                f"rule 'kp' with this optimizer: at {where}, {what}, so W − B does not shrink "
+                "by (1 − ηλ) per step. Pair the decay: create('kp', decay_kernel=False, "
+                "weight_decay=λ) with create_optimizer('sgd', ..., weight_decay=λ); or "
+                "create('kp', decay_kernel=True, weight_decay=λ) with a base optimizer "
+                "without weight decay (optax.sgd); or create('kp', weight_decay=0.0) with "
+                "create_optimizer('adamw' or 'sgd', ..., weight_decay=λ, "
+                "weight_decay_mask='all')")
+
+
+def _shrink(update: Array, weight: Array) -> float | None:
+    """k with ``update == −k · weight`` (one step's decay factor 1 − k), None if the update is
+    not a multiple of the weight (a rescaled decay)."""
+    u, w = np.asarray(update, np.float64).ravel(), np.asarray(weight, np.float64).ravel()
+    ww = float(w @ w)
+    if not np.any(u):
+        return 0.0
+    if ww == 0.0:
+        return None
+    k = -float(u @ w) / ww
+    return k if np.linalg.norm(u + k * w) <= 1e-4 * np.linalg.norm(u) else None
+
+
+#: ``create_optimizer`` names whose moment estimates rescale what enters the gradient.
+ADAPTIVE = ("adam", "adamw")
+#: The layer kinds a weight-decay mask can treat differently (``conv_kernels``).
+_KINDS = ("dense", "conv")
+
+
+def _base_decays_kernel(mask: str, kind: str) -> bool:
+    return mask in ("params", "kernels", "all") or (mask == "conv_kernels" and kind == "conv")
+
+
+def decay_problem(setting: dict) -> str | None:
+    """Why KP's W − B would not shrink by ``(1 − ηλ)`` per step under ``setting``, or None.
+
+    ``setting``: ``optimizer`` (sgd / adam / adamw), ``weight_decay`` (λ_o) and
+    ``weight_decay_mask`` of the base optimizer, ``rule_hparams.weight_decay`` (λ_r) and
+    ``rule_hparams.decay_kernel``. KP's transform adds λ_r B (and λ_r W) to the gradient;
+    the base adds λ_o to the gradient of the masked leaves (sgd, adam) or decays them after
+    Adam's rescaling (adamw, decoupled). With W's and B's gradients equal (eq. 2.7),
+    ``D = W − B`` follows ``D' = (1 − ηλ) D`` (plus momentum, linear) iff, for dense and
+    conv layers alike, W and B get the same decay, and none of it passes through Adam's
+    per-weight rescaling (which acts on W and B separately: with a zero gradient it moves
+    each weight by ~η sign(w), and D does not shrink where W and B share a sign).
+    """
+    opt, mask = setting["optimizer"], setting["weight_decay_mask"]
+    lam_o, lam_r = float(setting["weight_decay"]), float(setting["rule_hparams.weight_decay"])
+    decay_kernel = bool(setting["rule_hparams.decay_kernel"])
+    decoupled = opt == "adamw"
+    coupled_b = lam_r + (lam_o if mask == "all" and not decoupled else 0.0)
+    for kind in _KINDS:
+        base_w = lam_o if _base_decays_kernel(mask, kind) else 0.0
+        coupled_w = (lam_r if decay_kernel else 0.0) + (0.0 if decoupled else base_w)
+        if opt in ADAPTIVE and (coupled_w > 0 or coupled_b > 0):
+            parts = ([f"rule_hparams.weight_decay={lam_r:g}"] if lam_r > 0 else []) + (
+                [f"weight_decay={lam_o:g} as L2"] if not decoupled and lam_o > 0 else [])
+            return (f"optimizer {opt!r} rescales per weight the decay added to the gradient "
+                    f"({', '.join(parts)})")
+        w = coupled_w + (base_w if decoupled else 0.0)
+        b = coupled_b + (lam_o if decoupled and mask == "all" else 0.0)
+        if abs(w - b) <= 1e-12 * max(1.0, w, b):
+            continue
+        if decay_kernel and lam_r > 0 and base_w > 0:
+            return (f"decay_kernel=True and the optimizer's weight_decay={lam_o:g} decay W "
+                    "twice")
+        if mask == "all" and lam_r > 0 and lam_o > 0:
+            return (f"rule weight_decay={lam_r:g} and the optimizer's weight_decay={lam_o:g} on "
+                    "all parameters (weight_decay_mask='all') decay B twice")
+        which = (f"W of {kind} layers (weight_decay_mask='conv_kernels' decays conv kernels "
+                 "only)" if mask == "conv_kernels" else "W")
+        how = " (decoupled, AdamW)" if decoupled else ""
+        return (f"{which} decays with λ={w:g} but B with λ={b:g}{how} (optimizer "
+                f"weight_decay={lam_o:g}, rule weight_decay={lam_r:g}, "
+                f"decay_kernel={decay_kernel})")
+    return None
+
+
+def decay_fixes(setting: dict, limit: int = 2) -> list[dict]:
+    """Up to ``limit`` smallest changes of ``setting`` (as config fields) that
+    :func:`decay_problem` accepts, the decay λ kept where one is asked for."""
+    lam = float(setting["weight_decay"]) or float(setting["rule_hparams.weight_decay"]) or 5e-4
+    opt = setting["optimizer"]
+    candidates = [
+        # the optimizer decays W (and biases), KP's transform B: the papers' SGD
+        {"weight_decay_mask": "params" if setting["weight_decay_mask"] == "all" else None,
+         "rule_hparams.weight_decay": lam, "rule_hparams.decay_kernel": False,
+         "weight_decay": lam},
+        # the optimizer decays every trained weight, W and B alike (authors' torch SGD, AdamW)
+        {"optimizer": "adamw" if opt == "adam" else None, "weight_decay": lam,
+         "weight_decay_mask": "all", "rule_hparams.weight_decay": 0.0},
+        # KP's transform decays W and B; no decay in the optimizer
+        {"weight_decay": 0.0, "rule_hparams.weight_decay": lam,
+         "rule_hparams.decay_kernel": True},
+        # no decay at all (KP's updates alone keep W − B constant)
+        {"weight_decay": 0.0, "rule_hparams.weight_decay": 0.0},
+    ]
+    if setting["weight_decay_mask"] == "conv_kernels":
+        candidates.insert(0, {"weight_decay_mask": "kernels", "rule_hparams.weight_decay": lam,
+                              "rule_hparams.decay_kernel": False, "weight_decay": lam})
+    fixes: list[dict] = []
+    for cand in candidates:
+        change = {k: v for k, v in cand.items() if v is not None and setting[k] != v}
+        if change and decay_problem({**setting, **change}) is None and change not in fixes:
+            fixes.append(change)
+    return fixes[:limit]

@@ -109,6 +109,8 @@ def kp_sgd(rule: KP, learning_rate: float | Callable[[Array], Array], *,
 
     def init_fn(params):
         kernels = traverse_util.flatten_dict(params["params"])
+        masked = (traverse_util.flatten_dict(decay_mask(weight_decay_mask)(params)["params"])
+                  if weight_decay else {})
         d0 = {}
         for path, b in traverse_util.flatten_dict(params.get("feedback", {})).items():
             kpath = kernel_path(kernels, path) if path[-1] == "B" else None
@@ -116,6 +118,12 @@ def kp_sgd(rule: KP, learning_rate: float | Callable[[Array], Array], *,
                 raise ValueError(f"kp_sgd: feedback leaf {'/'.join(map(str, path))} has no "
                                  f"kernel of shape {b.shape} beside it; KP pairs each B with "
                                  "its layer's kernel")
+            if weight_decay and not masked.get(kpath, False):  # e.g. a tied head's embedding
+                raise ValueError(  # under "kernels": B would take a decay W does not get
+                    f"kp_sgd: weight_decay_mask={weight_decay_mask!r} does not decay "
+                    f"{'/'.join(map(str, kpath))}, which B at {'/'.join(map(str, path))} "
+                    "serves, so W and B would decay unevenly; use weight_decay_mask='params' "
+                    "or 'all'")
             d0[path] = kernels[kpath] - b
         return KPSGDState(base=base.init({"params": params["params"]}),
                           count=jnp.zeros((), jnp.int32), a=jnp.ones((), jnp.float32),
@@ -132,10 +140,10 @@ def kp_sgd(rule: KP, learning_rate: float | Callable[[Array], Array], *,
         c = lam * state.a + mu * state.c  # m_D' = λD + μ m_D
         q = (lam * state.a + mu * c) if (nesterov and mu) else c
         step = eta * q  # D' = D − step D_0
-        if "feedback" in params:
+        if "feedback" in params:  # B's step: its W's (a kernel or a tied head's embedding)
             u_w = traverse_util.flatten_dict(out["params"])
             out["feedback"] = traverse_util.unflatten_dict({
-                path: u_w[path[:-1] + ("kernel",)] + (step * d0).astype(d0.dtype)
+                path: u_w[kernel_path(u_w, path)] + (step * d0).astype(d0.dtype)
                 for path, d0 in traverse_util.flatten_dict(state.d0).items()})
         return out, KPSGDState(base=base_state, count=optax.safe_increment(state.count),
                                a=state.a - step, c=c, d0=state.d0)

@@ -164,24 +164,44 @@ def create_optimizer(optimizer: str = "sgd", learning_rate: float = 0.1, *,
 
 def create_rule_optimizer(rule: Rule, base: optax.GradientTransformation
                           ) -> optax.GradientTransformation:
-    """``optax.chain(rule.transform(), base)``: the optimizer over ``alearn.trainable``."""
-    return optax.chain(rule.transform(), base)
+    """``optax.chain(rule.transform(), base)``: the optimizer over ``alearn.trainable``.
+
+    A rule whose correctness depends on the base optimizer (KP: W and B must decay by one
+    factor) defines ``check_optimizer(tx, params)``; it runs once in ``init`` on the concrete
+    parameters, whatever optax transformation ``base`` is (skipped when ``init`` is traced).
+    The state is the chain's own, so checkpoints are unchanged.
+
+    Raises:
+      ValueError: at ``init``, from the rule's check (KP: ``base`` decays W twice, W but not
+        B, or rescales the decay as Adam's L2 does), naming how to pair the decay.
+    """
+    tx = optax.chain(rule.transform(), base)
+    check = getattr(rule, "check_optimizer", None)
+    if not callable(check):
+        return tx
+
+    def init_fn(params):
+        check(tx, params)
+        return tx.init(params)
+
+    return optax.GradientTransformation(init_fn, tx.update)
 
 
-def check_rule_weight_decay(rule: Rule, weight_decay: float, weight_decay_mask: str = "params"
-                            ) -> None:
+def check_rule_weight_decay(rule: Rule, weight_decay: float, weight_decay_mask: str = "params",
+                            optimizer: str = "sgd") -> None:
     """Rejects a base weight decay that the rule's own decay would duplicate or unbalance.
 
     Rules that decay weights themselves define ``check_base_weight_decay(weight_decay,
-    decays_feedback)`` (KP: W and B must each decay once, by the same λ); others pass.
+    weight_decay_mask, optimizer)`` (KP: W and B must decay by one factor; mask- and
+    optimizer-aware, :func:`alearn.rules.kp.decay_problem`); others pass.
 
     Raises:
-      ValueError: from the rule, explaining the combination and how to fix it.
+      ValueError: from the rule, explaining the combination and the config flags that fix it.
     """
     check = getattr(rule, "check_base_weight_decay", None)
     if callable(check):
         decay_mask(weight_decay_mask)  # a bad mask name fails with the valid list first
-        check(float(weight_decay), str(weight_decay_mask).lower() == "all")
+        check(float(weight_decay), str(weight_decay_mask).lower(), str(optimizer).lower())
 
 
 def schedule_factor(config: Any) -> float | tuple[float, ...]:
@@ -206,7 +226,7 @@ def optimizer_from_config(config: Any, rule: Rule, steps_per_epoch: int, *,
     """
     get: Callable[[str, Any], Any] = lambda k, d: config.get(k, d)  # noqa: E731
     mask = get("weight_decay_mask", "params")
-    check_rule_weight_decay(rule, get("weight_decay", 0.0), mask)
+    check_rule_weight_decay(rule, get("weight_decay", 0.0), mask, get("optimizer", "sgd"))
     fused = (_kp_fused_from_config(config, rule, steps_per_epoch) if _kp_fused(kp_fused)
              else None)
     if fused is not None:

@@ -245,4 +245,5 @@ def _validate(config: Any) -> None:
     rule_obj = alearn.rules.create(rule, **_as_dict(config.get("rule_hparams", None)))
     _choice("weight_decay_mask", config.get("weight_decay_mask", "params"), WEIGHT_DECAY_MASKS)
     check_rule_weight_decay(rule_obj, config.get("weight_decay", 0.0),
-                            config.get("weight_decay_mask", "params"))
+                            config.get("weight_decay_mask", "params"),
+                            config.get("optimizer", "adam"))

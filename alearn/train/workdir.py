@@ -88,11 +88,8 @@ def prepare(config: Any, workdir: str) -> dict | None:
                 "use a new --workdir, or pass --config.overwrite=True to replace that run")
         results = _read(os.path.join(workdir, RESULTS_FILE))
         done = results.get("epochs") if results else None
-        if done is not None and int(done) == int(new.get("epochs", 0)):
-            logging.warning("%s already holds this finished run (test accuracy %s); "
-                            "pass --config.overwrite=True to train it again", workdir,
-                            results.get("test_accuracy"))
-            return {**results, "already_finished": True}
+        if done is not None and int(done) == int(new.get("epochs", 0)):  # the caller says so
+            return {**results, "already_finished": True}  # (experiments.train: one line)
         if done is not None and int(done) > int(new.get("epochs", 0)):
             raise ConfigError(
                 f"workdir {workdir} holds a run finished after {done} epochs; "

@@ -108,6 +108,11 @@ def _al_cpu(model: str, *, sweep: tuple[str, float] | None = None) -> ml_collect
     """
     family = cpu_scale.family_of(f"al_{model}")
     c = al_cfg.get_config(f"{model},mnist,cpu")
+    # The sweep multiplies the paper's rates and keeps the code's schedule (_tables_cpu), not
+    # the ``cpu`` flag's first-try rates (the sweep's own earlier choice) and constant lr.
+    paper = al_cfg.get_config(f"{model},mnist")
+    c.learning_rate, c.bp.learning_rate = paper.learning_rate, paper.bp.learning_rate
+    c.schedule = paper.schedule
     if sweep is None:
         cpu_scale.apply(c, family)
         c.learning_rate *= cpu_scale.chosen_factor(family, "al")

@@ -145,7 +145,13 @@ def memory(run: Run, rundir: str) -> None:
         params = num_params(variables)
         out[name], access[name] = {}, {}
         for rname, rule in rule_set.items():
-            act = mem.saved_activations(model, rule, shape)
+            try:
+                act = mem.saved_activations(model, rule, shape)
+            except ValueError as exc:  # e.g. k=4 on the AlexNet (its groups are k=2's)
+                if "cannot apply" not in str(exc):
+                    raise
+                out[name][rname] = {"params": params, "not_applicable": str(exc)}
+                continue
             access[name][rname] = mem.access_model(params, act)
             row = {"params": params, "saved_activations": act, "access": access[name][rname]}
             if name in o["compiled_models"]:

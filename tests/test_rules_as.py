@@ -105,7 +105,10 @@ def test_dead_relu_layer_is_not_frozen():
 
 @pytest.mark.parametrize("dense", ["own_input", "fa"])
 def test_dense_layers_use_their_own_input(dense):
-    rule = rules.create("asap", k=4, decay=0.0, dense=dense)
+    # k=2: the conv group {conv1, conv2} is full, so under dense="shared" dense0 would start
+    # a group and dense1 share dense0's input; here each keeps its own (k=4 would train as
+    # k=2 on this net and is refused: test_k_that_cannot_apply_is_refused)
+    rule = rules.create("asap", k=2, decay=0.0, dense=dense)
     model = TinyCNN()  # conv0 | conv1 conv2 | dense0, dense1 (own inputs)
     v = _copy_kernels_to(_init(model, rule, KEY, X_IMG))
     ub = _updates(model, rules.BP(), v, X_IMG, Y[:4])["params"]

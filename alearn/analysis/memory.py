@@ -129,6 +129,9 @@ class _Recorder(Rule):
     def on_finish(self, tape, logits):
         return self.inner.on_finish(tape, logits)
 
+    def on_close(self, tape):
+        self.inner.on_close(tape)
+
 
 def saved_activations(model: nn.Module, rule: Rule, input_shape: Sequence[int]) -> int:
     """Number of activation scalars ``rule`` keeps for its weight updates (Act of eq. 6.1).

@@ -73,6 +73,7 @@ class Tape:
         self.state: dict[str, Any] = {}
         self.feedback: dict[str, Any] = {}
         self.finished = False
+        self.model_name: str | None = None  # set by :meth:`close` (for rules' messages)
         tracked = _TRACKED.get()
         if tracked is not None:
             tracked.append(self)
@@ -98,13 +99,25 @@ class Tape:
         from alearn.layers.receiver import Receiver  # pylint: disable=import-outside-toplevel
         return Receiver(name=name)(h, self)
 
+    def close(self, model_name: str | None = None) -> None:
+        """Marks the trace over and calls the rule's ``on_close`` (every layer has run).
+
+        :meth:`finish` calls it; so do the wrappers where they end a trace without
+        ``finish`` (rules not driven by the output). ``model_name`` names the model in the
+        rule's messages where no Flax Linen module is being applied any more.
+        """
+        self.finished = True
+        if model_name:
+            self.model_name = model_name
+        self.rule.on_close(self)
+
     def finish(self, logits: Array) -> Array:
         """Closes the tape on the model output; routes δ_L into the carrier.
 
         The rule's ``on_finish`` hook sees the logits first (local classifiers of ASFP+LC
         attach their local errors there); the default returns them unchanged.
         """
-        self.finished = True
+        self.close()
         logits = self.rule.on_finish(self, logits)
         if self.carrier is None:
             return logits

@@ -61,6 +61,7 @@ import dataclasses
 import math
 from typing import Any, ClassVar, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -68,7 +69,7 @@ import optax
 from alearn.layers.ops import LinearOp
 from alearn.rules import _checks, _feedback_init
 from alearn.rules import dimension_matching as dm
-from alearn.rules._freeze import FROZEN, freeze_and_decay
+from alearn.rules._freeze import FROZEN, SCOPES, freeze_and_decay
 from alearn.rules.base import Rule
 
 Array = jax.Array
@@ -86,6 +87,11 @@ B_FIXED = "B_fixed"  # fixed feedback of dense FA layers
 
 _SHARED, _SINCE, _MARKED = "as/shared", "as/since", "as/marked"
 _PREV, _BLOCK_X, _BLOCKS, _NEW = "as/previous", "as/block_x", "as/blocks", "as/new"
+# k bookkeeping (for the check that k can apply, :meth:`SharingRule.on_close`):
+# _OWN0: the current group is AS's layer-0 own group (its end does not depend on k);
+# _MAX_GROUP: the largest counted group so far; _MAX_MARK: the largest group size seen at a
+# block mark (``block_input``).
+_OWN0, _MAX_GROUP, _MAX_MARK = "as/own0", "as/max_group", "as/max_mark"
 
 
 def _choice(rule: str, field: str, value: Any, valid: Mapping) -> None:
@@ -102,6 +108,18 @@ def features_shape(op: LinearOp) -> tuple[int, ...]:
     if not f or f == 1 or f >= len(shape):
         return shape
     return shape[:-f] + (math.prod(shape[-f:]),)
+
+
+def _model_name() -> str:
+    """The class name of the outermost Flax Linen module being applied (the model whose
+    trace is finishing; ``alearn.wrap`` applies the user's model itself), for error
+    messages; "this model" outside Linen (NNX)."""
+    try:
+        from flax.linen.module import _context  # pylint: disable=import-outside-toplevel
+        stack = [m for m in _context.module_stack if isinstance(m, nn.Module)]
+    except (ImportError, AttributeError):
+        return "this model"
+    return type(stack[0]).__name__ if stack else "this model"
 
 
 def _fits(shared: Array, target: tuple[int, ...]) -> bool:
@@ -124,6 +142,17 @@ class SharingRule(Rule):
       seed: seed of method 3's fixed random projections (folded with the layer index).
       grouping: ``"authors_code"`` or ``"block_input"`` (module docstring).
       dense: how dense layers train: ``"fa"``, ``"own_input"`` or ``"shared"``.
+      decay: λ of the rule's own weight decay (``freeze_and_decay``; 0 for AS, 5e-4 for
+        ASAP/ASFP). The rule decays, not the base optimizer, so that the frozen first
+        layer stays exactly unchanged (a base decay would shrink it).
+      decay_scope: ``"kernels"`` (Algorithm 1: kernels and learned B; default) or
+        ``"all"`` (the authors' code: every trained parameter, biases and BatchNorm
+        scale/shift included; the Table configs ``asap.py`` use it).
+
+    A ``k`` that cannot apply to the model (its grouping would be that of a smaller k:
+    e.g. k=4 on the AlexNet, whose only group is conv1 + conv2) fails when the model is
+    traced, naming the model, k and the values that apply (:meth:`on_close`); k = 1 and
+    the default 2 are always accepted.
     """
 
     dense_choices: ClassVar[tuple[str, ...]] = ("fa", "own_input", "shared")
@@ -133,6 +162,8 @@ class SharingRule(Rule):
     seed: int = 0
     grouping: str = "authors_code"
     dense: str = "fa"
+    decay: float = 0.0
+    decay_scope: str = "kernels"
 
     def __post_init__(self):
         _checks.positive_int(self.name, "k", self.k)
@@ -141,6 +172,8 @@ class SharingRule(Rule):
             raise ValueError(f"rule {self.name!r}: seed={self.seed!r} must be an integer")
         _choice(self.name, "grouping", self.grouping, GROUPINGS)
         _choice(self.name, "dense", self.dense, {d: DENSE[d] for d in self.dense_choices})
+        _checks.non_negative(self.name, "decay", self.decay)
+        _choice(self.name, "decay_scope", self.decay_scope, SCOPES)
 
     # --- roles ---------------------------------------------------------------------------
     def freezes_first(self) -> bool:
@@ -175,11 +208,14 @@ class SharingRule(Rule):
         """``x`` becomes the current shared activation (a new group starts)."""
         st[_SHARED], st[_SINCE] = x, 0
         st[_NEW] = x
+        st[_OWN0] = False
 
     def on_block(self, tape: Any, x: Array) -> None:
         st = tape.state
         st[_MARKED] = True
         if self.grouping == "block_input":
+            if _SHARED in st and not st.get(_OWN0):
+                st[_MAX_MARK] = max(st.get(_MAX_MARK, 0), st[_SINCE])
             if _SHARED not in st or st.get(_SINCE, self.k) >= self.k:
                 self._take(st, x)
             return
@@ -208,6 +244,8 @@ class SharingRule(Rule):
         xf = x if tuple(x.shape) == shape else x.reshape(shape)
         if tape.layer_index == 0 and not st.get(_MARKED, False):
             st[_SHARED], st[_SINCE] = xf, self.k  # layer 0 is its own group
+            st[_OWN0] = True
+            st[_MAX_GROUP] = max(st.get(_MAX_GROUP, 0), 1)
             return xf
         if len(shape) == 2 and self.dense != "shared":
             return xf
@@ -219,7 +257,49 @@ class SharingRule(Rule):
                 or (not st.get(_MARKED, False) and st[_SINCE] >= self.k)):
             self._take(st, xf)
         st[_SINCE] += 1
+        if not st.get(_OWN0):
+            st[_MAX_GROUP] = max(st.get(_MAX_GROUP, 0), st[_SINCE])
         return st[_SHARED]
+
+    # --- the check that k can apply --------------------------------------------------------
+    def k_limit(self, tape: Any) -> tuple[int, str]:
+        """(the largest k that changes this model's grouping, what the valid values are),
+        from the bookkeeping of a finished trace.
+
+        Every k above the limit groups the layers exactly as the limit does: on a plain
+        chain the largest group never reaches k (groups end at the net's end or where a
+        shared activation cannot be matched); under ``authors_code`` on a residual net a new
+        shared activation every k/2 blocks is never taken after block 0 once k/2 reaches
+        the number of blocks; under ``block_input`` no block mark sees k layers on the
+        current activation.
+        """
+        st = tape.state
+        if st.get(_MARKED) and self.grouping == "authors_code":
+            blocks = st.get(_BLOCKS, 0)
+            return 2 * blocks, (f"even k from 2 to {2 * blocks} (a new shared activation "
+                                f"every k/2 of its {blocks} blocks)")
+        if st.get(_MARKED):
+            limit = st.get(_MAX_MARK, 0) + 1
+            return limit, f"k from 1 to {limit}"
+        limit = st.get(_MAX_GROUP, 0)
+        if limit == 0:
+            return 0, (f"none: no layer forms its update from a shared activation under "
+                       f"dense={self.dense!r} (dense='shared' lets dense layers share); "
+                       "keep the default k=2")
+        return limit, (f"k from 1 to {limit} (its largest group of layers that can share "
+                       f"one activation has {limit})")
+
+    def on_close(self, tape: Any) -> None:
+        """Raises when ``k`` cannot apply to the model just traced (see :meth:`k_limit`)."""
+        if self.k <= 2:
+            return
+        limit, valid = self.k_limit(tape)
+        if self.k > limit:
+            same = (f"it would train exactly as k={limit}" if limit else "k has no effect")
+            model = getattr(tape, "model_name", None) or _model_name()
+            raise ValueError(
+                f"rule {self.name!r}: k={self.k} cannot apply to {model} "
+                f"(grouping={self.grouping!r}, dense={self.dense!r}): {same}; valid: {valid}")
 
     def context(self, tape: Any, x: Array, op: LinearOp) -> Any:
         if self.role(tape, op) != "sharing":
@@ -250,7 +330,7 @@ class SharingRule(Rule):
         return op.input_grad(g, b), op.weight_grad(x, g), {B_FIXED: jnp.zeros_like(b)}
 
     def transform(self) -> optax.GradientTransformation:
-        return freeze_and_decay(0.0)
+        return freeze_and_decay(self.decay, self.decay_scope)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +346,6 @@ class AsymmetricSharingRule(SharingRule):
 
     def __post_init__(self):
         super().__post_init__()
-        _checks.non_negative(self.name, "decay", self.decay)
         _feedback_init.validate(self.name, self.feedback_init, self.feedback_scale)
 
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
@@ -274,5 +353,3 @@ class AsymmetricSharingRule(SharingRule):
             return super().init_feedback(name, key, op, num_classes)
         return _feedback_init.draw_like(key, op, self.feedback_init, self.feedback_scale)
 
-    def transform(self) -> optax.GradientTransformation:
-        return freeze_and_decay(self.decay)

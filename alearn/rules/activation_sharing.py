@@ -25,11 +25,15 @@ class AS(SharingRule):
     with its own input, and ``k = 1`` is then exactly BP. Dense layers keep their own input
     (exact BP) by default (``dense="own_input"``; the authors' ``--wt`` mode trains them by
     FA instead, which would need feedback weights AS does not have) or share
-    (``dense="shared"``). No decay (use the base optimizer's).
+    (``dense="shared"``). Weight decay: the rule's own ``decay`` (default 0), with
+    ``decay_scope`` ``"kernels"`` or ``"all"`` (the authors' ``--wt`` runs decay every
+    trained parameter by 5e-4, which ``experiments/configs/asap.py`` sets); a base optimizer
+    decay would also shrink the frozen first layer.
     Residuals: (shared activation, W).
 
     Attributes:
-      k, match, seed, grouping, dense: as :class:`alearn.rules._sharing.SharingRule`.
+      k, match, seed, grouping, dense, decay, decay_scope: as
+        :class:`alearn.rules._sharing.SharingRule`.
     """
 
     name = "as"

@@ -22,6 +22,9 @@ class ASAP(AsymmetricSharingRule):
     parts are equal, ``W − B`` shrinks by ``(1 − λ)`` per SGD step of rate 1 (Sec. 4.2.1
     theorem, Kolen-Pollack with shared activation). The decay is this rule's transform
     (:func:`alearn.rules._sharing.freeze_and_decay`): use base weight decay 0 with ASAP.
+    ``decay_scope="kernels"`` (default) decays W and B as Algorithm 1; ``"all"`` also
+    biases and BatchNorm scale/shift, as the authors' code (torch SGD weight decay over
+    every parameter), which ``experiments/configs/asap.py`` sets.
 
     Which shared activation a layer uses: ``grouping`` (default ``"authors_code"``, the
     authors' released code). The first rule-aware layer is declared frozen (Sec. 5.1.1);
@@ -33,6 +36,7 @@ class ASAP(AsymmetricSharingRule):
       k: block size (2 in the thesis, 4 studied); match: dimension-matching method
       (1 = tile + max-pool, the thesis default); seed: method 3's projection seed;
       grouping / dense: see ``_sharing.py``; decay: λ on W and B (5e-4);
+      decay_scope: "kernels" (W and B) or "all" (every trained parameter);
       feedback_init / feedback_scale: initial B.
     """
 

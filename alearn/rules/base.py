@@ -100,6 +100,12 @@ class Rule:
         del tape
         return logits
 
+    def on_close(self, tape: Any) -> None:
+        """Called once a trace is over (``Tape.close``: by ``Tape.finish``, and by the
+        wrappers for rules not driven by the output), with every layer seen; a place to
+        check the whole model (the sharing rules refuse a block size k it cannot use)."""
+        del tape
+
     def context(self, tape: Any, x: Array, op: LinearOp) -> Any:
         del tape, x, op
         return None

@@ -209,7 +209,7 @@ class Wrapped:
     def _close(self, tape: Tape, result: Any, kwargs: dict, initializing: bool) -> Any:
         """Closes the carrier on the selected output (carrier form only)."""
         if initializing or tape.carrier is None:
-            tape.finished = True
+            tape.close(type(self.model).__name__)
             return result
         out, state = result if kwargs.get("mutable") else (result, None)
         sel = get_output(out, self.output, self.name)

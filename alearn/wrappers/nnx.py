@@ -240,15 +240,15 @@ class WrappedNNX(nnx.Module):
         finally:
             TAPE.reset(token)
         if self.out_shape is None:  # a rule not driven by the output (FA, KP, ...)
-            tape.finished = True
+            tape.close(type(self.model).__name__)
             return out
         sel = get_output(out, self.output, self.name)
         if tuple(sel.shape[1:]) != self.out_shape:
             raise ValueError(f"output shape {sel.shape}: the wrapper was built for outputs "
                              f"(batch, {', '.join(map(str, self.out_shape))})")
         if tape.carrier is None and type(rule).on_finish is Rule.on_finish:
-            tape.finished = True  # nothing to add: no reshape (keeps explicit shardings)
-            return out
+            tape.close(type(self.model).__name__)  # nothing to add: no reshape (keeps
+            return out  # explicit shardings)
         flat = tape.finish(sel.reshape(sel.shape[0], -1)).reshape(sel.shape)
         return set_output(out, self.output, flat)
 

@@ -14,7 +14,9 @@ docs/notes/rules_as.md). Extra ``key=value`` items:
 - ``k=4``: ASAP block size 4 (Sec. 5.2.2, Fig. 5.4; ResNet-34);
 - ``match=1|2|3``: dimension-matching method (Fig. 5.1: AlexNet on CIFAR-10);
 - ``wd=<λ>``: weight decay (Table 5.4 sweep, ResNet-34 on CIFAR-10: 0, 5e-6, 5e-5, 5e-4, 5e-3);
-- ``width=<m>``: model width multiplier (CPU runs); ``epochs=<n>``; ``lr=<rate>``.
+- ``width=<m>``: model width multiplier (CPU runs); ``epochs=<n>``; ``lr=<rate>``;
+- ``decay=authors|kernels``: what the sharing rules' λ decays (below; default ``authors``);
+- ``output_bn=1|0``: BatchNorm on a ResNet's logits (default 1, the authors' code).
 
 Any rule field is also a flag, e.g. ``--config.rule_hparams.dense=own_input`` (dense
 layers keep their own input and get ASAP's update instead of plain FA).
@@ -25,10 +27,21 @@ Kaiming init. Learning rates (Table 5.1, ASAP column): 1e-4 AlexNet, 3e-3 ResNet
 The sharing rules use the authors' code's grouping and dense-FA layers by default
 (``grouping``/``dense`` rule fields, docs/notes/rules_as.md), e.g.
 ``--config.rule_hparams.grouping=block_input --config.rule_hparams.dense=shared`` for
-alearn's first reading. For the sharing rules λ is the
-rule's ``decay`` (on kernels and B, Algorithm 1) and the base optimizer's weight decay is
-0, so ASAP's untrained first layer stays exactly unchanged; bp and the local rules use the
-base optimizer's weight decay.
+alearn's first reading.
+
+Weight decay and logit BatchNorm follow the authors' code, which produced the tables
+(issue 28): its ``torch.optim.SGD(net.parameters(), momentum=0.9, weight_decay=5e-4)``
+decays every parameter that receives a gradient — kernels, biases, BatchNorm scale/shift
+and ASAP's learned B, for every rule including AS (``--wt``) — but not the detached stem
+nor the fixed feedback; and every ResNet there (BP/FA/DFA ``resnet`` and ``resnet_asap``)
+ends in ``BatchNorm1d`` on the logits, as the AlexNet does. So: for the sharing rules λ is
+the rule's ``decay`` with ``decay_scope="all"`` (AS included) and the base optimizer's
+weight decay is 0, so the untrained first layer stays exactly unchanged; bp, fa, dfa, kp
+and the local rules use the base optimizer's decay on every forward parameter
+(``weight_decay_mask="params"``); ResNets get ``model_kwargs.output_bn=True``. Options:
+``decay=kernels`` gives the sharing rules Algorithm 1's scope, W and B only (the default
+before issue 28; AS then has no decay; other rules unchanged), ``output_bn=0`` the plain
+linear classifier.
 
 Runtime here: a 200-epoch CIFAR run is GPU work (not measured); on this 2-core CPU only
 small runs such as ``asap,alexnet,mnist5k,width=0.25,epochs=3,lr=0.01`` are practical: test
@@ -52,7 +65,10 @@ LEARNING_RATES = {"alexnet": 1e-4, "resnet18_nsc": 3e-3, "resnet18": 3e-2, "resn
 # Table 5.1 rows that differ from the model's rate: (dataset, model) -> ASAP rate.
 DATASET_LEARNING_RATES = {("svhn_cropped", "resnet18"): 3e-3}
 WEIGHT_DECAY = 5e-4
-_KEYS = {"k": int, "match": int, "wd": float, "width": float, "epochs": int, "lr": float}
+_KEYS = {"k": int, "match": int, "wd": float, "width": float, "epochs": int, "lr": float,
+         "decay": str, "output_bn": int}
+# ``decay=`` item -> the sharing rules' decay_scope
+DECAY_SCOPES = {"authors": "all", "kernels": "kernels"}
 
 
 def _parse(arg: str) -> tuple[str, str, str, dict]:
@@ -77,6 +93,14 @@ def _parse(arg: str) -> tuple[str, str, str, dict]:
             raise ValueError(f"bad item {item!r}; use key=value with key one of: "
                              f"{', '.join(_KEYS)}")
         extra[key] = _KEYS[key](value)
+    if extra.get("decay", "authors") not in DECAY_SCOPES:
+        raise ValueError(f"bad item 'decay={extra['decay']}'; choose one of: "
+                         f"{', '.join(DECAY_SCOPES)}")
+    if extra.get("output_bn", 1) not in (0, 1):
+        raise ValueError(f"bad item 'output_bn={extra['output_bn']}'; use 1 or 0")
+    if "output_bn" in extra and not model.startswith("resnet"):
+        raise ValueError(f"output_bn applies to the ResNets, not {model!r} (the AlexNet always "
+                         "has BatchNorm on its logits, as the authors' code)")
     return rule, model, dataset, extra
 
 
@@ -89,6 +113,8 @@ def get_config(arg: str = "asap,alexnet,mnist5k,width=0.25,epochs=3") -> ml_coll
                                                else {})
     if "width" in extra:
         c.model_kwargs.width_multiplier = extra["width"]
+    if model.startswith("resnet"):  # the authors' ResNets: BatchNorm1d on the logits
+        c.model_kwargs.output_bn = bool(extra.get("output_bn", 1))
     c.dataset = dataset
     c.optimizer, c.momentum, c.schedule, c.batch_size = "sgd", 0.9, "cosine", 128
     family = "resnet" if model.startswith("resnet") else model
@@ -97,19 +123,23 @@ def get_config(arg: str = "asap,alexnet,mnist5k,width=0.25,epochs=3") -> ml_coll
                                                                 LEARNING_RATES[model]))
     c.epochs = extra.get("epochs", 200)
     wd = extra.get("wd", WEIGHT_DECAY)
+    scope = DECAY_SCOPES[extra.get("decay", "authors")]
     if rule in SHARING:
-        c.weight_decay = 0.0
-        if rule != "as":
-            c.rule_hparams.decay = wd
+        c.weight_decay = 0.0  # the rule decays: the frozen first layer stays unchanged
+        c.rule_hparams.decay_scope = scope
+        # AS decays only under the authors' scope (Algorithm 1 is ASAP's; AS had none)
+        c.rule_hparams.decay = wd if (rule != "as" or scope == "all") else 0.0
         for key in ("k", "match"):
             if key in extra:
                 c.rule_hparams[key] = extra[key]
     else:
         c.weight_decay = wd
+        c.weight_decay_mask = "params"  # every forward parameter (the authors' SGD)
         if rule == "kp":
             c.rule_hparams.weight_decay = wd
             c.rule_hparams.decay_kernel = False  # the base optimizer already decays W by λ
         if "k" in extra or "match" in extra:
             raise ValueError(f"k/match apply to the sharing rules {SHARING}, not {rule!r}")
+
     c.alignment = rule in ("asap", "asfp", "asfp_lc")  # B-vs-W and update-vs-BP angles
     return c

@@ -211,15 +211,7 @@ class Interceptor:
 
     # -- one rule-aware map ---------------------------------------------------------
     def _source(self, x: Array) -> str:
-        if any(a is x for a in self.inputs):
-            return "model input"
-        for arr, at in self._received:
-            if arr is x:
-                return f"receiver {at}"
-        for arr, by in self._seen:
-            if arr is x:
-                return f"shared with {by}"
-        return "own"
+        return _match.input_source(x, self.inputs, self._received, self._seen)
 
     def apply(self, module: nn.Module, op: Any, x: Array, kernel: Array,
               kind: str, kernel_param: str = "kernel") -> Array:

@@ -19,6 +19,7 @@ from flax import nnx
 
 from alearn.layers.tape import Tape
 from alearn.wrappers import _coverage
+from alearn.wrappers._match import input_source
 from alearn.wrappers.describe import role_and_group
 
 Array = jax.Array
@@ -61,16 +62,10 @@ class Call:
         "shared with <path>" (it owns no D)."""
         if entry is None:
             return "own"
-        if any(a is entry for a in self.inputs):
-            return "model input"
-        for arr, at in self.received:
-            if arr is entry:
-                return f"receiver {at}"
-        for arr, by in self.seen:
-            if arr is entry:
-                return f"shared with {by}"
-        self.seen.append((entry, path))
-        return "own"
+        source = input_source(entry, self.inputs, self.received, self.seen)
+        if source == "own":
+            self.seen.append((entry, path))
+        return source
 
     def tag_map(self, layer: nnx.Module, op: Any, x: Array, kernel: Array,
                 feedback: dict, source: str = "own") -> Array:

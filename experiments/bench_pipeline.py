@@ -46,11 +46,9 @@ from absl import app, flags, logging  # noqa: E402
 
 import alearn.al as al  # noqa: E402
 from alearn.al import schedule  # noqa: E402
-from alearn.al._pipeline_al import one_hot  # noqa: E402
-from alearn.al._pipeline_balance import StagePlan  # noqa: E402
-from alearn.al._pipeline_mesh import balance_blocks  # noqa: E402
 from alearn.al.models import ALSpec, network  # noqa: E402
-from alearn.al.pipeline import feed, for_network  # noqa: E402
+from alearn.al.pipeline import StagePlan, balance_blocks, feed, for_network  # noqa: E402
+from alearn.al.pipeline.al import one_hot  # noqa: E402
 
 _MODELS = flags.DEFINE_list("models", ["mlp", "cnn"],
                             "AL models: mlp, cnn (al_<name>) and mlp4 (al_mlp's widths as 4 "

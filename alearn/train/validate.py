@@ -171,7 +171,7 @@ def _data_names() -> list[str]:
 
 def _check_al(config: Any, num_classes: int) -> None:
     from alearn.al import models as al_models
-    from alearn.al._pipeline_mesh import group_blocks
+    from alearn.al.pipeline import group_blocks
     name = _al_model(config)
     if name is None:
         raise ConfigError(f"unknown AL model {config.model!r}; choose one of: "

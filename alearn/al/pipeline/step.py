@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from alearn.al._pipeline_al import feed, for_network
+from alearn.al.pipeline.al import feed, for_network
 from alearn.al.network import ALNetwork
 from alearn.al.schedule import format_report
 

@@ -2,7 +2,7 @@
 
 A pipeline tick lasts as long as its slowest stage, so with more blocks than stages the
 blocks are grouped (consecutively) so that the heaviest stage is as light as possible
-(:func:`alearn.al._pipeline_mesh.balance_blocks`). Costs are XLA's ``cost_analysis``
+(:func:`alearn.al.pipeline.placement.balance_blocks`). Costs are XLA's ``cost_analysis``
 flops of each block's jitted step (``"flops"``: deterministic, free of machine load) or
 its measured wall time on one device (``"time"``: fastest of a few runs).
 """
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import jax
 
 from alearn.al import schedule
-from alearn.al._pipeline_mesh import balance_blocks
+from alearn.al.pipeline.placement import balance_blocks
 
 BALANCE = ("flops", "time")
 

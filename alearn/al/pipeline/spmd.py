@@ -2,7 +2,7 @@
 
 Stages differ in shape, so each stage's state (params + optimizer states) lives in per-dtype
 flat buffers padded to the longest stage, stacked ``[N, L]`` one row per stage
-(``_pipeline_pack``). Per tick on stage k (``axis_index("stage")``): take the fed micro-batch
+(:mod:`.pack`). Per tick on stage k (``axis_index("stage")``): take the fed micro-batch
 (k = 0) or the hand-over received from k − 1, zeroed when it is a bubble; run stage k's
 blocks (``lax.switch`` on k, only k's branch executes), reading the state through slices of
 the buffers and writing it back with in-place ``dynamic_update_slice`` per leaf, the bubble
@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alearn.al import _pipeline_pack as pack
-from alearn.al._pipeline_log import PendingLog, TickLog
-from alearn.al._pipeline_mesh import DATA, STAGE, make_mesh
+from alearn.al.pipeline import pack
+from alearn.al.pipeline.log import PendingLog, TickLog
+from alearn.al.pipeline.placement import DATA, STAGE, make_mesh
 
 __all__ = ["SpmdEngine", "TickLog", "grad_mean"]
 

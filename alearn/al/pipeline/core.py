@@ -1,28 +1,7 @@
-"""The Associated Learning device pipeline: one block group per device.
+"""The pipeline itself: :class:`Pipeline` runs a chain of block steps over N device stages.
 
-AL journal abstract (ALGORITHMS.md Part B, "Pipelining"): block i's update needs only block
-i−1's forward output, so the work item (block s, micro-batch m) depends only on (s−1, m) and
-(s, m−1). At tick t, stage s trains on micro-batch t − s and hands (s_i, y_i) to stage s+1:
-the parameters equal sequential per-micro-batch AL exactly (no staleness), and n
-micro-batches take n + N − 1 ticks instead of n·N block steps.
-
-Two engines compute the same thing (tests/test_pipeline.py checks both against sequential
-AL):
-
-- ``mode="mpmd"`` (``_pipeline_mpmd``): one jitted stage step per device, states kept as the
-  blocks' own pytrees and donated, dispatched asynchronously; hand-over by
-  ``jax.device_put`` to the next device. Per tick a stage pays its block step plus the
-  hand-over, nothing else; heterogeneous blocks cost nothing extra. One process only.
-- ``mode="spmd"`` (``_pipeline_run``): one ``jax.shard_map`` program over the ``stage`` mesh
-  axis (optional ``data`` axis inside each stage), states packed into padded per-stage
-  buffers updated in place, ``lax.switch`` on the stage index, ``ppermute`` hand-over.
-  Needed across processes (the hand-over is a collective) and for ``data > 1``.
-
-``mode="auto"`` picks MPMD for one process with ``data == 1`` and SPMD otherwise (measured
-trade-off: docs/notes/pipeline.md). In-flight activations persist across
-:meth:`Pipeline.train` calls; :meth:`Pipeline.flush` drains them (once per epoch).
-With more blocks than stages, ``blocks_per_stage="flops"`` or ``"time"`` groups the blocks
-so the heaviest stage is as light as possible (:attr:`Pipeline.plan`).
+It plans the stages (:mod:`.placement`), picks the engine (:mod:`.mpmd` or :mod:`.spmd`,
+see the package docstring) and keeps the lock-step tick accounting both engines share.
 """
 
 from __future__ import annotations
@@ -33,12 +12,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from alearn.al._pipeline_balance import BALANCE, StagePlan, plan
-from alearn.al._pipeline_log import PendingLog, TickLog
-from alearn.al._pipeline_mesh import (DATA, STAGE, balance_blocks, group_blocks,  # noqa: F401
-                                      make_mesh)
-from alearn.al._pipeline_mpmd import MpmdEngine
-from alearn.al._pipeline_run import SpmdEngine, _fill, grad_mean
+from alearn.al.pipeline.balance import BALANCE, StagePlan, plan
+from alearn.al.pipeline.log import PendingLog, TickLog
+from alearn.al.pipeline.mpmd import MpmdEngine
+from alearn.al.pipeline.placement import group_blocks, make_mesh
+from alearn.al.pipeline.spmd import SpmdEngine, _fill
 from alearn.al.schedule import Schedule
 
 StepFn = Callable[..., tuple[Any, Any, Any, dict]]
@@ -60,7 +38,7 @@ class Pipeline:
         (equal split).
       devices: devices to use (default ``jax.devices()``, all processes).
       names: block names for errors and metrics (default ``block1`` ...).
-      mode: ``"mpmd"``, ``"spmd"`` or ``"auto"`` (see the module docstring).
+      mode: ``"mpmd"``, ``"spmd"`` or ``"auto"`` (see :mod:`alearn.al.pipeline`).
       compiler_options: XLA options for the MPMD stage steps (``jax.jit(...,
         compiler_options=)``). Default for N > 1 CPU stages:
         ``{"xla_cpu_multi_thread_eigen": False}`` (one thread per stage; pass
@@ -207,9 +185,3 @@ class Pipeline:
         """Starts a new accounting period (e.g. an epoch)."""
         self._ticks, self._busy, self._fed = 0, np.zeros(self.n_stages, np.int64), 0
 
-
-# AL blocks as stages (defined after Pipeline: that module builds on it).
-from alearn.al._pipeline_al import al_step, feed, for_network  # noqa: E402
-
-__all__ = ["MODES", "Pipeline", "PendingLog", "Schedule", "StagePlan", "TickLog", "al_step",
-           "balance_blocks", "feed", "for_network", "grad_mean", "group_blocks", "make_mesh"]

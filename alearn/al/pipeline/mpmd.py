@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alearn.al._pipeline_log import PendingLog, TickLog
+from alearn.al.pipeline.log import PendingLog, TickLog
 
 
 class MpmdEngine:

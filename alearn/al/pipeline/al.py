@@ -18,7 +18,8 @@ import optax
 
 from alearn.al.block import BlockDef, BlockState, block_losses, block_step
 from alearn.al.network import ALNetwork
-from alearn.al._pipeline_run import grad_mean
+from alearn.al.pipeline.core import Pipeline
+from alearn.al.pipeline.spmd import grad_mean
 
 
 def _mean_varying(tree, axis_name: str):
@@ -57,7 +58,6 @@ def for_network(net: ALNetwork, states: Sequence[BlockState], micro_batch: int, 
 
     ``blocks_per_stage``: counts, ``"flops"``/``"time"`` (balanced plan) or None (equal).
     """
-    from alearn.al.pipeline import Pipeline  # noqa: PLC0415 - pipeline re-exports this module
     steps = [functools.partial(al_step, bd) for bd in net.blocks]
     example = (jax.ShapeDtypeStruct((micro_batch, *net.input_shape), jnp.float32),
                jax.ShapeDtypeStruct((micro_batch, net.num_classes), jnp.float32))
@@ -77,6 +77,6 @@ def one_hot(net: ALNetwork, labels) -> np.ndarray:
 def feed(pl: Pipeline, net: ALNetwork, xs, labels, wait: bool = True):
     """Trains on micro-batches ``xs [n, b, ...]`` with integer ``labels [n, b]`` (y_0 =
     one-hot, :func:`alearn.al.targets`). ``wait=False`` returns the
-    :class:`~alearn.al._pipeline_log.PendingLog` without waiting for the ticks."""
+    :class:`~alearn.al.pipeline.log.PendingLog` without waiting for the ticks."""
     pending = pl.dispatch(np.asarray(xs, np.float32), one_hot(net, labels))
     return pending.result() if wait else pending

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import alearn.al as al
-from alearn.al.pipeline.step import PipelinedStep
+from alearn.al.pipeline.al import PipelinedStep
 
 KW = {"al_lstm": dict(width=8, y_width=6, depth=2, vocab_size=11),
       "al_transformer": dict(width=8, y_width=6, depth=2, heads=2, max_len=6, vocab_size=11)}

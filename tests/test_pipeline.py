@@ -214,7 +214,7 @@ def test_al_network_pipeline_equals_train_step(data, mode):
     import ml_collections
 
     import alearn.al as al
-    from alearn.al.pipeline.step import PipelinedStep
+    from alearn.al.pipeline.al import PipelinedStep
 
     net = al.create("al_mlp", 10, (6, 6, 1), width_multiplier=1 / 128, lr=1e-3)
     states = net.init(jax.random.key(0))

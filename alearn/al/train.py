@@ -132,7 +132,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: Any = None) -> dic
     history = writer.truncate(start)
     step_fn = jax.jit(functools.partial(train_step, net), donate_argnums=0)
     if int(config.get("pipeline_stages", 0) or 0):  # device pipeline (alearn.al.pipeline)
-        from alearn.al.pipeline.step import PipelinedStep
+        from alearn.al.pipeline.al import PipelinedStep
         step_fn = PipelinedStep(net, ckpt_state["states"], config)
     states, step = ckpt_state["states"], int(ckpt_state["step"])
     timed_samples, train_time = 0, 0.0

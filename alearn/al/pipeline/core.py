@@ -12,10 +12,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from alearn.al.pipeline.balance import BALANCE, StagePlan, plan
 from alearn.al.pipeline.log import PendingLog, TickLog
 from alearn.al.pipeline.mpmd import MpmdEngine
-from alearn.al.pipeline.placement import group_blocks, make_mesh
+from alearn.al.pipeline.placement import BALANCE, StagePlan, group_blocks, make_mesh, plan
 from alearn.al.pipeline.spmd import SpmdEngine, _fill
 from alearn.al.schedule import Schedule
 

@@ -2,7 +2,7 @@
 
 A call of :meth:`alearn.al.pipeline.Pipeline.train` dispatches its ticks asynchronously and
 returns once :meth:`PendingLog.result` has copied the metrics to the host; the trainer's
-:class:`~alearn.al.pipeline.step.PipelinedStep` resolves each call's log one call later,
+:class:`~alearn.al.pipeline.al.PipelinedStep` resolves each call's log one call later,
 so the host never waits for the micro-batch it has just fed.
 """
 

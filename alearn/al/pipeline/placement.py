@@ -1,14 +1,26 @@
-"""Device mesh and block grouping of the AL pipeline, with errors naming devices and blocks."""
+"""Where the blocks go: the device mesh, block grouping and stage balancing of the pipeline.
+
+Errors name the devices and blocks. A pipeline tick lasts as long as its slowest stage, so
+with more blocks than stages the blocks are grouped (consecutively) so that the heaviest
+stage is as light as possible (:func:`balance_blocks`). Costs (:func:`block_costs`) are
+XLA's ``cost_analysis`` flops of each block's jitted step (``"flops"``: deterministic, free
+of machine load) or its measured wall time on one device (``"time"``: fastest of a few
+runs); :func:`plan` turns them into a :class:`StagePlan`.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from alearn.al import schedule
+
 STAGE, DATA = "stage", "data"
+BALANCE = ("flops", "time")
 
 
 def _describe(devices: Sequence[jax.Device]) -> str:
@@ -107,3 +119,63 @@ def balance_blocks(costs: Sequence[float], stages: int) -> tuple[int, ...]:
         counts.append(i - j)
         i = j
     return tuple(reversed(counts))
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+    """Blocks per stage chosen from per-block costs, and the resulting stage costs."""
+
+    by: str
+    block_costs: tuple[float, ...]
+    blocks_per_stage: tuple[int, ...]
+
+    @property
+    def stage_costs(self) -> tuple[float, ...]:
+        out, i = [], 0
+        for c in self.blocks_per_stage:
+            out.append(sum(self.block_costs[i:i + c]))
+            i += c
+        return tuple(out)
+
+    @property
+    def modelled_speedup(self) -> float:
+        """Σ block costs / heaviest stage: the steady-state speedup over sequential AL
+        (MODELLED: hand-over and dispatch not included)."""
+        return sum(self.block_costs) / max(max(self.stage_costs), 1e-30)
+
+    def report(self, names: Sequence[str]) -> str:
+        unit = "MFLOP" if self.by == "flops" else "ms"
+        scale = 1e-6 if self.by == "flops" else 1e3
+        lines, i = [f"stage plan by {self.by}: blocks per stage {self.blocks_per_stage}, "
+                    f"MODELLED steady-state speedup {self.modelled_speedup:.2f}x"], 0
+        for k, c in enumerate(self.blocks_per_stage):
+            blocks = ", ".join(names[i:i + c])
+            lines.append(f"  stage {k}: {blocks}: {self.stage_costs[k] * scale:.3f} {unit}")
+            i += c
+        return "\n".join(lines)
+
+
+def block_costs(steps: Sequence, states: Sequence[Any], shapes: Sequence[tuple], by: str,
+                reps: int = 3) -> tuple[float, ...]:
+    """Cost of every block's step at its input shapes (``shapes[i]`` = (s, y) of block i)."""
+    if by not in BALANCE:
+        raise ValueError(f"unknown stage balance {by!r}; choose one of: {', '.join(BALANCE)}")
+    out = []
+    for step, st, (s, y) in zip(steps, states, shapes):
+        if by == "flops":
+            fn = jax.jit(step).lower(st, s, y).compile()
+            analysis = fn.cost_analysis()
+            if isinstance(analysis, (list, tuple)):
+                analysis = analysis[0] if analysis else {}
+            out.append(float((analysis or {}).get("flops", 0.0)))
+        else:
+            zeros = jax.tree.map(lambda a: jax.numpy.zeros(a.shape, a.dtype), (s, y))
+            out.append(schedule.measure(step, st, *zeros, reps=reps).seconds)
+    return tuple(out)
+
+
+def plan(steps: Sequence, states: Sequence[Any], shapes: Sequence[tuple], stages: int,
+         by: str) -> StagePlan:
+    """The balanced :class:`StagePlan` of ``stages`` stages by ``by`` (flops or time)."""
+    costs = block_costs(steps, states, shapes, by)
+    return StagePlan(by, costs, balance_blocks(costs, stages))

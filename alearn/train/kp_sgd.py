@@ -38,6 +38,7 @@ from flax import traverse_util
 
 from alearn.rules._pairs import kernel_path
 from alearn.rules.kp import KP
+from alearn.train.decay import decay_mask
 
 Array = jax.Array
 
@@ -90,8 +91,6 @@ def kp_sgd(rule: KP, learning_rate: float | Callable[[Array], Array], *,
       ValueError: the combination cannot be fused (:func:`unfusable_reason`), or (at
         ``init``) a feedback leaf without a kernel of its shape beside it.
     """
-    from alearn.train.optim import decay_mask  # pylint: disable=import-outside-toplevel
-
     reason = unfusable_reason(rule, weight_decay=weight_decay,
                               weight_decay_mask=weight_decay_mask)
     if reason is not None:

@@ -16,53 +16,14 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-import jax
 import optax
 
 from alearn.rules.base import Rule
+from alearn.train.decay import WEIGHT_DECAY_MASKS, decay_mask  # noqa: F401 (re-exported)
+from alearn.train.kp_sgd import kp_sgd, unfusable_reason
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
-
-
-#: What the base optimizer's weight decay touches (``create_optimizer(weight_decay_mask=)``):
-#: "params": every forward parameter -- kernels, biases, BatchNorm scale/shift (default);
-#: "kernels": conv/dense kernels only; "conv_kernels": conv (rank-4) kernels only (the AL
-#: authors' BP VGG); "all": params and trained feedback weights (KP's and ASAP's B), as the
-#: ASAP authors' torch SGD ``weight_decay`` over every parameter with a gradient. Fixed
-#: feedback weights are never in the optimizer's tree.
-WEIGHT_DECAY_MASKS = ("params", "kernels", "conv_kernels", "all")
-
-
-def _params_only(tree: Any) -> Any:
-    """Weight-decay mask: True on the ``"params"`` subtree, False elsewhere (feedback)."""
-    if isinstance(tree, dict) and "params" in tree:
-        return {k: jax.tree.map(lambda _, on=(k == "params"): on, v) for k, v in tree.items()}
-    return jax.tree.map(lambda _: True, tree)
-
-
-def _kernel_mask(conv_only: bool) -> Callable[[Any], Any]:
-    """Mask: True on ``"params"`` leaves named ``kernel`` (rank 4 only if ``conv_only``)."""
-    def mask(tree: Any) -> Any:
-        outer = _params_only(tree)
-
-        def on(path, leaf, keep):
-            named = jax.tree_util.keystr(path).endswith("['kernel']")
-            return bool(keep) and named and (not conv_only or leaf.ndim == 4)
-        return jax.tree_util.tree_map_with_path(on, tree, outer)
-    return mask
-
-
-def decay_mask(which: str = "params") -> Callable[[Any], Any]:
-    """The weight-decay mask named ``which`` (one of ``WEIGHT_DECAY_MASKS``)."""
-    key = str(which).lower()
-    masks = {"params": _params_only, "kernels": _kernel_mask(False),
-             "conv_kernels": _kernel_mask(True),
-             "all": lambda tree: jax.tree.map(lambda _: True, tree)}
-    if key not in masks:
-        raise ValueError(f"unknown weight_decay_mask {which!r}; choose one of: "
-                         f"{', '.join(WEIGHT_DECAY_MASKS)}")
-    return masks[key]
 
 
 def create_schedule(schedule: str, learning_rate: float, *, steps_per_epoch: int,
@@ -257,8 +218,6 @@ def _kp_fused_from_config(config: Any, rule: Rule, steps_per_epoch: int
                           ) -> optax.GradientTransformation | None:
     """KP's one-pass SGD (:func:`alearn.train.kp_sgd.kp_sgd`) when the config allows it
     exactly (``unfusable_reason``); None otherwise (the separate form)."""
-    # pylint: disable=import-outside-toplevel
-    from alearn.train.kp_sgd import kp_sgd, unfusable_reason
     get = config.get
     if str(get("optimizer", "sgd")).lower() != "sgd":
         return None

@@ -59,7 +59,9 @@ from alearn.al.stack import MatchedBP, Stack
 
 def train_and_evaluate(config, workdir: str, **kwargs) -> dict:
     """Trains the AL model of ``config`` (see :mod:`alearn.al.train`); imported lazily."""
-    from alearn.al.train import train_and_evaluate as _train  # avoids an import cycle
+    # Lazily: the trainer loads alearn.train (orbax, tensorboardX), which `import alearn.al`
+    # need not pay for.
+    from alearn.al.train import train_and_evaluate as _train
     return _train(config, workdir, **kwargs)
 
 __all__ = [

@@ -8,30 +8,19 @@ Config fields (see ``experiments/configs/default.py``): ``rule``, ``rule_hparams
 from __future__ import annotations
 
 import importlib
-from types import MappingProxyType
 from typing import Any, Callable
 
 import alearn
 from alearn.train.errors import ConfigError
-from alearn.train.validate import resolve_config, validate_config  # noqa: F401 (re-exported)
-
-# Rule families trained by their own loop instead of the generic rule-pluggable one:
-# config.rule -> "module:function" with the signature train_and_evaluate(config, workdir).
-# Associated Learning (per-block losses and optimizers) lives in alearn.al.
-FAMILY_TRAINERS = MappingProxyType({
-    "al": "alearn.al:train_and_evaluate",
-})
+# FAMILY_TRAINERS, rule_names: defined with the checks that need them (re-exported).
+from alearn.train.validate import (FAMILY_TRAINERS, resolve_config, rule_names,  # noqa: F401
+                                   validate_config)
 
 
 def _as_dict(value: Any) -> dict:
     if value is None:
         return {}
     return dict(value.to_dict() if hasattr(value, "to_dict") else value)
-
-
-def rule_names() -> list[str]:
-    """Every valid ``config.rule``: the rule registry plus the family trainers."""
-    return sorted(set(alearn.rules.names()) | set(FAMILY_TRAINERS))
 
 
 def family_trainer(rule: str) -> Callable[..., dict] | None:

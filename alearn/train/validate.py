@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from types import MappingProxyType
 from typing import Any
 
 import alearn
@@ -16,6 +17,12 @@ from alearn.train.errors import ConfigError
 from alearn.train.optim import (OPTIMIZERS, SCHEDULES, WEIGHT_DECAY_MASKS,
                                 check_rule_weight_decay)
 
+# Rule families trained by their own loop instead of the generic rule-pluggable one:
+# config.rule -> "module:function" with the signature train_and_evaluate(config, workdir).
+# Associated Learning (per-block losses and optimizers) lives in alearn.al.
+FAMILY_TRAINERS = MappingProxyType({
+    "al": "alearn.al:train_and_evaluate",
+})
 _AL_OPTIMIZERS = ("adam", "sgd")
 DISTRIBUTED = ("auto", "off")
 # model_kwargs fields that are layer sizes: every number in them must be a positive integer.
@@ -26,6 +33,11 @@ def _as_dict(value: Any) -> dict:
     if value is None:
         return {}
     return dict(value.to_dict() if hasattr(value, "to_dict") else value)
+
+
+def rule_names() -> list[str]:
+    """Every valid ``config.rule``: the rule registry plus the family trainers."""
+    return sorted(set(alearn.rules.names()) | set(FAMILY_TRAINERS))
 
 
 def _choice(field: str, value: Any, valid) -> str:
@@ -177,7 +189,7 @@ def _check_al(config: Any, num_classes: int) -> None:
         raise ConfigError(f"unknown AL model {config.model!r}; choose one of: "
                           f"{', '.join(sorted(al_models.SPECS))} (or the same without 'al_')")
     _choice("optimizer", config.get("optimizer", "adam"), _AL_OPTIMIZERS)
-    from alearn.al.train import HPARAMS as al_hparams  # the AL trainer's own list
+    from alearn.al.config import HPARAMS as al_hparams  # the AL trainer's own list
     unknown = sorted(set(_as_dict(config.get("al_hparams", None))) - set(al_hparams))
     if unknown:
         raise ConfigError(f"unknown AL hyperparameter(s) {', '.join(unknown)}; valid: "
@@ -222,8 +234,7 @@ def validate_config(config: Any) -> None:
 
 
 def _validate(config: Any) -> None:
-    from alearn.train import setup  # pylint: disable=import-outside-toplevel
-    rule = _choice("rule", config.rule, setup.rule_names())
+    rule = _choice("rule", config.rule, rule_names())
     spec = _check_data(config)
     epochs = _number(config, "epochs", 1, low=1, strict=False, integer=True)
     for field, default in (("batch_size", 1), ("eval_batch_size", 1000), ("checkpoint_keep", 3)):
@@ -235,7 +246,7 @@ def _validate(config: Any) -> None:
     _choice("distributed", config.get("distributed", "auto"), DISTRIBUTED)
     if rule == "al":
         _check_al(config, spec.num_classes)
-    if rule in setup.FAMILY_TRAINERS:  # their trainers check their own fields
+    if rule in FAMILY_TRAINERS:  # their trainers check their own fields
         return
     _choice("optimizer", config.get("optimizer", "adam"), OPTIMIZERS)
     model = _choice("model", config.model, alearn.models.names())

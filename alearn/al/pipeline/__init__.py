@@ -32,8 +32,8 @@ balancing, ``StagePlan``), :mod:`.mpmd` and :mod:`.spmd` (the engines), :mod:`.c
 
 from alearn.al.pipeline.core import MODES, Pipeline
 from alearn.al.pipeline.log import PendingLog, TickLog
-from alearn.al.pipeline.placement import (BALANCE, DATA, STAGE, StagePlan, balance_blocks,
-                                          group_blocks, make_mesh)
+from alearn.al.pipeline.placement import (BALANCE, DATA, STAGE,  # noqa: F401
+                                          StagePlan, balance_blocks, group_blocks, make_mesh)
 from alearn.al.pipeline.spmd import grad_mean
 from alearn.al.pipeline.al import al_step, feed, for_network
 from alearn.al.schedule import Schedule

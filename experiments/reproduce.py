@@ -185,9 +185,10 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
     command = (f"python -m experiments.reproduce --table={table_id} --scale={scale} "
                f"--workdir={workdir}" + (f" --data_dir={data_dir}" if data_dir else "")
                + (f" --seeds={','.join(map(str, seeds))}" if seeds else ""))
+    version = code_version()  # the table's (its last command's) and each run's that runs now
     manifest.update(table=table_id, scale=scale, command=command,
                     title=tables.TABLES[table_id].title, machine=machine(),
-                    code_version=code_version())
+                    code_version=version)
     manifest.setdefault("runs", {})
     report = []
     for run in runs:
@@ -220,7 +221,8 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
         item["status"], item["wall_time_s"] = "ran", wall
         manifest["runs"][run.name] = {"wall_time_s": wall, "setup": run.setup(),
                                       "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                                                time.gmtime())}
+                                                                time.gmtime()),
+                                      "code_version": version}
         os.makedirs(table_dir, exist_ok=True)
         with open(manifest_path, "w") as f:
             json.dump(manifest, f, indent=1)

@@ -9,8 +9,11 @@ claim where it prints no numbers), and plots written to ``--out``: test accuracy
 per rule, alignment angles, t-SNE panels, memory-access bars and the pipeline schedule.
 Writes ``<out>/README.md``. Cells that are under-trained (test accuracy within a few points
 of chance, still rising in the last epoch, or a single epoch) are marked in the table and
-left out of the ordering check. For runs with no paper number (your own
-``experiments.train`` runs) use ``python -m experiments.compare --workdirs=a,b,c``.
+left out of the ordering check. The papers' claims (``experiments/claims.py``) get a verdict
+per check, "undecided" with its reason on such cells; "Where we disagree with the papers"
+lists the checks that disagree; the machine section gives each run's commit. For runs with
+no paper number (your own ``experiments.train`` runs) use
+``python -m experiments.compare --workdirs=a,b,c``.
 """
 
 from __future__ import annotations
@@ -104,14 +107,12 @@ def _accuracy(table_id: str, workdir: str, manifest: dict, runs: list) -> list[s
              "|---|---|---|---|---|---|---|---|---|"]
     ours: dict[str, dict[str, float]] = {}
     untrained: dict[tuple[str, str], str] = {}
-    num_classes = _num_classes(runs[0]) if runs else 10
-    cells = stats.cells(table_id, workdir, manifest, runs)
+    cells = _cells(table_id, workdir, manifest, runs)
     for (row, col), cell in cells.items():
         why = None
         if cell.n:
             ours.setdefault(row, {})[col] = cell.mean
-            curve = [{"epoch": e, "test_accuracy": m / 100.0} for e, m, _ in cell.mean_curve()]
-            why = under_trained(curve, num_classes)
+            why = stats.cell_under_trained(cell)  # the flag the claims use too
             if why:
                 untrained[(row, col)] = why
         p = paper.get((row, col))
@@ -125,6 +126,15 @@ def _accuracy(table_id: str, workdir: str, manifest: dict, runs: list) -> list[s
             f"{r}: {_chain_cells([c for (rr, m), c in cells.items() if rr == r and c.n and (r, m) not in untrained])}"
             for r in ours)]
     return lines + [""] + notes + _convergence(cells)
+
+
+def _cells(table_id: str, workdir: str, manifest: dict, runs: list) -> dict:
+    """``_report_stats.cells`` with each cell's number of classes (its chance level)."""
+    cells = stats.cells(table_id, workdir, manifest, runs)
+    n = _num_classes(runs[0]) if runs else 10
+    for c in cells.values():
+        c.num_classes = n
+    return cells
 
 
 def _chain_cells(items: list) -> str:
@@ -198,10 +208,9 @@ def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
         section += "".join(f"\n![{os.path.basename(p)}]({os.path.relpath(p, out)})\n"
                            for p in pngs)
         sections.append(section)
-    parts += claims_section(workdir, ids) + machine_section(workdir, ids)
-    parts += ["## Where our ordering of methods disagrees with the paper", "",
-              *(flagged or ["- nowhere (among the methods with a paper number that trained "
-                             "enough to rank)."]), ""]
+    results = claim_results(workdir, ids)
+    parts += claims_section(workdir, ids, results) + machine_section(workdir, ids)
+    parts += disagreement_section(results, flagged)
     parts += sections
     walls = {tid: (_load(os.path.join(workdir, tid, MANIFEST)) or {}).get("runs", {})
              for tid in ids}
@@ -221,15 +230,12 @@ def table_cells(table_id: str, workdir: str, metric: str = "accuracy") -> dict:
         _, _, runs = _table_runs(table_id, workdir)
         return sections.ratio_cells(table_id, workdir, runs)
     _, manifest, runs = _table_runs(table_id, workdir)
-    return stats.cells(table_id, workdir, manifest, runs)
+    return _cells(table_id, workdir, manifest, runs)
 
 
-def claims_section(workdir: str, ids: Sequence[str]) -> list[str]:
-    """One verdict per claim of ``experiments.claims`` whose tables are in ``ids``."""
-    lines = ["## The papers' claims at this scale", "",
-             "Verdicts use the seeds' spread: an ordering agrees or disagrees only when the "
-             "means differ by more than the combined std sqrt(std_a² + std_b²); closer is a "
-             "tie at this scale (experiments/claims.py).", ""]
+def claim_results(workdir: str, ids: Sequence[str]) -> list:
+    """``claims.Result`` of every claim that the tables ``ids`` decide: a check on its own
+    table when that is in ``ids``, else on the first of ``ids`` holding both its cells."""
     cache: dict = {}
 
     def cells_of(table_id, metric):
@@ -238,12 +244,50 @@ def claims_section(workdir: str, ids: Sequence[str]) -> list[str]:
             cache[key] = table_cells(table_id, workdir, metric) if table_id in ids else {}
         return cache[key]
 
-    for claim in claims.CLAIMS:
-        overall, checks = claims.verdict(claim, cells_of)
-        if overall == "not run":
-            continue
-        lines.append(f"- **{claim.text}**: {overall}.")
-        lines += [f"  - {c}" for c in checks]
+    others = tuple(t for t in ids if tables.TABLES[t].metric == "accuracy")
+    results = [claims.decide(claim, cells_of, others) for claim in claims.CLAIMS]
+    return [r for r in results if r.items]
+
+
+def claims_section(workdir: str, ids: Sequence[str], results: list | None = None) -> list[str]:
+    """One heading per claim of ``experiments.claims`` that ``ids`` decide, one line per check."""
+    lines = ["## The papers' claims at this scale", "",
+             "Verdicts use the seeds' spread: an ordering agrees or disagrees only when the "
+             "means differ by more than the combined std sqrt(std_a² + std_b²); closer is a "
+             "tie at this scale. A claim of equality (≈, within t points) agrees when "
+             "|Δ| ≤ t, disagrees when |Δ| exceeds t by more than the combined std, else is "
+             "borderline. A check is *undecided* when one of its cells is under-trained (the "
+             "tables' flag: near chance, still rising ≥ 1 pt in its last epoch, or one "
+             f"epoch) or its seeds spread more than {claims.SPREAD:g} pt (std). A claim's "
+             "heading counts its checks' verdicts (experiments/claims.py).", ""]
+    for r in claim_results(workdir, ids) if results is None else results:
+        lines.append(f"- **{r.claim.text}**: {r.heading}.")
+        lines += [f"  - {i.line}" for i in r.items]
+    return lines + [""]
+
+
+def disagreement_section(results: list, flagged: Sequence[str] = ()) -> list[str]:
+    """Every claim check that disagrees (``claim_results``), then the rows with paper numbers
+    whose ordering of methods differs (``flagged``, from the tables' sections)."""
+    items = [(r.claim, i) for r in results for i in r.items]
+    bad = [f"- **{c.text}** (`{i.table}`): {i.line}" for c, i in items if i.verdict == "disagrees"]
+    n_undecided = sum(i.verdict == "undecided" for _, i in items)
+    lines = ["## Where we disagree with the papers", ""]
+    if bad:
+        lines += bad
+    elif items:
+        lines.append(f"- no claim's check disagrees; {n_undecided} of {len(items)} "
+                     f"{'is' if n_undecided == 1 else 'are'} undecided (listed with "
+                     f"{'its reason' if n_undecided == 1 else 'their reasons'} under the claims "
+                     "above)." if n_undecided else "- no claim's check disagrees.")
+    else:
+        lines.append("- no claim of the papers is decided by these tables.")
+    if bad and n_undecided:
+        lines.append(f"- and {n_undecided} of {len(items)} checks are undecided (under the "
+                     "claims above, each with its reason).")
+    if flagged:
+        lines += ["", "Rows with the paper's numbers whose ordering of methods differs:", "",
+                  *flagged]
     return lines + [""]
 
 
@@ -251,17 +295,70 @@ def machine_section(workdir: str, ids: Sequence[str]) -> list[str]:
     """The machine the runs were measured on and the total wall time of the runs."""
     from experiments import reproduce
 
-    total, machines, versions = 0.0, set(), set()
+    total, machines = 0.0, set()
     for tid in ids:
         m = _load(os.path.join(workdir, tid, MANIFEST)) or {}
         total += sum(v.get("wall_time_s", 0.0) for v in m.get("runs", {}).values())
         machines.add(m.get("machine") or reproduce.machine())
-        versions.add(m.get("code_version", "not recorded"))
     return ["## Machine and wall time", "",
-            f"Runs measured on {'; '.join(sorted(machines))}; code version (git) "
-            f"{', '.join(sorted(versions))}. The sum of every run's wall time in these tables "
-            f"is {total / 60:.1f} min (each table's section gives each run's; a run shared "
-            "with an earlier table counts once).", ""]
+            f"Runs measured on {'; '.join(sorted(machines))}; code version (git commit of "
+            f"the runs, from the manifests): {commits_text(workdir, ids)}. The sum of every "
+            f"run's wall time in these tables is {total / 60:.1f} min (each table's section "
+            "gives each run's; a run shared with an earlier table counts once).", ""]
+
+
+def run_commits(workdir: str, ids: Sequence[str]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(table, run) -> (commit, how) for every finished run of ``ids``; a run shared from
+    another table is that table's run, counted once. ``how``: "run" (recorded per run by
+    ``experiments.reproduce``), "table" (only the table's, i.e. its last command's: manifests
+    from before the per-run record) or "none"."""
+    manifests: dict[str, dict] = {}
+
+    def manifest(tid):
+        if tid not in manifests:
+            manifests[tid] = _load(os.path.join(workdir, tid, MANIFEST)) or {}
+        return manifests[tid]
+
+    out = {}
+    for tid in ids:
+        if not os.path.isdir(os.path.join(workdir, tid)):
+            continue
+        _, _, runs = _table_runs(tid, workdir)
+        for run in runs:
+            if not os.path.exists(os.path.join(workdir, tid, run.name, "results.json")):
+                continue
+            key, entry = (tid, run.name), manifest(tid).get("runs", {}).get(run.name, {})
+            if entry.get("shared_with"):
+                key = tuple(entry["shared_with"].split("/", 1))
+                entry = manifest(key[0]).get("runs", {}).get(key[1], {})
+            if entry.get("code_version"):
+                out[key] = (entry["code_version"], "run")
+            elif manifest(key[0]).get("code_version"):
+                out[key] = (manifest(key[0])["code_version"], "table")
+            else:
+                out[key] = ("", "none")
+    return out
+
+
+def commits_text(workdir: str, ids: Sequence[str]) -> str:
+    """"abc1234 (40 runs), def5678+dirty (2 runs)"; runs without a commit of their own said so."""
+    counts: dict[tuple[str, str], int] = {}
+    missing: dict[str, int] = {}
+    for (tid, _), (commit, how) in run_commits(workdir, ids).items():
+        if how == "none":
+            missing[tid] = missing.get(tid, 0) + 1
+        else:
+            counts[(commit, how)] = counts.get((commit, how), 0) + 1
+
+    def runs(n):
+        return f"{n} run{'s' if n != 1 else ''}"
+
+    table_only = "; the commit of the table's last command, not recorded per run"
+    parts = [f"{c} ({runs(n)}{table_only if how == 'table' else ''})"
+             for (c, how), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if missing:
+        parts.append(f"not recorded for {runs(sum(missing.values()))} ({', '.join(missing)})")
+    return ", ".join(parts) or "no finished run"
 
 
 def training_runs(workdir: str) -> list[str]:

@@ -1,0 +1,127 @@
+"""experiments.report's claims: the disagreement section is built from the claims' verdicts,
+a report for a subset of tables shows the claims those tables decide, and the report states
+the commits its runs were made at (recorded per run by experiments.reproduce). Issue 26.
+
+The runs' results are hand-made files; nothing trains.
+"""
+
+import io
+import json
+import os
+
+import pytest
+
+from experiments import _tables_cpu as cs
+from experiments import report, reproduce, tables
+from tests.test_reproduce import _write, fake_sweep
+
+
+@pytest.fixture(autouse=True)
+def _forget_workdir():
+    yield
+    cs.set_workdir(None)
+
+
+def put(workdir, table, cells, manifest=None):
+    """Writes ``{(row, method): [acc % per seed]}`` as finished cpu-scale runs of ``table``
+    (flat curves: trained enough to rank)."""
+    workdir = str(workdir)
+    cs.set_workdir(workdir, allow_pending=True)
+    runs = tables.runs(table, "cpu")
+    todo = dict(cells)
+    for run in runs:
+        accs = todo.get((run.row, run.col))
+        if accs is None:
+            continue
+        a = accs[run.seed or 0]
+        rundir = os.path.join(workdir, table, run.name)
+        _write(os.path.join(rundir, "results.json"), {"test_accuracy": a / 100})
+        with open(os.path.join(rundir, "metrics.jsonl"), "w") as f:
+            for e, x in enumerate((a - 5, a - 0.2, a)):
+                f.write(json.dumps({"epoch": e + 1, "test_accuracy": x / 100}) + "\n")
+    assert {(r.row, r.col) for r in runs} >= set(cells), "a cell the table does not have"
+    _write(os.path.join(workdir, table, "manifest.json"),
+           manifest or {"scale": "cpu", "runs": {}})
+
+
+def section(md, title):
+    """The body of the first section whose heading starts with ``title``."""
+    return next(p for p in md.split("\n## ") if p.startswith(title))
+
+
+ALEX = "Fashion-MNIST / AlexNet"
+RES = "Fashion-MNIST / ResNet-18"
+
+
+def test_disagreement_section_is_built_from_the_claims(tmp_path):
+    """Fashion-MNIST rows have no paper numbers: the old section read only rows with paper
+    numbers and said "nowhere" under a claim marked "disagrees"."""
+    put(tmp_path, "wt5.2", {(ALEX, "ASAP"): [76, 77, 77.5], (ALEX, "DFA"): [82.5, 83, 83.8],
+                            (ALEX, "FA"): [76.5, 77, 78]})
+    md = open(report.write_report(str(tmp_path), str(tmp_path / "out"), ["wt5.2"])).read()
+    where = section(md, "Where ")
+    assert "nowhere" not in where
+    assert "**ASAP > DFA > FA on conv nets (ASAP thesis Table 5.2)**" in where
+    assert "Fashion-MNIST / AlexNet: ASAP 76.83 ± 0.76 vs DFA 83.10 ± 0.66" in where
+    assert "DFA 83.10 ± 0.66 vs FA" not in where  # DFA > FA agrees: not listed
+
+
+def test_disagreement_section_says_nowhere_and_counts_the_undecided(tmp_path):
+    put(tmp_path, "wt5.2", {(ALEX, "KP"): [86.5, 86.8, 87.2], (ALEX, "BP"): [87.2, 87.6, 87.9],
+                            (RES, "KP"): [60, 70, 80], (RES, "BP"): [81, 81.2, 81.3]})
+    md = open(report.write_report(str(tmp_path), str(tmp_path / "out"), ["wt5.2"])).read()
+    where = section(md, "Where ")
+    assert "- no claim's check disagrees; 1 of 2 is undecided (listed with its reason under " \
+           "the claims above)." in where
+    claims_md = section(md, "The papers' claims at this scale")
+    assert "**KP ≈ BP (within 1 point; Table 5.2)**: mixed. Agrees (1 of 2), undecided (1)." \
+        in claims_md
+    assert "undecided: KP seeds spread ±10.00 pt" in claims_md
+
+
+def test_a_report_for_one_table_shows_the_claims_its_cells_decide(tmp_path):
+    """wt_k4 holds ResNet-18's BP, KP and ASAP cells too: its report decides KP ≈ BP there,
+    though the claim is stated for Table 5.2."""
+    put(tmp_path, "wt_k4", {(RES, "ASAP"): [63, 63.5, 64], (RES, "ASAP k=4"): [63.2, 63.6, 64.1],
+                            (RES, "KP"): [80.5, 81, 81.2], (RES, "BP"): [81, 81.2, 81.3]})
+    md = open(report.write_report(str(tmp_path), str(tmp_path / "out"), ["wt_k4"])).read()
+    claims_md = section(md, "The papers' claims at this scale")
+    assert "**ASAP k=4 ≈ ASAP k=2" in claims_md
+    assert "**KP ≈ BP (within 1 point; Table 5.2)**: agrees." in claims_md
+    assert "(cells of `wt_k4`)" in claims_md
+    # with Table 5.2 in the report, its own cells decide, listed once
+    put(tmp_path, "wt5.2", {(RES, "KP"): [80.5, 81, 81.2], (RES, "BP"): [81, 81.2, 81.3]})
+    md = open(report.write_report(str(tmp_path), str(tmp_path / "out"))).read()
+    claims_md = section(md, "The papers' claims at this scale")
+    assert claims_md.count("ResNet-18: KP") == 1 and "(cells of `wt_k4`)" not in claims_md
+
+
+def test_reproduce_records_each_runs_commit_and_the_report_states_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "execute", lambda run, rundir: _write(
+        os.path.join(rundir, "results.json"), {"test_accuracy": 0.5}))
+    fake_sweep(tmp_path)
+    monkeypatch.setattr(reproduce, "code_version", lambda: "abc1234")
+    reproduce.reproduce("al_sigmoid", "cpu", str(tmp_path), out=io.StringIO())
+    runs = tables.runs("al_sigmoid", "cpu")
+    manifest = json.load(open(tmp_path / "al_sigmoid" / "manifest.json"))
+    assert {v["code_version"] for v in manifest["runs"].values()} == {"abc1234"}
+    os.remove(tmp_path / "al_sigmoid" / runs[0].name / "results.json")  # one more at another
+    monkeypatch.setattr(reproduce, "code_version", lambda: "def5678+dirty")
+    reproduce.reproduce("al_sigmoid", "cpu", str(tmp_path), out=io.StringIO())
+    manifest = json.load(open(tmp_path / "al_sigmoid" / "manifest.json"))
+    assert manifest["runs"][runs[0].name]["code_version"] == "def5678+dirty"
+    assert manifest["runs"][runs[1].name]["code_version"] == "abc1234"  # kept, not overwritten
+    text = "\n".join(report.machine_section(str(tmp_path), ["al_sigmoid"]))
+    assert "abc1234 (5 runs), def5678+dirty (1 run)" in text and "not recorded" not in text
+
+
+def test_report_commit_of_runs_without_their_own(tmp_path):
+    """Manifests from before the per-run record: the table's commit (its last command's),
+    said to be that; none at all: said, with the number of runs."""
+    put(tmp_path, "wt5.2", {(ALEX, "KP"): [86.5, 86.8, 87.2], (ALEX, "BP"): [87.2, 87.6, 87.9]},
+        manifest={"scale": "cpu", "code_version": "12bc873", "runs": {}})
+    put(tmp_path, "wt5.5", {(RES, "BP"): [81, 81.2, 81.3]})
+    text = "\n".join(report.machine_section(str(tmp_path), ["wt5.2", "wt5.5"]))
+    assert "12bc873 (6 runs; the commit of the table's last command, not recorded per run)" \
+        in text
+    assert "not recorded for 3 runs (wt5.5)" in text

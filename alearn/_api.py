@@ -70,8 +70,8 @@ def value_and_updates(loss_fn: Callable[..., Array], model: nn.Module, rule: Rul
     inputs, loss_args = split_batch(batch, targets, "value_and_updates")
     train_vars = trainable(rule, variables)
     rest = {k: v for k, v in variables.items() if k not in train_vars}
-    if not rule.feedback_names and not rule.receiver_feedback_names:
-        rest.pop("feedback", None)  # e.g. BP's reference gradient on an FA-trained model
+    if isinstance(rule, BP):
+        rest.pop("feedback", None)  # BP's reference gradient on an FA-trained model
     mutable = [k for k in rest if k != "feedback"] if train else []
     mutable = mutable or False
     extra = {"rngs": rngs} if rngs else {}

@@ -129,7 +129,7 @@ class Tape:
         return logits + self.carrier.astype(logits.dtype)
 
 
-def _needs_finish(rule: Any) -> bool:
+def needs_finish(rule: Any) -> bool:
     """Whether skipping ``Tape.finish`` changes what ``rule`` computes."""
     from alearn.rules.base import Rule  # pylint: disable=import-outside-toplevel
     return bool(rule.needs_carrier) or type(rule).on_finish is not Rule.on_finish
@@ -151,7 +151,7 @@ def checked(model: Any) -> Iterator[None]:
     finally:
         _TRACKED.reset(token)
     for tape in tapes:
-        if tape.layer_index and not tape.finished and _needs_finish(tape.rule):
+        if tape.layer_index and not tape.finished and needs_finish(tape.rule):
             raise ValueError(
                 f"{type(model).__name__} created a Tape for rule {tape.rule.name!r} and ran "
                 f"{tape.layer_index} rule-aware layer(s) but never called tape.finish(output): "

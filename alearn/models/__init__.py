@@ -1,9 +1,14 @@
-"""Models from the papers, built only from rule-pluggable layers.
+"""Models from the papers, as plain ``flax.linen`` modules, and ``create`` to build one.
 
-Every model is a Flax Linen module called as ``model.apply(variables, x, rule=rule,
-train=False)``; it threads a :class:`alearn.layers.Tape` through its rule-aware layers and
-has a ``width_multiplier`` field. ``create(name, num_classes, **overrides)`` builds one by
-name (see docs/notes/models.md for architectures, grouping and parameter counts).
+Every model class here (``MLP``, ``CNN``, ``AlexNet``, ``VGG``, ``ResNet``, ``FlaxCNN``)
+is ordinary Flax: ``nn.Dense``, ``nn.Conv``, ``nn.BatchNorm``, no alearn layer and no
+rule argument, so it can be copied into any project. ``create(name, num_classes,
+**overrides)`` builds one by name and returns it wrapped by :func:`alearn.wrap` with the
+model's declared spec (e.g. :func:`alearn.models.resnet.wrap_spec`: its blocks and DFA
+receivers), so ``create(...).apply(v, x, rule=rule, train=...)`` trains by any rule, the
+same path a user's own model takes (see docs/notes/models.md for architectures, grouping
+and parameter counts). :func:`convert_variables` brings variables written by alearn
+versions whose models placed DFA receivers by hand to the current feedback layout.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from types import MappingProxyType
 import flax.linen as nn
 
 from alearn.al.models import BASELINES as _AL_BASELINES
+from alearn.models._convert import convert_variables
 from alearn.models._count import num_params
 from alearn.models.alexnet import AlexNet
 from alearn.models.cnn import CNN
 from alearn.models.flax_cnn import FlaxCNN, WrappedFactory
 from alearn.models.mlp import MLP
 from alearn.models.resnet import BasicBlock, ResNet
+from alearn.models.resnet import wrap_spec as _resnet_spec
 from alearn.models.vgg import VGG, VGG16_CONFIG
+from alearn.wrappers.linen import Wrapped, wrap
 
 _RESNET18 = dict(stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512))
 
@@ -56,8 +64,23 @@ def _fields(factory) -> list[str]:
                   if f.init and f.name not in ("parent", "name", "num_classes"))
 
 
-def create(name: str, num_classes: int, **overrides) -> nn.Module:
+def wrap_spec(module: nn.Module) -> dict:
+    """The ``alearn.wrap`` arguments a paper model declares (``{}`` for plain chains)."""
+    if isinstance(module, ResNet):
+        return _resnet_spec(module)
+    return {}
+
+
+def _takes_rule(module: nn.Module) -> bool:
+    import inspect  # pylint: disable=import-outside-toplevel
+    return "rule" in inspect.signature(type(module).__call__).parameters
+
+
+def create(name: str, num_classes: int, **overrides) -> Wrapped | nn.Module:
     """Builds model ``name`` with ``num_classes`` outputs; ``overrides`` set its fields.
+
+    Returns the plain Flax module wrapped by :func:`alearn.wrap` with its
+    :func:`wrap_spec` (``.model`` is the module itself).
 
     Lists in ``overrides`` (as config files give them) become tuples, so the module stays
     hashable.
@@ -76,10 +99,13 @@ def create(name: str, num_classes: int, **overrides) -> nn.Module:
             f"unknown field(s) {', '.join(unknown)} for model {key!r}; valid: {', '.join(valid)}"
         )
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return factory(num_classes=num_classes, **overrides)
+    module = factory(num_classes=num_classes, **overrides)
+    if isinstance(module, Wrapped) or _takes_rule(module):
+        return module
+    return wrap(module, **wrap_spec(module))
 
 
 __all__ = [
     "AlexNet", "BasicBlock", "CNN", "FlaxCNN", "MLP", "MODELS", "ResNet", "VGG", "VGG16_CONFIG",
-    "create", "names", "num_params",
+    "convert_variables", "create", "names", "num_params", "wrap_spec",
 ]

@@ -17,15 +17,13 @@ The class defaults are the authors' code; ``kernel_size`` / ``output_bn`` select
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 
-from alearn.layers import Conv, Dense, Tape
 from alearn.models._common import (HE_NORMAL, activation_fn, batch_norm, check_image, flatten,
                                    max_pool_ceil, scaled)
-from alearn.rules.bp import BP
 
 Array = jax.Array
 
@@ -34,7 +32,7 @@ class AlexNet(nn.Module):
     """conv-BN-act-maxpool x 3 -> (FC-BN-act) x 2 -> FC out.
 
     Layers: ``conv{i}`` / ``bn_conv{i}`` (i = 0..2), ``fc{j}`` / ``bn_fc{j}`` (j = 0..1),
-    ``classifier`` (+ ``bn_out`` when ``output_bn``). A plain chain: no block marks.
+    ``classifier`` (+ ``bn_out`` when ``output_bn``). A plain chain (no blocks declared).
 
     Attributes:
       num_classes: output units.
@@ -62,27 +60,26 @@ class AlexNet(nn.Module):
     kernel_init: Callable[..., Array] = HE_NORMAL
 
     @nn.compact
-    def __call__(self, x: Array, *, rule: Any = BP(), train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         check_image(x, "alexnet")
         act = activation_fn(self.activation)
         m = self.width_multiplier
-        tape = Tape(rule, x.shape[0], self.num_classes)
         k = self.kernel_size
         for i, w in enumerate(self.conv_widths):
-            x = Conv(scaled(w, m), (k, k), padding=self.padding, use_bias=not self.use_bn,
-                     kernel_init=self.kernel_init, name=f"conv{i}")(x, tape)
+            x = nn.Conv(scaled(w, m), (k, k), padding=self.padding, use_bias=not self.use_bn,
+                        kernel_init=self.kernel_init, name=f"conv{i}")(x)
             if self.use_bn:
                 x = batch_norm(train, f"bn_conv{i}")(x)
             x = max_pool_ceil(act(x))
         x = flatten(x)
         for j, w in enumerate(self.dense_widths):
-            x = Dense(scaled(w, m), use_bias=not self.use_bn, kernel_init=self.kernel_init,
-                      name=f"fc{j}")(x, tape)
+            x = nn.Dense(scaled(w, m), use_bias=not self.use_bn, kernel_init=self.kernel_init,
+                         name=f"fc{j}")(x)
             if self.use_bn:
                 x = batch_norm(train, f"bn_fc{j}")(x)
             x = act(x)
-        x = Dense(self.num_classes, use_bias=not self.output_bn, kernel_init=self.kernel_init,
-                  name="classifier")(x, tape)
+        x = nn.Dense(self.num_classes, use_bias=not self.output_bn,
+                     kernel_init=self.kernel_init, name="classifier")(x)
         if self.output_bn:
             x = batch_norm(train, "bn_out")(x)
-        return tape.finish(x)
+        return x

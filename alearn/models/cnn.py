@@ -1,4 +1,4 @@
-"""The Associated-Learning thesis CNN (14 layers), from rule-pluggable layers.
+"""The Associated-Learning thesis CNN (14 layers), plain ``flax.linen``.
 
 AL thesis Sec. 3.2.1: "The first 4 are convolutional layers with a size of 3x3x32 ...
 followed by 4 convolutional layers with a size of 3x3x64 ..., followed by a fully connected
@@ -14,14 +14,12 @@ flattened 7*7*64 = 3136 features feed FC1280.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 
-from alearn.layers import Conv, Dense, Tape
 from alearn.models._common import HE_NORMAL, activation_fn, check_image, flatten, scaled
-from alearn.rules.bp import BP
 
 Array = jax.Array
 
@@ -30,7 +28,7 @@ class CNN(nn.Module):
     """conv3x3 x 8 (strides ``conv_strides``) -> FC ``dense_widths`` -> FC out.
 
     Layers are named ``conv{i}`` (i = 0..7), ``fc{j}`` (j = 0..4) and ``classifier``. No
-    batch normalisation and no block marks (a plain chain: rules count layers).
+    batch normalisation and a plain chain: rules that group layers count them.
 
     Attributes:
       num_classes: output units.
@@ -51,7 +49,7 @@ class CNN(nn.Module):
     kernel_init: Callable[..., Array] = HE_NORMAL
 
     @nn.compact
-    def __call__(self, x: Array, *, rule: Any = BP(), train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         del train
         check_image(x, "cnn")
         if len(self.conv_strides) != len(self.conv_widths):
@@ -61,13 +59,11 @@ class CNN(nn.Module):
             )
         act = activation_fn(self.activation)
         m = self.width_multiplier
-        tape = Tape(rule, x.shape[0], self.num_classes)
         for i, (w, s) in enumerate(zip(self.conv_widths, self.conv_strides)):
-            conv = Conv(scaled(w, m), (3, 3), strides=(s, s), padding="SAME",
-                        kernel_init=self.kernel_init, name=f"conv{i}")
-            x = act(conv(x, tape))
+            conv = nn.Conv(scaled(w, m), (3, 3), strides=(s, s), padding="SAME",
+                           kernel_init=self.kernel_init, name=f"conv{i}")
+            x = act(conv(x))
         x = flatten(x)
         for j, w in enumerate(self.dense_widths):
-            x = act(Dense(scaled(w, m), kernel_init=self.kernel_init, name=f"fc{j}")(x, tape))
-        x = Dense(self.num_classes, kernel_init=self.kernel_init, name="classifier")(x, tape)
-        return tape.finish(x)
+            x = act(nn.Dense(scaled(w, m), kernel_init=self.kernel_init, name=f"fc{j}")(x))
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="classifier")(x)

@@ -1,4 +1,4 @@
-"""ResNets with basic blocks (He et al. 2016), from rule-pluggable layers.
+"""ResNets with basic blocks (He et al. 2016), plain ``flax.linen``.
 
 One class covers the papers' ResNets:
 
@@ -12,41 +12,41 @@ One class covers the papers' ResNets:
 
 Block (post-activation, as He et al. and both authors' codes)::
 
-    tape.block(x)
     h = act(BN(conv3x3(x, stride s)))      # conv1 / bn1
     h = BN(conv3x3(h))                     # conv2 / bn2
     sc = x, or BN(conv1x1(x, stride s))    # shortcut_conv / shortcut_bn when shape changes
     out = act(h + sc)                      # act(h) without shortcuts
 
-Receiving points (``tape.receive``, used by DFA; identity for other rules): after the
-stem's activation (``stem_receiver``), after ``act(bn1)`` (``receiver1``) and on the
-block output (``receiver2``), where the ASAP authors' code puts its ``Feedback_Receiver``s.
-
 Projection ("option B") shortcuts are used wherever the shape changes (first block of a
 down-sampling stage), for all depths; identity elsewhere. The stride-2 conv is the first of
 the stage's first block. Global average pooling precedes the linear classifier, so any
 input side works (28, 32, 64).
+
+What the papers need beyond the forward pass is declared to ``alearn.wrap`` by
+:func:`wrap_spec` (``alearn.models.create`` applies it), not written here: the blocks
+(``stage*_block*``: activation-sharing groups, DFA receivers at their inputs) and a DFA
+receiver on the last block's output. With them, DFA receives ``δ_L D`` exactly where the
+ASAP authors' code puts its ``Feedback_Receiver``s (after the stem, after each block's
+first activation, which is conv2's own input, and on every block output).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 
-from alearn.layers import Conv, Dense, Tape
 from alearn.models._common import HE_NORMAL, activation_fn, batch_norm, check_image, scaled
-from alearn.rules.bp import BP
 
 Array = jax.Array
 
 
 class BasicBlock(nn.Module):
-    """Two conv3x3-BN layers with a residual shortcut; marks its input with ``tape.block``.
+    """Two conv3x3-BN layers with a residual shortcut.
 
-    Rule-aware layer order inside a block (``tape.layer_index``): conv1, conv2, then
-    shortcut_conv when present.
+    Layer order inside a block (the order in which activation-sharing rules meet them):
+    conv1, conv2, then shortcut_conv when present.
 
     Attributes:
       features: output channels.
@@ -63,23 +63,22 @@ class BasicBlock(nn.Module):
     kernel_init: Callable[..., Array] = HE_NORMAL
 
     @nn.compact
-    def __call__(self, x: Array, tape: Tape, *, train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         act = activation_fn(self.activation)
-        tape.block(x)
         s = (self.strides, self.strides)
-        h = Conv(self.features, (3, 3), strides=s, padding=1, use_bias=False,
-                 kernel_init=self.kernel_init, name="conv1")(x, tape)
-        h = tape.receive(act(batch_norm(train, "bn1")(h)), "receiver1")
-        h = Conv(self.features, (3, 3), padding=1, use_bias=False,
-                 kernel_init=self.kernel_init, name="conv2")(h, tape)
+        h = nn.Conv(self.features, (3, 3), strides=s, padding=1, use_bias=False,
+                    kernel_init=self.kernel_init, name="conv1")(x)
+        h = act(batch_norm(train, "bn1")(h))
+        h = nn.Conv(self.features, (3, 3), padding=1, use_bias=False,
+                    kernel_init=self.kernel_init, name="conv2")(h)
         h = batch_norm(train, "bn2")(h)
         if not self.shortcut:
-            return tape.receive(act(h), "receiver2")
+            return act(h)
         if self.strides != 1 or x.shape[-1] != self.features:
-            x = Conv(self.features, (1, 1), strides=s, padding=0, use_bias=False,
-                     kernel_init=self.kernel_init, name="shortcut_conv")(x, tape)
+            x = nn.Conv(self.features, (1, 1), strides=s, padding=0, use_bias=False,
+                        kernel_init=self.kernel_init, name="shortcut_conv")(x)
             x = batch_norm(train, "shortcut_bn")(x)
-        return tape.receive(act(h + x), "receiver2")
+        return act(h + x)
 
 
 class ResNet(nn.Module):
@@ -87,8 +86,7 @@ class ResNet(nn.Module):
 
     Parameter tree: ``stem_conv``, ``stem_bn``, ``stage{s}_block{b}`` (s, b from 0) each
     with ``conv1, bn1, conv2, bn2[, shortcut_conv, shortcut_bn]``, ``classifier`` (+
-    ``bn_out`` when ``output_bn``). ``tape.block`` marks each block's input; the stem and
-    the classifier are outside any block.
+    ``bn_out`` when ``output_bn``). The stem and the classifier are outside any block.
 
     Attributes:
       num_classes: output units.
@@ -111,7 +109,7 @@ class ResNet(nn.Module):
     kernel_init: Callable[..., Array] = HE_NORMAL
 
     @nn.compact
-    def __call__(self, x: Array, *, rule: Any = BP(), train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         check_image(x, "resnet")
         if len(self.stage_sizes) != len(self.widths):
             raise ValueError(
@@ -120,19 +118,25 @@ class ResNet(nn.Module):
             )
         act = activation_fn(self.activation)
         m = self.width_multiplier
-        tape = Tape(rule, x.shape[0], self.num_classes, receivers=True)
-        x = Conv(scaled(self.widths[0], m), (3, 3), padding=1, use_bias=False,
-                 kernel_init=self.kernel_init, name="stem_conv")(x, tape)
-        x = tape.receive(act(batch_norm(train, "stem_bn")(x)), "stem_receiver")
+        x = nn.Conv(scaled(self.widths[0], m), (3, 3), padding=1, use_bias=False,
+                    kernel_init=self.kernel_init, name="stem_conv")(x)
+        x = act(batch_norm(train, "stem_bn")(x))
         for s, (n, w) in enumerate(zip(self.stage_sizes, self.widths)):
             for b in range(n):
                 stride = 2 if (s > 0 and b == 0) else 1
                 x = BasicBlock(scaled(w, m), strides=stride, shortcut=self.shortcut,
                                activation=self.activation, kernel_init=self.kernel_init,
-                               name=f"stage{s}_block{b}")(x, tape, train=train)
+                               name=f"stage{s}_block{b}")(x, train=train)
         x = x.mean(axis=(1, 2))
-        x = Dense(self.num_classes, use_bias=not self.output_bn, kernel_init=self.kernel_init,
-                  name="classifier")(x, tape)
+        x = nn.Dense(self.num_classes, use_bias=not self.output_bn,
+                     kernel_init=self.kernel_init, name="classifier")(x)
         if self.output_bn:
             x = batch_norm(train, "bn_out")(x)
-        return tape.finish(x)
+        return x
+
+
+def wrap_spec(model: ResNet) -> dict:
+    """``alearn.wrap`` arguments of a :class:`ResNet`: its blocks, and a DFA receiver on
+    the last block's output (before the global pooling, as the authors' code)."""
+    last = f"stage{len(model.stage_sizes) - 1}_block{model.stage_sizes[-1] - 1}"
+    return {"blocks": ("stage*_block*",), "receivers": (last,)}

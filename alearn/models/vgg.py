@@ -1,4 +1,4 @@
-"""CIFAR-style VGG-16 with BatchNorm, from rule-pluggable layers.
+"""CIFAR-style VGG-16 with BatchNorm, plain ``flax.linen``.
 
 The 13 conv layers of VGG-16 (Simonyan & Zisserman, configuration D: 64,64,M,128,128,M,
 256x3,M,512x3,M,512x3,M), each conv3x3 (padding 1) - BN - ReLU, as in the common CIFAR
@@ -12,15 +12,13 @@ docs/notes/models.md.)
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
 
-from alearn.layers import Conv, Dense, Tape
 from alearn.models._common import (HE_NORMAL, activation_fn, batch_norm, check_image,
                                    max_pool_ceil, scaled)
-from alearn.rules.bp import BP
 
 Array = jax.Array
 
@@ -34,7 +32,7 @@ class VGG(nn.Module):
     """(conv3x3-BN-act)+ with max-pools per ``config``, global average pool, linear out.
 
     Layers: ``conv{i}`` / ``bn{i}`` for the i-th conv (i = 0..12 for VGG-16) and
-    ``classifier``. A plain chain: no block marks.
+    ``classifier``. A plain chain (no blocks declared).
 
     Attributes:
       num_classes: output units.
@@ -51,10 +49,9 @@ class VGG(nn.Module):
     kernel_init: Callable[..., Array] = HE_NORMAL
 
     @nn.compact
-    def __call__(self, x: Array, *, rule: Any = BP(), train: bool = False) -> Array:
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         check_image(x, "vgg")
         act = activation_fn(self.activation)
-        tape = Tape(rule, x.shape[0], self.num_classes)
         i = 0
         for item in self.config:
             if item == "M":
@@ -62,10 +59,9 @@ class VGG(nn.Module):
                 continue
             if not isinstance(item, int):
                 raise ValueError(f"VGG config entries are ints or 'M', got {item!r}")
-            x = Conv(scaled(item, self.width_multiplier), (3, 3), padding=1, use_bias=False,
-                     kernel_init=self.kernel_init, name=f"conv{i}")(x, tape)
+            x = nn.Conv(scaled(item, self.width_multiplier), (3, 3), padding=1,
+                        use_bias=False, kernel_init=self.kernel_init, name=f"conv{i}")(x)
             x = act(batch_norm(train, f"bn{i}")(x))
             i += 1
         x = x.mean(axis=(1, 2))
-        x = Dense(self.num_classes, kernel_init=self.kernel_init, name="classifier")(x, tape)
-        return tape.finish(x)
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="classifier")(x)

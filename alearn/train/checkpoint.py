@@ -68,9 +68,45 @@ class Checkpointer:
 
     def restore(self, epoch: int, template: Any) -> Any:
         """Restores the checkpoint ``epoch`` into the structure, dtypes and shardings of
-        ``template`` (e.g. a freshly created ``TrainState``)."""
+        ``template`` (e.g. a freshly created ``TrainState``).
+
+        A checkpoint whose feedback weights have the layout of alearn's older hand-written
+        models (DFA receivers placed by the model; ``alearn.models._convert``) is restored
+        with that layout and converted, with a warning.
+        """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        return self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        try:
+            return self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        except Exception:  # noqa: BLE001 - orbax raises many types on a structure mismatch
+            state = self._restore_old_layout(epoch, template)
+            if state is None:
+                raise
+            return state
+
+    def _restore_old_layout(self, epoch: int, template: Any) -> Any | None:
+        """The checkpoint restored with its old feedback layout, then converted; None when
+        it does not hold one."""
+        from alearn.models import _convert  # pylint: disable=import-outside-toplevel
+        fixed = getattr(template, "fixed", None)
+        if not isinstance(fixed, dict) or "feedback" not in fixed:
+            return None
+        try:
+            raw = self._manager.restore(epoch, args=ocp.args.StandardRestore())
+        except Exception:  # noqa: BLE001
+            return None
+        old = (raw.get("fixed") or {}).get("feedback")
+        if not _convert.is_old_layout(old):
+            return None
+        old_abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, old)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                                template.replace(fixed={**fixed, "feedback": None}))
+        abstract = abstract.replace(fixed={**abstract.fixed, "feedback": old_abstract})
+        state = self._manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
+        feedback, notes = _convert.convert_feedback(state.fixed["feedback"], fixed["feedback"])
+        logging.warning("checkpoint %s: feedback weights in the layout of alearn's older "
+                        "hand-written models, converted (%s)",
+                        os.path.join(self.directory, str(epoch)), "; ".join(notes) or "renamed")
+        return state.replace(fixed={**state.fixed, "feedback": feedback})
 
     def restore_latest(self, template: Any) -> tuple[int, Any]:
         """``(epoch, state)`` of the newest checkpoint that restores; ``(0, template)`` if

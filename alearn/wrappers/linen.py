@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alearn.layers.tape import Tape
+from alearn.layers.tape import Tape, needs_finish
 from alearn.rules.base import Rule
 from alearn.rules.bp import BP
 from alearn.wrappers import _coverage
@@ -52,7 +52,7 @@ from alearn.wrappers._output import get_output, set_output
 
 Array = jax.Array
 
-__all__ = ["SUPPORTED", "Wrapped", "check_grouping", "path_matches", "wrap"]
+__all__ = ["SUPPORTED", "Wrapped", "path_matches", "wrap"]
 
 
 def _call_kwargs(model: nn.Module, train: bool) -> dict:
@@ -132,6 +132,17 @@ class Wrapped:
         self.dfa_shortcuts = dfa_shortcuts
         self.last_layers: list = []  # records of the latest traced call (for describe)
 
+    def __getattr__(self, name: str) -> Any:
+        """The wrapped module's fields (``create("resnet18", 10).stage_sizes``)."""
+        model = self.__dict__.get("model")
+        if name.startswith("_") or model is None:
+            raise AttributeError(name)
+        try:
+            return getattr(model, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__} of {type(model).__name__} has no "
+                                 f"attribute {name!r}") from None
+
     def _key(self):
         return (self.model, self.blocks, self.receivers, self.exclude, self.output,
                 self.dfa_shortcuts)
@@ -163,11 +174,10 @@ class Wrapped:
 
     def _run(self, fn, first, args, kwargs, rule: Rule, initializing: bool,
              output_error: Array | None = None):
-        check_grouping(rule, self.blocks, self.name)
         leaves = [a for a in jax.tree.leaves(args) if hasattr(a, "shape") and a.ndim]
         batch = leaves[0].shape[0] if leaves else 1
         out_shape = (1,)
-        if rule.needs_carrier:
+        if needs_finish(rule):  # δ_L, or heads sized to the output (local rules, ASFP+LC)
             plain = (lambda *a, **k: self.model.init_with_output(*a, **k)[0]) if initializing \
                 else fn
             out_shape = self._out_shape(plain, first, args, kwargs)
@@ -207,12 +217,14 @@ class Wrapped:
                 "sign or dfa for this model") from exc
 
     def _close(self, tape: Tape, result: Any, kwargs: dict, initializing: bool) -> Any:
-        """Closes the carrier on the selected output (carrier form only)."""
-        if initializing or tape.carrier is None:
+        """Closes the tape on the selected output: DFA's carrier receives δ_L there, and a
+        rule's ``on_finish`` (local heads, ASFP+LC's classifiers) ties its errors to it."""
+        if initializing or not needs_finish(tape.rule):
             tape.close(type(self.model).__name__)
             return result
         out, state = result if kwargs.get("mutable") else (result, None)
         sel = get_output(out, self.output, self.name)
+        tape.model_name = type(self.model).__name__
         flat = tape.finish(sel.reshape(sel.shape[0], -1)).reshape(sel.shape)
         out = set_output(out, self.output, flat)
         return (out, state) if kwargs.get("mutable") else out
@@ -226,7 +238,7 @@ class Wrapped:
             merged["params"] = merge_feedback(variables["params"], variables["feedback"])
         batch = jax.tree.leaves(args)[0].shape[0]
         out_shape = (self._out_shape(self.model.apply, merged, args, kwargs)
-                     if rule.needs_carrier else (1,))
+                     if needs_finish(rule) else (1,))
         tape = Tape(rule, batch, math.prod(out_shape), out_shape=out_shape,
                     error=jnp.zeros((batch, *out_shape)) if rule.needs_carrier else None)
         spy = Interceptor(tape, self.blocks, self.receivers, tag=True,
@@ -298,7 +310,7 @@ class Wrapped:
             rule = BP()
         kwargs = {**_call_kwargs(self.model, train), **kwargs}
         merged = {k: v for k, v in variables.items() if k != "feedback"}
-        if "feedback" in variables and rule.feedback_names + rule.receiver_feedback_names:
+        if "feedback" in variables:  # (rules without feedback names may hold markers)
             merged["params"] = merge_feedback(variables["params"], variables["feedback"])
         result = self._run(self.model.apply, merged, args, kwargs, rule,
                            initializing=False, output_error=output_error)
@@ -309,22 +321,6 @@ class Wrapped:
                 state["feedback"] = fb
             result = (result[0], state)
         return result
-
-
-def check_grouping(rule: Rule, blocks: Sequence[str], where: str) -> None:
-    """Rejects the authors'-code sharing grouping on a wrapped residual net.
-
-    That grouping tells a block's conv1 and projection (which read the block input) from
-    its conv2 by the identity of their input array; through the interceptor this is not
-    matched to the native ResNets yet, so it raises instead of training another grouping
-    silently.
-    """
-    if blocks and getattr(rule, "grouping", None) == "authors_code":
-        raise ValueError(
-            f"{where}, blocks={tuple(blocks)}: rule {rule.name!r} with grouping='authors_code' "
-            "needs the native model's layer roles (conv1/projection vs conv2), which the "
-            "wrapper does not reproduce yet; pass grouping='block_input' (every layer of a "
-            "block uses the block input) or use alearn's native ResNet")
 
 
 def wrap(model: nn.Module, *, blocks: Sequence[str] = (), receivers: Sequence[str] = (),

@@ -12,10 +12,11 @@ Every rule-aware layer gets one of three roles, decided in the forward pass:
   layer with its own input instead (so AS with k = 1 is exactly BP).
 - **dense FA** (``dense="fa"``, the authors' code): a dense layer trains by plain feedback
   alignment: own input, fixed random ``feedback/B_fixed`` (uniform(-1, 1), the code's
-  default), never updated. Other ``dense`` choices: ``"own_input"`` (dense layers keep
-  their own input and get the rule's own update, e.g. ASAP's ``ΔW = ΔB = δ xᵀ``) and
-  ``"shared"`` (dense layers take part in the counted groups as every layer in the
-  thesis' description).
+  default; ``dense_feedback_init`` draws it from another ``_feedback_init.INITS`` family,
+  e.g. ``"he_normal"`` like FA's B, for the issue 26 ablation), never updated. Other
+  ``dense`` choices: ``"own_input"`` (dense layers keep their own input and get the rule's
+  own update, e.g. ASAP's ``ΔW = ΔB = δ xᵀ``) and ``"shared"`` (dense layers take part in
+  the counted groups as every layer in the thesis' description).
 - **sharing**: the layer forms its update from a shared activation (see ``GROUPINGS``).
 
 Groupings (``grouping``):
@@ -148,6 +149,8 @@ class SharingRule(Rule):
       decay_scope: ``"kernels"`` (Algorithm 1: kernels and learned B; default) or
         ``"all"`` (the authors' code: every trained parameter, biases and BatchNorm
         scale/shift included; the Table configs ``asap.py`` use it).
+      dense_feedback_init: initialiser of the dense FA layers' fixed ``B_fixed``
+        (``"uniform_unit"``: U(-1, 1), the authors' code; any ``_feedback_init.INITS``).
 
     A ``k`` that cannot apply to the model (its grouping would be that of a smaller k:
     e.g. k=4 on the AlexNet, whose only group is conv1 + conv2) fails when the model is
@@ -164,6 +167,7 @@ class SharingRule(Rule):
     dense: str = "fa"
     decay: float = 0.0
     decay_scope: str = "kernels"
+    dense_feedback_init: str = "uniform_unit"
 
     def __post_init__(self):
         _checks.positive_int(self.name, "k", self.k)
@@ -174,10 +178,13 @@ class SharingRule(Rule):
         _choice(self.name, "dense", self.dense, {d: DENSE[d] for d in self.dense_choices})
         _checks.non_negative(self.name, "decay", self.decay)
         _choice(self.name, "decay_scope", self.decay_scope, SCOPES)
+        _checks.choice(self.name, "dense_feedback_init", self.dense_feedback_init,
+                       _feedback_init.INITS)
 
     # --- roles ---------------------------------------------------------------------------
     def freezes_first(self) -> bool:
-        """Whether the first rule-aware layer is declared frozen (ASAP/ASFP: always)."""
+        """Whether the first rule-aware layer is declared frozen (ASAP/ASFP: unless
+        ``freeze_first=False``)."""
         return True
 
     def role(self, tape: Any, op: LinearOp) -> str:
@@ -199,8 +206,11 @@ class SharingRule(Rule):
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         if name == FROZEN:
             return jnp.zeros((1,), op.dtype)  # orbax cannot save zero-size arrays
-        if name == B_FIXED:  # the authors' Linear_FA: weight_fa.uniform_(-1, 1)
+        if name == B_FIXED and self.dense_feedback_init == "uniform_unit":
+            # the authors' Linear_FA: weight_fa.uniform_(-1, 1)
             return jax.random.uniform(key, op.kernel_shape, op.dtype, -1.0, 1.0)
+        if name == B_FIXED:
+            return _feedback_init.draw_like(key, op, self.dense_feedback_init, 1.0)
         return super().init_feedback(name, key, op, num_classes)
 
     # --- forward bookkeeping -------------------------------------------------------------
@@ -343,10 +353,19 @@ class AsymmetricSharingRule(SharingRule):
     decay: float = 5e-4
     feedback_init: str = "he_normal"
     feedback_scale: float = 1.0
+    freeze_first: bool = True  # False: the first layer trains with its own input (ablation)
 
     def __post_init__(self):
         super().__post_init__()
         _feedback_init.validate(self.name, self.feedback_init, self.feedback_scale)
+        if not isinstance(self.freeze_first, bool):
+            raise ValueError(f"rule {self.name!r}: freeze_first={self.freeze_first!r} must be "
+                             "True or False")
+
+    def freezes_first(self) -> bool:
+        """Sec. 5.1.1 / the authors' code freeze the first layer; ``freeze_first=False``
+        trains it with its own input (the rule's update, learned B), for ablations."""
+        return self.freeze_first
 
     def init_feedback(self, name: str, key: Array, op: LinearOp, num_classes: int) -> Array:
         if name != "B":

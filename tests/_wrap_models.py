@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alearn.models import CNN, MLP, ResNet
+import alearn
 
 CLASSES = 5
 MLP_WIDTHS = (12, 10)
@@ -88,16 +88,18 @@ class PlainResNet(nn.Module):
 
 
 def pair(kind: str):
-    """(native alearn model, plain Flax twin, x, y) for kind mlp / cnn / resnet."""
+    """(alearn model as ``create`` builds it, plain Flax twin, x, y) for kind mlp / cnn /
+    resnet."""
     kx, ky = jax.random.split(jax.random.key(7))
     y = jax.random.randint(ky, (6,), 0, CLASSES)
     if kind == "mlp":
-        return (MLP(num_classes=CLASSES, widths=MLP_WIDTHS), PlainMLP(),
+        return (alearn.models.create("mlp", CLASSES, widths=MLP_WIDTHS), PlainMLP(),
                 jax.random.normal(kx, (6, 9)), y)
     x = jax.random.normal(kx, (6, 8, 8, 3))
     if kind == "cnn":
-        return CNN(num_classes=CLASSES, **CNN_KW), PlainCNN(), x, y
-    return ResNet(num_classes=CLASSES, **RESNET_KW), PlainResNet(), x, y
+        return alearn.models.create("cnn", CLASSES, **CNN_KW), PlainCNN(), x, y
+    module = alearn.models.ResNet(num_classes=CLASSES, **RESNET_KW)
+    return alearn.wrap(module, **alearn.models.wrap_spec(module)), PlainResNet(), x, y
 
 
 def max_diff(a, b) -> float:

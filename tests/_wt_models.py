@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from alearn.layers import Conv, Dense, Tape, initializers
-from alearn.models import MLP
+from _paper_models import MLP
 from alearn.rules import BP
 
 NUM_CLASSES = 5

@@ -169,7 +169,7 @@ def test_k_that_applies_passes_and_k_on_residual_nets_is_bounded_by_the_blocks()
 
 
 def test_k_on_a_model_without_sharing_layers_is_refused_unless_default():
-    mlp = alearn.models.MLP(num_classes=3, widths=(8, 8, 8, 8))  # dense="fa": nothing shares
+    mlp = alearn.models.create("mlp", 3, widths=(8, 8, 8, 8))  # dense="fa": nothing shares
     _trace(mlp, alearn.rules.create("asap"), (2, 5))  # the default k=2 is accepted
     with pytest.raises(ValueError, match=r"k=4 cannot apply to MLP .*k has no effect; valid: "
                                          r"none: no layer forms its update"):

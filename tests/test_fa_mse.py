@@ -16,7 +16,7 @@ import pytest
 
 import alearn
 import alearn.data
-from alearn.models import MLP
+from _paper_models import MLP
 
 N, D, H, K = 6, 7, 9, 4
 

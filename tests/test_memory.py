@@ -6,7 +6,7 @@ from _as_models import TinyResNet
 
 from alearn import rules
 from alearn.analysis import memory
-from alearn.models import MLP
+from _paper_models import MLP
 
 
 def test_saved_activations_counts_what_each_rule_keeps():

@@ -9,7 +9,7 @@ from _as_models import TinyCNN, TinyResNet
 
 import alearn
 from alearn import rules
-from alearn.models import MLP
+from _paper_models import MLP
 from alearn.rules import foa as foa_lib
 
 KEY = jax.random.key(0)

@@ -6,7 +6,7 @@ import pytest
 from _as_models import TinyResNet
 
 from alearn import rules
-from alearn.models import MLP
+from _paper_models import MLP
 
 import _local_reference as ref
 from _local_fixtures import KEY, X, Y

@@ -9,7 +9,7 @@ from _as_models import TinyResNet
 import alearn
 from alearn import rules
 from alearn.local import hsic
-from alearn.models import MLP
+from _paper_models import MLP
 
 import _local_reference as ref
 from _local_fixtures import KEY, X, Y

@@ -31,6 +31,7 @@ import jax
 from jax.extend import core as jcore
 
 from alearn.wrappers._match import param_matches
+from alearn.wrappers.ops import SUPPORTED
 
 TAG_MAP = "alearn_rule_map"
 TAG_RECEIVER = "alearn_receiver"
@@ -238,7 +239,6 @@ def _suggest(points: set, layers: list) -> tuple:
 
 def check(wrapped: Any, rule: Any, variables: dict, args: tuple, kwargs: dict) -> None:
     """Raises ``ValueError`` for uncovered parameters and, for DFA, for shortcuts."""
-    from alearn.wrappers import linen  # pylint: disable=import-outside-toplevel
     params = variables["params"]
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
     names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in flat]
@@ -261,7 +261,7 @@ def check(wrapped: Any, rule: Any, variables: dict, args: tuple, kwargs: dict) -
     if bad:
         raise ValueError(
             f"{wrapped.name}: parameter(s) {bad} enter a linear map the wrapper does not "
-            f"route ({linen.SUPPORTED} are routed), so rule {rule.name!r} would leave them on "
+            f"route ({SUPPORTED} are routed), so rule {rule.name!r} would leave them on "
             "exact backprop. Express the map with one of those layers, or list the "
             "parameters in alearn.wrap(..., exclude=(...)) to train them by BP on purpose")
     if not rule.receives or wrapped.dfa_shortcuts == "allow":

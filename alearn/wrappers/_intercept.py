@@ -39,15 +39,13 @@ from alearn.layers.linear import run_rule
 from alearn.layers.receiver import run_receiver
 from alearn.layers.tape import Tape
 from alearn.wrappers import _coverage, _match
-from alearn.wrappers.describe import role_and_group
-from alearn.wrappers.ops import DotGeneralOp, EinsumOp, conv_op, dot_op
+from alearn.wrappers._rows import role_and_group
+from alearn.wrappers.ops import SUPPORTED, DotGeneralOp, EinsumOp, conv_op, dot_op
 from alearn.wrappers.ops_transpose import conv_transpose_op
 
 Array = jax.Array
 
 FB_PREFIX = "__alearn_feedback__"
-SUPPORTED = ("flax.linen.Dense, DenseGeneral, Conv, ConvTranspose, Einsum, Embed.attend, "
-             "LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, MGUCell")
 
 
 def path_of(module: nn.Module) -> str:

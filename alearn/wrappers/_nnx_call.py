@@ -20,7 +20,7 @@ from flax import nnx
 from alearn.layers.tape import Tape
 from alearn.wrappers import _coverage
 from alearn.wrappers._match import input_source
-from alearn.wrappers.describe import role_and_group
+from alearn.wrappers._rows import role_and_group
 
 Array = jax.Array
 

@@ -24,6 +24,7 @@ from alearn.wrappers._nnx_call import (PATH, RECEIVER_VARS, SHAPES, TAPE, Call, 
                                        no_axis_error)
 from alearn.wrappers._nnx_dfa import batch_of
 from alearn.wrappers._nnx_layers import KERNEL, elementwise, routed_base
+from alearn.wrappers._rows import Description, Row
 
 
 def _path(path: tuple) -> str:
@@ -84,7 +85,6 @@ def trace_layers(model: Any, rule: Rule, inputs: tuple) -> list[dict]:
 def describe_nnx(model: Any, rule: Any, inputs: tuple) -> Any:
     """The :class:`~alearn.wrappers.describe.Description` of a wrapped NNX model (see
     :func:`alearn.describe`)."""
-    from alearn.wrappers.describe import Description, Row  # pylint: disable=import-outside-toplevel
     rule, inputs = bound_rule(model, rule, inputs)
     described = trace_layers(model, rule, inputs)
     calls: dict[str, list] = {}

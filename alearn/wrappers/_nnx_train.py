@@ -11,6 +11,7 @@ from flax import nnx, traverse_util
 
 from alearn.rules.base import Rule
 from alearn.wrappers._nnx_call import Feedback
+from alearn.wrappers.nnx import WrappedNNX
 from alearn.wrappers._output import get_output, set_output, split_batch
 
 Array = jax.Array
@@ -95,7 +96,6 @@ def nnx_value_and_updates(loss_fn: Callable[..., Array], model: Any, *batch: Any
     shares the forward under jit) and is handed to every layer, so layers inside
     ``nnx.scan`` bodies work.
     """
-    from alearn.wrappers.nnx import WrappedNNX  # pylint: disable=import-outside-toplevel
     if not isinstance(model, WrappedNNX):
         raise TypeError(f"nnx_value_and_updates needs alearn.wrap_nnx(model, ...), got "
                         f"{type(model).__name__}")

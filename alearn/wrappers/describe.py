@@ -9,7 +9,6 @@ abstract trace (no arrays are allocated, nothing is compiled).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -18,77 +17,14 @@ import jax.numpy as jnp
 
 from alearn.rules.base import Rule
 from alearn.wrappers._match import param_matches
+from alearn.wrappers._nnx_describe import describe_nnx
+from alearn.wrappers._rows import Description, Row, leaves as _leaves, role_and_group
+from alearn.wrappers.linen import Wrapped, _call_kwargs
+from alearn.wrappers.nnx import WrappedNNX
 
 Array = jax.Array
 
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """How one parameter (or receiver) learns."""
-
-    path: str
-    shape: tuple
-    update: str  # the rule, "local error (element-wise)", "bp (exclude=)", ...
-    feedback: str = ""  # "B (8, 4)", "D (10, 64)", ...
-    feedback_bytes: int = 0
-    sharing: str = ""  # activation-sharing role / group
-    dfa_input: str = ""  # where δ_L D reaches the layer's input
-    stacked: str = ""  # leading axes added by a lifted transform
-
-
-@dataclasses.dataclass(frozen=True)
-class Description:
-    """The table :func:`describe` returns; ``str()`` formats it."""
-
-    model: str
-    rule: str
-    rows: tuple
-
-    @property
-    def feedback_bytes(self) -> int:
-        return sum(r.feedback_bytes for r in self.rows)
-
-    def by_update(self) -> dict:
-        out: dict = {}
-        for r in self.rows:
-            out[r.update] = out.get(r.update, 0) + 1
-        return out
-
-    def __str__(self) -> str:
-        cols = ("path", "shape", "update", "feedback", "sharing", "dfa_input", "stacked")
-        table = [cols] + [tuple(str(getattr(r, c)) for c in cols) for r in self.rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-        lines = [f"{self.model} under rule {self.rule!r}: "
-                 f"{len(self.rows)} rows, feedback {self.feedback_bytes / 1e6:.3f} MB"]
-        for row in table:
-            lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
-        return "\n".join(lines)
-
-
-def role_and_group(tape: Any, op: Any, x: Array, feedback: dict, groups: list
-                   ) -> tuple[str, str]:
-    """(the rule's role for the map about to run, its activation-sharing group) in a
-    describe trace; ``groups`` collects the distinct shared activations seen so far.
-    Calls ``rule.context`` exactly as the rule's own pass would (the tape advances)."""
-    rule = tape.rule
-    role = getattr(rule, "role", None)
-    role_s = f"{rule.name}: {role(tape, op)}" if role is not None else ""
-    tape.feedback = feedback
-    ctx = rule.context(tape, x, op)
-    arrays = [a for a in jax.tree.leaves(ctx) if hasattr(a, "shape") and a.ndim]
-    if not arrays:
-        return role_s, ""
-    shared = arrays[0]
-    i = next((i for i, a in enumerate(groups) if a is shared), None)
-    if i is None:
-        groups.append(shared)
-        i = len(groups) - 1
-    return role_s, f"group {i} {tuple(shared.shape)}"
-
-
-def _leaves(tree: Any) -> dict:
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join(str(getattr(k, "key", k)) for k in p): a for p, a in flat}
+__all__ = ["Description", "Row", "describe", "role_and_group"]
 
 
 def describe(model: Any, rule: Rule | None = None, *inputs: Any,
@@ -102,15 +38,11 @@ def describe(model: Any, rule: Rule | None = None, *inputs: Any,
     wrap time, so ``describe(model, None, *inputs)`` or ``describe(model, *inputs)``; a
     rule given must be the bound one; the feedback is the model's own.
     """
-    from alearn.wrappers.linen import Wrapped  # pylint: disable=import-outside-toplevel
-    from alearn.wrappers.nnx import WrappedNNX  # pylint: disable=import-outside-toplevel
     if isinstance(model, WrappedNNX):
         if variables is not None or train:
             raise TypeError("alearn.describe(wrapped_nnx, ...): variables= and train= are "
                             "for Linen models; an NNX model holds its own variables (and "
                             "takes its mode from its own arguments)")
-        # pylint: disable-next=import-outside-toplevel
-        from alearn.wrappers._nnx_describe import describe_nnx
         return describe_nnx(model, rule, inputs)
     if not isinstance(model, Wrapped):
         raise TypeError(f"alearn.describe expects alearn.wrap(model) or "
@@ -122,7 +54,6 @@ def describe(model: Any, rule: Rule | None = None, *inputs: Any,
         variables = jax.eval_shape(lambda k: model.init(k, *inputs, rule=rule, train=train),
                                    jax.random.key(0))
     layers: list = []
-    from alearn.wrappers.linen import _call_kwargs  # pylint: disable=import-outside-toplevel
     kwargs = _call_kwargs(model.model, train)
     jax.eval_shape(lambda v, a: model.tagged_apply(v, a, rule, kwargs, layers),
                    variables, inputs)

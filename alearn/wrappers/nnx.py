@@ -72,14 +72,12 @@ from alearn.wrappers._nnx_dfa import (batch_of, check_trace, draw_layers, draw_r
 from alearn.wrappers._nnx_layers import (ROUTED, SUPPORTED_NNX, RuleConv,
                                          RuleConvTranspose, RuleEinsum, RuleEmbed, RuleLinear,
                                          RuleLinearGeneral, check_coverage, routed_base)
-from alearn.wrappers._nnx_train import nnx_trainable, nnx_transform, nnx_value_and_updates
 from alearn.wrappers._output import get_output, set_output
 
 Array = jax.Array
 
 __all__ = ["Feedback", "RuleConv", "RuleConvTranspose", "RuleEinsum", "RuleEmbed",
-           "RuleLinear", "RuleLinearGeneral", "SUPPORTED_NNX", "WrappedNNX", "nnx_trainable",
-           "nnx_transform", "nnx_value_and_updates", "wrap_nnx"]
+           "RuleLinear", "RuleLinearGeneral", "SUPPORTED_NNX", "WrappedNNX", "wrap_nnx"]
 
 
 def _path(path: tuple) -> str:

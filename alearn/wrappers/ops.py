@@ -20,6 +20,10 @@ from alearn.layers.ops import ConvOp, DenseOp, LinearOp
 
 Array = jax.Array
 
+# the flax.linen layers whose linear maps alearn.wrap routes through the rule
+SUPPORTED = ("flax.linen.Dense, DenseGeneral, Conv, ConvTranspose, Einsum, Embed.attend, "
+             "LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, MGUCell")
+
 
 def _freeze(tree: Any) -> Any:
     """Nested lists/tuples -> nested tuples (hashable static fields)."""

@@ -149,9 +149,8 @@ def nnx_pair(kind: str):
 
 
 def load_into_nnx(wrapped, variables: dict) -> set:
-    """Copies a native variables dict (params + feedback) into an NNX-wrapped twin; returns
-    the layers whose native feedback the twin does not hold (under DFA the layer reading
-    the model input owns no D in the wrapper; the native models still draw one)."""
+    """Copies alearn's variables dict (params + feedback) into an NNX-wrapped twin; returns
+    the layers whose feedback the twin does not hold."""
     dropped = set()
     for coll in ("params", "feedback"):
         for layer, leaves in variables.get(coll, {}).items():

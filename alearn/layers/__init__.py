@@ -6,8 +6,8 @@ from alearn.layers.dense import Dense
 from alearn.layers.linear import apply_rule, rule_linear
 from alearn.layers.ops import ConvOp, DenseOp, LinearOp
 from alearn.layers.pool import max_pool
-from alearn.layers.receiver import Receiver, rule_receiver
+from alearn.layers.receiver import rule_receiver
 from alearn.layers.tape import Tape
 
-__all__ = ["Conv", "ConvOp", "Dense", "DenseOp", "LinearOp", "Receiver", "Tape", "apply_rule", "max_pool",
+__all__ = ["Conv", "ConvOp", "Dense", "DenseOp", "LinearOp", "Tape", "apply_rule", "max_pool",
            "conv_impl", "rule_linear", "rule_receiver"]

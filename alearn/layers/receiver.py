@@ -1,8 +1,7 @@
 """Receiving points: where a rule injects a signal into the backward pass of an activation.
 
-A model created with ``Tape(..., receivers=True)`` calls ``tape.receive(h)`` after its
-activations (see :mod:`alearn.layers.tape`). For a rule with ``receives = True`` that
-creates a :class:`Receiver`: the forward pass is the identity on ``h``; the backward pass
+The wrappers place them (``alearn.wrap(..., blocks=, receivers=)``) for rules with
+``receives = True``: the forward pass is the identity on ``h``; the backward pass
 is ``rule.receiver_backward``, which sees the gradient ``g`` arriving from above and the
 output error δ_L (the cotangent of the tape's carrier) and returns the gradient that goes
 on down. DFA (ASAP thesis eq. 2.5, the authors' ``Feedback_Receiver``) returns ``D·δ_L``
@@ -14,7 +13,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import flax.linen as nn
 import jax
 
 from alearn.layers.linear import _marker, _match
@@ -78,24 +76,3 @@ def run_receiver(tape: Any, h: Array, feedback: dict) -> Array:
         return rule_receiver_given(tape.rule, h, feedback, tape.error)
     h, tape.carrier = rule_receiver(tape.rule, h, feedback, tape.carrier)
     return h
-
-
-class Receiver(nn.Module):
-    """One receiving point; owns the rule's receiver feedback variables ("feedback").
-
-    Variables named ``rule.receiver_feedback_names`` are drawn at init by
-    ``rule.init_receiver_feedback(name, key, h.shape, num_classes, dtype)`` from the
-    ``"params"`` RNG stream. Created by :meth:`alearn.layers.Tape.receive`.
-    """
-
-    @nn.compact
-    def __call__(self, h: Array, tape: Any) -> Array:
-        rule = tape.rule
-        feedback = {}
-        for name in rule.receiver_feedback_names:
-            var = self.variable(
-                "feedback", name,
-                lambda n=name: rule.draw_receiver_feedback(
-                    tape, n, self.make_rng("params"), tuple(h.shape), h.dtype))
-            feedback[name] = var.value
-        return run_receiver(tape, h, feedback)

@@ -1,31 +1,25 @@
-"""The per-call forward companion that carries rule signals through a model.
+"""The per-call forward companion that carries rule signals through a wrapped model.
 
-A :class:`Tape` is created by a model at the start of every ``apply`` from the rule it is
-given, handed to each rule-aware layer in forward order, and closed on the logits. It is a
-plain Python object that lives inside one trace: it holds
+Private machinery of :func:`alearn.wrap` / :func:`alearn.wrap_nnx`: the wrapper creates a
+:class:`Tape` at the start of every call from the rule it is given, hands it to each linear
+map it routes, in forward order, and closes it on the selected output. It is a plain Python
+object that lives inside one trace: it holds
 
 - ``carrier``: for rules that need the output error at every layer (DFA), a zero array of
-  shape (batch, classes) threaded through every layer and added to the logits, so that its
+  shape (batch, classes) threaded through every layer and added to the output, so that its
   cotangent is exactly δ_L at every layer's backward pass (DESIGN.md: "a carrier whose
-  cotangent delivers δ_L", no global state);
-- ``layer_index``: how many rule-aware layers have run so far in this call;
+  cotangent delivers δ_L", no global state); or ``error``, δ_L given up front;
+- ``layer_index``: how many rule-aware maps have run so far in this call;
 - ``state``: a dict the rule owns for forward values such as shared activations;
-- ``feedback``: the feedback variables of the layer being applied (set by ``apply_rule``
-  just before ``rule.context``, so a context may use them, e.g. Forward Alignment's C).
+- ``feedback``: the feedback variables of the layer being applied (set just before
+  ``rule.context``, so a context may use them, e.g. Forward Alignment's C);
+- ``input_received``: whether the map about to run reads the output of a receiver (then
+  DFA's receiver delivers ``D·δ_L`` there and the map owns no D).
 
-Models mark natural block boundaries with :meth:`block` (a residual block's input); rules
-that group layers (ASAP) may use those marks or the layer count.
-
-**Receivers** (:meth:`receive`): a model created with ``receivers=True`` calls
-``h = tape.receive(h)`` on every activation that later rule-aware layers read (after each
-layer's activation, and after each residual block's output activation). A rule that injects
-a signal into the backward pass at such points (DFA: ``D·δ_L``, as the ASAP authors'
-``Feedback_Receiver``) does it there, *replacing* the gradient that arrives from above, so
-nothing reaches a layer through a residual shortcut. For all other rules ``receive`` is the
-identity and creates no variables. Without receivers (``receivers=False``, e.g. models that
-only provide rule-aware layers), such a rule acts at each rule-aware layer's input instead,
-which is equivalent on plain chains (a layer's input is the previous activation) but not
-where a tensor also feeds a shortcut.
+The wrapper marks declared block inputs with :meth:`block`; rules that group layers (ASAP)
+use those marks or the layer count. DFA's receivers (the ASAP authors'
+``Feedback_Receiver``) are placed by the wrapper too (``blocks=`` / ``receivers=``,
+:func:`alearn.layers.receiver.run_receiver`).
 """
 
 from __future__ import annotations
@@ -48,11 +42,8 @@ class Tape:
     """Forward-pass companion of one model application (see module docstring)."""
 
     def __init__(self, rule: Any, batch_size: int, num_classes: int, dtype: Any = jnp.float32,
-                 *, receivers: bool = False, out_shape: tuple[int, ...] | None = None,
-                 error: Array | None = None):
-        """``receivers``: the model calls :meth:`receive` after its activations.
-
-        ``out_shape``: the model output's shape without the batch axis (default
+                 *, out_shape: tuple[int, ...] | None = None, error: Array | None = None):
+        """``out_shape``: the model output's shape without the batch axis (default
         ``(num_classes,)``); DFA draws position-wise feedback for outputs with axes between
         batch and features. ``error``: the output error δ_L, given up front (shape (batch,
         *out_shape)). With it, rules that need δ_L (DFA) read it directly in every layer's
@@ -64,11 +55,9 @@ class Tape:
         self.num_classes = num_classes
         self.out_shape = tuple(out_shape) if out_shape is not None else (num_classes,)
         self.error = error
-        self.receivers = bool(receivers)
         # Per layer: whether the layer's input is the output of a receiver (then DFA's
-        # receiver delivers D·δ_L there and the layer sends nothing down). Models with
-        # receivers after every activation keep the tape-wide default.
-        self.input_received = self.receivers
+        # receiver delivers D·δ_L there and the layer sends nothing down); set by the wrapper.
+        self.input_received = False
         self.layer_index = 0
         self.state: dict[str, Any] = {}
         self.feedback: dict[str, Any] = {}
@@ -81,23 +70,8 @@ class Tape:
                         if rule.needs_carrier and error is None else None)
 
     def block(self, x: Array) -> None:
-        """Marks ``x`` as the input of a block of layers (e.g. a residual block)."""
+        """Marks ``x`` as the input of a block of layers (a declared residual block)."""
         self.rule.on_block(self, x)
-
-    def receive(self, h: Array, name: str | None = None) -> Array:
-        """A receiving point on activation ``h`` (see module docstring); returns ``h``.
-
-        Call it inside a Flax module's compact method: for rules that receive
-        (``rule.receives``) on a tape created with ``receivers=True`` it creates a
-        :class:`alearn.layers.receiver.Receiver` submodule ``name`` there, which owns the
-        rule's receiver feedback variables. Otherwise it is the identity (so a block that
-        places receivers also works inside a model whose tape has none: the rule then acts
-        at the layers' inputs).
-        """
-        if not (self.receivers and self.rule.receives):
-            return h
-        from alearn.layers.receiver import Receiver  # pylint: disable=import-outside-toplevel
-        return Receiver(name=name)(h, self)
 
     def close(self, model_name: str | None = None) -> None:
         """Marks the trace over and calls the rule's ``on_close`` (every layer has run).

@@ -15,9 +15,9 @@ Hooks (override what the rule changes; the defaults are exact backpropagation):
 
 - ``feedback_names`` / ``init_feedback``: feedback variables a layer must own;
   ``layer_feedback_names(tape, op)`` may narrow or rename them per layer (the sharing
-  rules' untrained first layer owns only a ``frozen`` marker; DFA's layers own no D
-  when the tape has receivers).
-- ``on_block(tape, x)``: called by models at block boundaries (e.g. a residual block's input).
+  rules' untrained first layer owns only a ``frozen`` marker; a DFA layer owns no D when
+  its input is a receiver's output).
+- ``on_block(tape, x)``: called by the wrapper at declared block inputs (``blocks=``).
 - ``on_finish(tape, logits)``: called by ``Tape.finish`` on the model output (identity by
   default; ASFP+LC attaches its local classifiers' errors there).
 - ``context(tape, x, op)``: forward value a layer's backward needs besides x (e.g. the
@@ -27,8 +27,8 @@ Hooks (override what the rule changes; the defaults are exact backpropagation):
   at the layer's output (δ_l), ``carrier_g`` the output error δ_L when the rule uses a carrier.
 - Receivers (``receives``, ``receiver_feedback_names``, ``init_receiver_feedback``,
   ``receiver_residuals``, ``receiver_backward``): what the rule does at the receiving
-  points a model places after its activations (``Tape.receive``; DFA's ``D·δ_L``).
-  Defaults: no receivers (``Tape.receive`` is then the identity and creates nothing).
+  points the wrapper places (``blocks=`` inputs, ``receivers=`` outputs; DFA's ``D·δ_L``).
+  Defaults: no receivers (the wrapper then places none).
 - ``transform()``: the parameter-side part as an ``optax.GradientTransformation`` applied
   to the tree ``{"params": ..., "feedback": ...}`` before the optimizer.
 """

@@ -57,15 +57,15 @@ class DFA(Rule):
     Eq. 2.5: ``δ_l = φ'(a_l) ⊙ (D_l δ_L)``, ``ΔW_l = δ_l h_{l-1}ᵀ``. The signal ``δ_L D`` is
     delivered at *receiving points* that replace whatever gradient arrives from above:
 
-    - models that place receivers (``Tape(..., receivers=True)``, ``tape.receive(h)`` after
-      their activations: alearn's ResNets, after every conv's activation and every block's
-      output, as the ASAP authors' ``Feedback_Receiver``): each receiver owns
-      ``feedback/D`` of shape (classes, prod(h shape without batch)) and sends
-      ``reshape(δ_L D)`` down; the rule-aware layers send nothing (zeros) to their inputs,
-      so no gradient leaks through residual shortcuts;
-    - on other tapes, each rule-aware layer owns ``feedback/D`` sized to its *input* and
-      sends ``reshape(δ_L D)`` there instead of ``W_jᵀ δ_j`` — the same thing on a plain
-      chain (a layer's input is the previous activation, after pooling/flattening).
+    - every routed layer owns ``feedback/D`` sized to its *input* and sends
+      ``reshape(δ_L D)`` there instead of ``W_jᵀ δ_j`` (on a plain chain a layer's input
+      is the previous activation, after pooling/flattening); where one array feeds several
+      layers only the first sends, and a layer reading the model input owns none;
+    - receivers the wrapper places at declared block inputs (``blocks=``) and module
+      outputs (``receivers=``), as the ASAP authors' ``Feedback_Receiver``: each owns
+      ``feedback/D`` (``D_out`` on an output) of shape (classes, prod(h shape without
+      batch)), replaces *all* the gradient arriving there by ``reshape(δ_L D)``, and the
+      layers reading its output own no D, so no gradient leaks through residual shortcuts.
 
     The activation (BN, pooling) between a receiver and the layer below supplies φ' by
     ordinary autodiff. The first layer's input error is discarded. ``W_jᵀ δ_j`` is never

@@ -235,7 +235,7 @@ class Interceptor:
             tape.layer_index += 1
         else:
             y = run_rule(tape, op, x, kernel, feedback)
-        tape.input_received = tape.receivers
+        tape.input_received = False
         return y
 
     def _describe(self, rec: LayerRecord, op: Any, x: Array, feedback: dict) -> None:

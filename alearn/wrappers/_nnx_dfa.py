@@ -137,7 +137,7 @@ def draw_layers(rule: Any, records: dict, layers: list, tape: Tape, key: Array) 
             else:
                 setattr(layer, fname, Feedback(val))
             add_static(layer, SHAPES, ((fname, tuple(val.shape[len(prefix):])),))
-    tape.input_received = tape.receivers
+    tape.input_received = False
 
 
 def draw_receivers(rule: Any, tape: Tape, records: dict, modules: list, key: Array,

@@ -181,7 +181,7 @@ def rule_apply(layer: nnx.Module, op: Any, x: Array, kernel: Array, entry: Any) 
                      {k: replicated(v) for k, v in feedback.items()})
         return jax.sharding.reshard(y, out.spec)
     finally:
-        tape.input_received = tape.receivers
+        tape.input_received = False
 
 
 def check_coverage(model: nnx.Module, exclude: tuple, rule: Any, name: str) -> None:

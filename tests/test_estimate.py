@@ -48,10 +48,11 @@ def test_paper_run_scaled_from_the_per_example_epoch_cost(walls):
     assert c.model == "alexnet" and c.dataset == "mnist"
     want = median * c.epochs * 60000 * (c.model_kwargs.get("width_multiplier", 1.0) / width) ** 2
     assert _estimate.estimate("wt5.2", run, "paper") == pytest.approx(want, rel=1e-9)
-    # ResNet-34 counts as twice ResNet-18 (one measured run: 80 s for 5 x 6000 examples)
+    # ResNet-34 counts as twice ResNet-18 (one measured run: 80 s for its epochs x examples)
     r34 = _run("wt5.2", "paper", "resnet34_cifar10_bp_s0").config
     r18 = _run("wt5.2", "cpu", "resnet18_cifar10_bp_s0").config
-    want = (2 * 80.0 / (r18.epochs * 6000) * r34.epochs * 50000 * 32 * 32 * 3 / (28 * 28)
+    n18 = r18.dataset_options.train_examples
+    want = (2 * 80.0 / (r18.epochs * n18) * r34.epochs * 50000 * 32 * 32 * 3 / (28 * 28)
             * (1.0 / r18.model_kwargs.width_multiplier) ** 2)
     got = _estimate.estimate("wt5.2", _run("wt5.2", "paper", "resnet34_cifar10_bp_s0"), "paper")
     assert got == pytest.approx(want, rel=1e-9)
@@ -59,7 +60,7 @@ def test_paper_run_scaled_from_the_per_example_epoch_cost(walls):
 
 def test_train_size_follows_validation_and_subsets():
     c = _run("lr_sweep", "cpu", "resnet_bp_x1_s0").config
-    assert _estimate.train_size(c) == 6000
+    assert _estimate.train_size(c) == _tables_cpu.FAMILIES["resnet"].train_examples == 12000
     c.dataset_options = {"validation": 0.1}
     assert _estimate.train_size(c) == 54000
 

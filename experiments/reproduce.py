@@ -161,8 +161,13 @@ def summary_line(table_id: str, run: Run, rundir: str, wall: float) -> str:
 
 def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
               data_dir: str | None = None, seeds: tuple[int, ...] | None = None,
-              out=sys.stdout, check_data: bool | None = None) -> list[dict]:
+              out=sys.stdout, check_data: bool | None = None,
+              only: tuple[str, ...] = ()) -> list[dict]:
     """Runs (or lists) every run of ``table_id`` at ``scale``; returns one dict per run.
+
+    ``only``: run-name prefixes; when given, just the runs whose name starts with one of
+    them (e.g. ``("resnet",)``: a table's ResNet cells; the others are not built into the
+    report of this call, and a later call without ``only`` runs them).
 
     ``check_data`` (default: at paper scale) checks every dataset of the table's runs that
     still have to run before the first one starts (:func:`check_datasets`); a dry run
@@ -172,6 +177,8 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
 
     _tables_cpu.set_workdir(workdir, allow_pending=dry_run)
     runs = tables.runs(table_id, scale, seeds)
+    if only:
+        runs = [r for r in runs if r.name.startswith(tuple(only))]
     table_dir = os.path.join(workdir, table_id)
     if data_dir:
         for r in runs:
@@ -184,7 +191,8 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
     manifest = _load(manifest_path)
     command = (f"python -m experiments.reproduce --table={table_id} --scale={scale} "
                f"--workdir={workdir}" + (f" --data_dir={data_dir}" if data_dir else "")
-               + (f" --seeds={','.join(map(str, seeds))}" if seeds else ""))
+               + (f" --seeds={','.join(map(str, seeds))}" if seeds else "")
+               + (f" --runs={','.join(only)}" if only else ""))
     version = code_version()  # the table's (its last command's) and each run's that runs now
     manifest.update(table=table_id, scale=scale, command=command,
                     title=tables.TABLES[table_id].title, machine=machine(),
@@ -281,6 +289,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    + "; ".join(f"{k} {','.join(map(str, v))}" for k, v in tables.SEEDS.items())
                    + ")")
     p.add_argument("--data_dir", default="", help="prepared TFDS data (default $TFDS_DATA_DIR)")
+    p.add_argument("--runs", default="", help="comma-separated run-name prefixes: only those "
+                   "runs of each table (e.g. --runs=resnet,alexnet: the lr_sweep's ResNet and "
+                   "AlexNet cells)")
     p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     args = p.parse_args(argv)
     if args.data_dir and not os.path.isdir(args.data_dir):
@@ -296,6 +307,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown table id(s) {', '.join(bad)}; valid ids: {', '.join(tables.TABLE_IDS)}"
                 " (or 'all')")
     args.tables = ids
+    args.only = tuple(x.strip() for x in args.runs.split(",") if x.strip())
     try:
         args.seed_list = tuple(int(x) for x in args.seeds.split(",") if x.strip()) or None
     except ValueError:
@@ -330,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 reproduce(t, args.scale, args.workdir, dry_run=args.dry_run,
                           data_dir=args.data_dir or None, seeds=args.seed_list,
-                          check_data=True)
+                          check_data=True, only=args.only)
             except (SweepPendingError, StaleRunError) as e:  # the message says what to do
                 _cli.fail(str(e), _cli.USAGE_EXIT, args.verbose)
             except DatasetMissingError as e:

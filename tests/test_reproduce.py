@@ -136,6 +136,24 @@ def test_skips_runs_whose_results_exist(tmp_path, monkeypatch):
     assert manifest["scale"] == "cpu" and set(manifest["runs"]) == {r.name for r in runs[1:]}
 
 
+def test_runs_filter_runs_only_the_named_prefixes(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(run, rundir):
+        calls.append(run.name)
+        _write(os.path.join(rundir, "results.json"), {"test_accuracy": 0.5})
+
+    monkeypatch.setattr(reproduce, "execute", fake)
+    fake_sweep(tmp_path)
+    args = reproduce.parse_args(["--table=wt5.2", "--workdir=w", "--runs=resnet18_nsc, alex"])
+    assert args.only == ("resnet18_nsc", "alex")
+    reproduce.reproduce("wt5.2", "cpu", str(tmp_path), out=io.StringIO(),
+                        only=("resnet18_nsc",))
+    assert calls == [f"resnet18_nsc_cifar10_asap_s{s}" for s in (0, 1, 2)]
+    manifest = json.load(open(tmp_path / "wt5.2" / "manifest.json"))
+    assert manifest["command"].endswith("--runs=resnet18_nsc")
+
+
 def fake_sweep(workdir, best=None):
     """Writes the lr_sweep's results: factor ``best[(family, method)]`` wins (default: x1)."""
     from experiments import _tables_cpu as cs

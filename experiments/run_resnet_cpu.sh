@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Issue 26's cpu-scale chain, (re)started idempotently at the lowest priority:
+#   experiments/run_resnet_cpu.sh            start (or say it is already running)
+#   experiments/run_resnet_cpu.sh --status   what runs, what is done
+#   experiments/run_resnet_cpu.sh --stop     stop it (the same command resumes later)
+# Environment: WORKDIR (default /work/runs_cpu, outside the repository), PYTHON (default
+# the checkout's .venv/bin/python), CODE_REF (the
+# commit to run; default: the one recorded in $WORKDIR/code_commit at the first start, else
+# HEAD). The code runs from a git worktree at that commit ($WORKDIR/code), so edits in the
+# main checkout do not change runs half-way; a new CODE_REF moves the worktree (finished
+# runs stay valid while their configs are unchanged: the harness checks every run's key).
+#
+# Steps, one process at a time (each resumes: finished runs are skipped, unfinished ones
+# continue from their checkpoints):
+#   1. lr_sweep's ResNet and AlexNet cells   (reproduce --table=lr_sweep --runs=resnet,alexnet)
+#   2. the AlexNet ablation, seed 0          (experiments.ablation_asap_alexnet --seeds=0)
+#   3. wt5.2 (ResNet-18, ResNet-18 nsc; its AlexNet cells are the ablation's references)
+#   4. ablation seed 1;  5. wt5.4;  6. ablation seed 2;  7. wt5.5;  8. wt_k4
+# Priority: the chain starts its own session (setsid), whose autogroup gets nice 19
+# (/proc/self/autogroup: with sched_autogroup on, plain nice is useless between sessions,
+# docs/notes/reproduce.md "Scheduling"), and every process also runs under nice -n 19.
+set -u
+WORKDIR=${WORKDIR:-/work/runs_cpu}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PIDFILE=$WORKDIR/chain.pid
+LOG=$WORKDIR/chain.log
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+case "${1:-}" in
+  --status)
+    if running; then echo "running: pid $(cat "$PIDFILE"), log $LOG"; else echo "not running"; fi
+    echo "code: $(cat "$WORKDIR/code_commit" 2>/dev/null || echo none)"
+    for t in lr_sweep wt5.2 wt5.4 wt5.5 wt_k4 ablation_asap_alexnet; do
+      [ -d "$WORKDIR/$t" ] || continue
+      done_n=$(find -L "$WORKDIR/$t" -mindepth 2 -maxdepth 2 -name results.json | wc -l)
+      echo "$t: $done_n runs finished"
+    done
+    tail -n 5 "$LOG" 2>/dev/null
+    exit 0 ;;
+  --stop)
+    if running; then
+      pid=$(cat "$PIDFILE")
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"  # the chain's own session
+      echo "stopped pid $pid (the trainer saves at a clean point; re-run to resume)"
+    else echo "not running"; fi
+    exit 0 ;;
+  --inner) ;;
+  "")
+    if running; then echo "already running: pid $(cat "$PIDFILE"), log $LOG"; exit 0; fi
+    mkdir -p "$WORKDIR"
+    ref=${CODE_REF:-$(cat "$WORKDIR/code_commit" 2>/dev/null || git -C "$REPO" rev-parse HEAD)}
+    ref=$(git -C "$REPO" rev-parse "$ref") || exit 1
+    if [ -d "$WORKDIR/code" ]; then
+      git -C "$WORKDIR/code" checkout -q --detach "$ref" || exit 1
+    else
+      git -C "$REPO" worktree add -q --detach "$WORKDIR/code" "$ref" || exit 1
+    fi
+    echo "$ref" > "$WORKDIR/code_commit"
+    export RUN_RESNET_CPU_PYTHON=${PYTHON:-$REPO/.venv/bin/python}
+    setsid nohup "$WORKDIR/code/experiments/run_resnet_cpu.sh" --inner \
+      >> "$LOG" 2>&1 < /dev/null &
+    echo "started: pid $!, code $ref, log $LOG"
+    exit 0 ;;
+  *) echo "usage: $0 [--status|--stop]"; exit 2 ;;
+esac
+
+# --inner: the chain itself, in its own session
+echo $$ > "$PIDFILE"
+trap 'rm -f "$PIDFILE"' EXIT
+echo 19 > /proc/self/autogroup 2>/dev/null || echo "warning: could not set the autogroup's nice"
+renice -n 19 -p $$ > /dev/null
+cd "$WORKDIR/code" || exit 1
+PY=$RUN_RESNET_CPU_PYTHON  # the checkout's venv; its editable alearn yields to the cwd's code
+step() {
+  echo "== $(date -u '+%F %T') UTC: $*"
+  nice -n 19 "$PY" "$@"
+  rc=$?
+  echo "== CPU time of the chain so far (user, system; this start only): $(times | tail -n 1)"
+  if [ $rc -ne 0 ]; then echo "== step failed (exit $rc): $*; chain stopped"; exit $rc; fi
+}
+R=(-m experiments.reproduce --scale=cpu "--workdir=$WORKDIR")
+A=(-m experiments.ablation_asap_alexnet "--workdir=$WORKDIR")
+step "${R[@]}" --table=lr_sweep --runs=resnet,alexnet
+step "${A[@]}" --seeds=0
+step "${R[@]}" --table=wt5.2
+step "${A[@]}" --seeds=1
+step "${R[@]}" --table=wt5.4
+step "${A[@]}" --seeds=2
+step "${R[@]}" --table=wt5.5
+step "${R[@]}" --table=wt_k4
+echo "== $(date -u '+%F %T') UTC: chain finished"

@@ -71,6 +71,25 @@ trap 'rm -f "$PIDFILE"' EXIT
 echo 19 > /proc/self/autogroup 2>/dev/null || echo "warning: could not set the autogroup's nice"
 renice -n 19 -p $$ > /dev/null
 cd "$WORKDIR/code" || exit 1
+# Every 5 min, $WORKDIR/cpu.log gets: time, CPU seconds this chain start has used (its
+# finished steps + the live ones), and the newest metrics.jsonl with its epochs done: the
+# cost per epoch is read from there (no timing is taken; the machine is shared).
+tck=$(getconf CLK_TCK)
+(
+  while kill -0 $$ 2>/dev/null; do
+    read -r -a f < "/proc/$$/stat"
+    t=$(( f[15] + f[16] ))
+    for p in $(pgrep -s $$); do
+      [ "$p" = "$$" ] && continue
+      read -r -a g < "/proc/$p/stat" 2>/dev/null || continue
+      t=$(( t + g[13] + g[14] + g[15] + g[16] ))
+    done
+    m=$(find "$WORKDIR" -path "$WORKDIR/code" -prune -o -name metrics.jsonl -mmin -600 \
+        -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2)
+    echo "$(date -u '+%F %T') cpu_s=$(( t / tck )) ${m:-none} epochs=$( [ -n "$m" ] && wc -l < "$m" || echo 0)"
+    sleep 300
+  done
+) >> "$WORKDIR/cpu.log" 2>/dev/null &
 PY=$RUN_RESNET_CPU_PYTHON  # the checkout's venv; its editable alearn yields to the cwd's code
 step() {
   echo "== $(date -u '+%F %T') UTC: $*"

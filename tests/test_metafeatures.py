@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import alearn
 from alearn.al.stack import MatchedBP
 from alearn.analysis import metafeatures as mf
 from alearn.rules import BP
@@ -44,7 +45,7 @@ def test_distances_are_invariant_to_row_order_and_scale_linearly():
 
 
 def test_model_features_read_sown_layers():
-    model = MatchedBP(num_classes=3, layers=(("dense", 4), ("dense", 3)))
+    model = alearn.wrap(MatchedBP(num_classes=3, layers=(("dense", 4), ("dense", 3))))
     x = jax.random.normal(jax.random.key(0), (5, 2, 2, 1))
     v = model.init(jax.random.key(1), x, rule=BP())
     feats = mf.model_features(model.apply, v, x, rule=BP(), train=False)

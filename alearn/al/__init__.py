@@ -28,8 +28,9 @@ API (pure pytrees; the device pipeline builds on this):
   ``al_mlp, al_cnn, al_vgg, al_resnet20, al_resnet32, al_sigmoid_mlp`` and the sequence
   models ``al_lstm, al_transformer`` (layers: ``alearn.al.seq``);
   ``BASELINES[name](num_classes=..., width_multiplier=..., baseline="matched"|"authors")``
-  is its BP model: the parameter-matched twin or the authors' code's (also registered in
-  ``alearn.models``).
+  is its BP model: the parameter-matched twin or the authors' code's, a plain Flax
+  ``ALBaseline`` wrapped by ``alearn.wrap`` so any rule trains it (also registered in
+  ``alearn.models``). ``Stack`` / ``MatchedBP`` / ``ALBaseline`` are plain ``flax.linen``.
 - Training: ``train_and_evaluate(config, workdir)`` (``config.rule == "al"``).
 """
 

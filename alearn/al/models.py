@@ -31,10 +31,15 @@ every width):
 
 The BP twin of every model is f_1 … f_N, b_N, h_N … h_1 as one feed-forward net
 (:class:`alearn.al.stack.MatchedBP`): equal parameter counts by construction
-(``baseline="matched"``, default). ``baseline="authors"`` is the BP net of the authors'
-code instead (He-normal init here; the code leaves its BP VGG dense layers at glorot): for VGG,
-BatchNorm on every layer and no FC1024-FC1024 (convs, then
-Dense(5y)-Dense(y)-3x Dense(y), each with BN, then the logits); for ResNet, the same
+(``baseline="matched"``, default). The twins are plain Flax (:class:`ALBaseline`);
+:data:`BASELINES` builds each wrapped by :func:`alearn.wrap` (the residual blocks' inputs
+``bp/net/block*`` as ``blocks=``), so it trains by any rule; the sequence twins (LSTM,
+attention layers learning by autodiff) by the bp rule only.
+
+``baseline="authors"`` is the BP net of the authors' code instead (He-normal init here;
+the code leaves its BP VGG dense layers at glorot): for VGG, BatchNorm on every layer and
+no FC1024-FC1024 (convs, then Dense(5y)-Dense(y)-3x Dense(y), each with BN, then the
+logits); for ResNet, the same
 residual stages, global average pool, then the same BN dense head. Those two are *not*
 parameter-matched (VGG on CIFAR-10: 10,596,070 vs AL's 12,198,094 effective). The code's
 MLP and CNN baselines are the matched twins, so ``"authors"`` equals ``"matched"`` there.
@@ -43,7 +48,6 @@ MLP and CNN baselines are the matched twins, so ``"authors"`` equals ``"matched"
 from __future__ import annotations
 
 import dataclasses
-import functools
 from types import MappingProxyType
 from typing import Callable
 
@@ -55,6 +59,7 @@ from alearn.al.block import BlockDef
 from alearn.al.network import ALNetwork
 from alearn.al.stack import MatchedBP, Stack
 from alearn.rules.bp import BP
+from alearn.wrappers.linen import Wrapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,12 +248,13 @@ def create(name: str, num_classes: int, input_shape: tuple[int, ...], *,
 
 
 class ALBaseline(nn.Module):
-    """The BP baseline of AL model ``model`` (an ``alearn.models`` model).
+    """The BP baseline of AL model ``model``, plain Flax (``apply(v, x, train=...)``).
 
-    Registered in ``alearn.models`` under the AL model's name, so ``--config.model=al_mlp
-    --config.rule=bp`` (or any other rule) trains the BP twin of ``al_mlp``. The spec
-    fields (width, y_width, bridge, ...) are the AL model's, so the twin follows them;
-    ``baseline`` is "matched" (default) or "authors" (see the module docstring).
+    Registered in ``alearn.models`` under the AL model's name (wrapped, see
+    :data:`BASELINES`), so ``--config.model=al_mlp --config.rule=bp`` (or any other rule)
+    trains the BP twin of ``al_mlp``. The spec fields (width, y_width, bridge, ...) are the
+    AL model's, so the twin follows them; ``baseline`` is "matched" (default) or "authors"
+    (see the module docstring). Parameters: ``bp/net/{Dense,Conv,BatchNorm}_k``.
     """
 
     num_classes: int
@@ -266,14 +272,20 @@ class ALBaseline(nn.Module):
     pool: str = ""  # "": the spec's default (al_lstm, al_transformer: "mean")
     baseline: str = "matched"
 
+    @nn.nowrap
     def _spec(self) -> ALSpec:
         extra = {k: getattr(self, k) for k in SPEC_FIELDS if getattr(self, k)}
         return spec(self.model, width_multiplier=self.width_multiplier, **extra)
 
+    @nn.nowrap
+    def layers(self) -> tuple:
+        """The twin's flat layer-spec tuple."""
+        return bp_baseline(self._spec(), self.num_classes, self.model, self.baseline).layers
+
     @nn.compact
-    def __call__(self, x, *, rule=BP(), train: bool = False):
+    def __call__(self, x, *, train: bool = False):
         net = bp_baseline(self._spec(), self.num_classes, self.model, self.baseline)
-        return net.copy(name="bp")(x, rule=rule, train=train)
+        return net.copy(name="bp")(x, train=train)
 
 
 # ALBaseline fields that are spec overrides (passed to ``spec`` when non-zero / non-empty).
@@ -281,5 +293,46 @@ SPEC_FIELDS = ("width", "depth", "layers_per_block", "y_width", "bridge", "res_a
                "vocab_size", "max_len", "heads", "pool")
 
 
-# model name -> BP twin factory (num_classes, width_multiplier) for alearn.models' registry.
-BASELINES = MappingProxyType({name: functools.partial(ALBaseline, model=name) for name in SPECS})
+class BPOnly(Wrapped):
+    """A wrapped BP twin whose layers learn by autodiff (LSTM, attention): ``init`` and
+    ``apply`` accept the bp rule only (:func:`alearn.al.seq.check_rule`)."""
+
+    def init(self, rngs, *args, rule=BP(), **kwargs):
+        seq.check_rule(rule)
+        return super().init(rngs, *args, rule=rule, **kwargs)
+
+    def apply(self, variables, *args, rule=None, **kwargs):
+        if rule is not None:
+            seq.check_rule(rule)
+        return super().apply(variables, *args, rule=rule, **kwargs)
+
+
+def wrap_baseline(module: ALBaseline) -> Wrapped:
+    """``module`` wrapped by :func:`alearn.wrap` so that any rule trains it: the inputs of
+    its residual blocks (``bp/net/block*``) are ``blocks=`` (activation-sharing groups,
+    DFA receivers); a sequence twin accepts the bp rule only (:class:`BPOnly`)."""
+    kinds = {layer[0] for layer in module.layers()}
+    blocks = ("bp/net/block*",) if "res" in kinds else ()
+    cls = BPOnly if kinds & set(seq.SEQ_KINDS) else Wrapped
+    return cls(module, blocks=blocks)
+
+
+class BaselineFactory:
+    """``factory(num_classes=..., **fields)``: the wrapped :class:`ALBaseline` of one AL
+    model (``alearn.models`` registry; ``module_class`` lists the valid fields)."""
+
+    module_class = ALBaseline
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def __call__(self, **fields) -> Wrapped:
+        return wrap_baseline(ALBaseline(**{"model": self.model, **fields}))
+
+    def __repr__(self) -> str:
+        return f"BaselineFactory({self.model!r})"
+
+
+# model name -> BP twin factory (num_classes, width_multiplier, ...) for alearn.models'
+# registry: returns the wrapped ALBaseline.
+BASELINES = MappingProxyType({name: BaselineFactory(name) for name in SPECS})

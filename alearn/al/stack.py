@@ -2,9 +2,17 @@
 
 The AL models (f, g, h, b of every block) and their parameter-matched BP baselines are
 described by the same tuples of layer specs, so "BP and AL have the same parameter
-count" holds by construction (thesis Ch. 3). Layers are the rule-pluggable
-``alearn.layers.Dense`` / ``Conv``: inside an AL block they run under the BP rule (plain
-``jax.grad`` inside the block), in the BP baseline under whatever rule the trainer passes.
+count" holds by construction (thesis Ch. 3). ``Stack`` and ``MatchedBP`` are plain
+``flax.linen`` modules (``nn.Dense``, ``nn.Conv``, ``nn.BatchNorm``; no rule argument):
+inside an AL block they learn by ``jax.grad`` of the block's local losses; the BP
+baseline learns by any rule through :func:`alearn.wrap` (``alearn.models.create("al_mlp",
+10)``; :data:`alearn.al.models.BASELINES`). A residual block's input passes through a
+parameterless :class:`BlockInput` named ``block<i>``, the module path
+``alearn.wrap(blocks=...)`` matches (activation-sharing groups, DFA receivers), so the
+parameter tree is the flat ``Conv_k`` / ``BatchNorm_k`` / ``Dense_k`` of the layer order.
+Convolutions compute with :func:`exact_conv` (``lax.conv_general_dilated`` by the
+per-shape fastest of alearn's exact forms on CPU, XLA's elsewhere:
+:mod:`alearn.layers.conv_impl`).
 
 Layer specs (tuples, hashable so they can be Flax module fields):
 
@@ -18,7 +26,8 @@ Layer specs (tuples, hashable so they can be Flax module fields):
 - ``("maxpool",)``: 2x2/2 max pool; ``("avgpool",)``: global average pool;
 - ``("flatten",)``;
 - sequence kinds ``("embed", ...)``, ``("lstm", ...)``, ``("encoder", ...)``,
-  ``("seqpool", ...)``: see :mod:`alearn.al.seq` (no activation applied; the BP rule only).
+  ``("seqpool", ...)``: see :mod:`alearn.al.seq` (no activation applied; their BP twin
+  trains by the bp rule only).
 
 Every activated layer output is ``sow``-n into the ``"intermediates"`` collection as
 ``layer<k>`` (k counts weight layers from 1), which the metafeature analysis reads.
@@ -31,9 +40,12 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from alearn.al import seq
-from alearn.layers import Conv, Dense, Tape, initializers, max_pool
+from alearn.layers import initializers, max_pool
+from alearn.layers.linear import rule_linear
+from alearn.layers.ops import ConvOp
 from alearn.rules.bp import BP
 
 Array = jax.Array
@@ -57,6 +69,50 @@ def activation(name: str) -> Callable[[Array], Array]:
     return ACTIVATIONS[name]
 
 
+def exact_conv(lhs: Array, rhs: Array, window_strides: Any, padding: Any,
+               lhs_dilation: Any = None, rhs_dilation: Any = None,
+               dimension_numbers: Any = None, feature_group_count: int = 1,
+               precision: Any = None, **kwargs: Any) -> Array:
+    """``lax.conv_general_dilated`` for ``nn.Conv(conv_general_dilated=...)``.
+
+    A plain 2-D NHWC convolution (the layer specs' only kind) and its two transposes are
+    computed by :class:`alearn.layers.ConvOp` (``impl="auto"``: on CPU the per-shape
+    fastest of XLA's convolution and the exact im2col / banded matrix-product forms, XLA's
+    elsewhere), differentiated exactly (BP); anything else goes to ``lax``. These are the
+    numbers and the speed of alearn's convolution layers that the AL blocks used before they
+    were written as plain Flax. ``alearn.wrap`` replaces this function by the rule's map.
+    """
+    plain = (lhs.ndim == 4 and feature_group_count == 1 and precision is None and not kwargs
+             and all(v is None or all(int(d) == 1 for d in v)
+                     for v in (lhs_dilation, rhs_dilation))
+             and dimension_numbers is not None
+             and tuple(dimension_numbers.lhs_spec) == (0, 3, 1, 2)
+             and tuple(dimension_numbers.rhs_spec) == (3, 2, 0, 1)
+             and tuple(dimension_numbers.out_spec) == (0, 3, 1, 2))
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count, precision=precision, **kwargs)
+    pad = padding if isinstance(padding, str) else tuple(tuple(int(v) for v in p)
+                                                          for p in padding)
+    op = ConvOp(in_shape=tuple(lhs.shape), kernel_shape=tuple(rhs.shape), dtype=rhs.dtype,
+                strides=tuple(int(v) for v in window_strides), padding=pad)
+    return rule_linear(BP(), op, lhs, rhs, {}, None, None)[0]
+
+
+class BlockInput(nn.Module):
+    """The identity, at a residual block's input (no parameters, so not in the variables).
+
+    Its module path (``.../block<i>``) is what ``alearn.wrap(blocks=...)`` matches: the
+    block input starts an activation-sharing group and, for DFA, receives ``δ_L D``.
+    """
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        return x
+
+
 def num_weight_layers(layers: tuple) -> int:
     """Weight layers in ``layers`` as the thesis counts them (a res block counts 2)."""
     return sum({"dense": 1, "conv": 1, "res": 2, "embed": 1, "lstm": 1, "encoder": 1}.get(
@@ -67,7 +123,8 @@ class Stack(nn.Module):
     """Applies ``layers`` (specs above) with ``act``; ``final_act`` on the last layer.
 
     ``final_act=None`` keeps ``act`` on the last weight layer too. Called as
-    ``stack(x, train=..., tape=...)``; without a tape the BP rule is used.
+    ``stack(x, train=...)``. Parameters: ``Dense_k``, ``Conv_k``, ``BatchNorm_k`` numbered
+    in layer order (a res block: conv1, BN, conv2, BN, then the projection conv).
     """
 
     layers: tuple
@@ -79,10 +136,7 @@ class Stack(nn.Module):
         return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
 
     @nn.compact
-    def __call__(self, x: Array, *, train: bool = False, tape: Tape | None = None) -> Array:
-        tape = tape if tape is not None else Tape(BP(), x.shape[0], 1)
-        if any(spec[0] in seq.SEQ_KINDS for spec in self.layers):
-            seq.check_rule(tape.rule)
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         act = activation(self.act)
         last = max((i for i, s in enumerate(self.layers) if s[0] in ("dense", "conv", "res")),
                    default=-1)
@@ -92,14 +146,15 @@ class Stack(nn.Module):
             fn = activation(self.final_act) if (i == last and self.final_act) else act
             if kind == "dense":
                 x = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
-                x = Dense(spec[1], kernel_init=self.kernel_init)(x, tape)
+                x = nn.Dense(spec[1], kernel_init=self.kernel_init)(x)
                 x = fn(self._bn(x, train) if len(spec) > 2 and spec[2] else x)
             elif kind == "conv":
                 _, feats, stride, bn = spec
-                x = Conv(feats, (3, 3), (stride, stride), kernel_init=self.kernel_init)(x, tape)
+                x = self._conv(feats, (3, 3), stride)(x)
                 x = fn(self._bn(x, train) if bn else x)
             elif kind == "res":
-                x = self._res(x, spec[1], spec[2], fn, train, tape,
+                x = BlockInput(name=f"block{i}")(x)
+                x = self._res(x, spec[1], spec[2], fn, train,
                               pre_add_act=len(spec) > 3 and bool(spec[3]))
             elif kind == "maxpool":
                 x = max_pool(x, (2, 2), (2, 2))
@@ -119,22 +174,25 @@ class Stack(nn.Module):
                 self.sow("intermediates", f"layer{k}", seq.split(x)[0])
         return x
 
+    def _conv(self, feats: int, kernel: tuple[int, int], stride: int) -> nn.Conv:
+        return nn.Conv(feats, kernel, (stride, stride), padding="SAME",
+                       kernel_init=self.kernel_init, conv_general_dilated=exact_conv)
+
     def _res(self, x: Array, feats: int, stride: int, fn: Callable, train: bool,
-             tape: Tape, pre_add_act: bool = False) -> Array:
+             pre_add_act: bool = False) -> Array:
         """ResNet basic block (He et al. 2016, option B projection shortcut).
 
         ``pre_add_act``: also activate the residual branch before the add (authors' code).
         """
-        tape.block(x)
         act = activation(self.act)
-        y = Conv(feats, (3, 3), (stride, stride), kernel_init=self.kernel_init)(x, tape)
+        y = self._conv(feats, (3, 3), stride)(x)
         y = act(self._bn(y, train))
-        y = Conv(feats, (3, 3), (1, 1), kernel_init=self.kernel_init)(y, tape)
+        y = self._conv(feats, (3, 3), 1)(y)
         y = self._bn(y, train)
         if pre_add_act:
             y = act(y)
         if stride != 1 or x.shape[-1] != feats:
-            x = Conv(feats, (1, 1), (stride, stride), kernel_init=self.kernel_init)(x, tape)
+            x = self._conv(feats, (1, 1), stride)(x)
         return fn(y + x)
 
 
@@ -143,8 +201,10 @@ class MatchedBP(nn.Module):
 
     ``layers`` is f_1 … f_N, b_N, h_N … h_1 flattened (thesis Sec. 2.6 / Ch. 3: "we
     increased the number of layers in the baseline so that both have identical
-    parameters"); ReLU everywhere, linear logits. Follows the alearn model convention
-    ``model.apply(variables, x, rule=rule, train=train)``.
+    parameters"); ReLU everywhere, linear logits. Plain Flax:
+    ``model.apply(variables, x, train=train)``. Trained by a rule through
+    ``alearn.wrap(model, blocks=("net/block*",))`` (the residual blocks' inputs; no
+    ``blocks`` without "res" layers), as :data:`alearn.al.models.BASELINES` does.
     """
 
     num_classes: int
@@ -153,11 +213,10 @@ class MatchedBP(nn.Module):
     kernel_init: Callable[..., Array] = HE_NORMAL
 
     @nn.compact
-    def __call__(self, x: Array, *, rule: Any = BP(), train: bool = False) -> Array:
-        tape = Tape(rule, x.shape[0], self.num_classes)
+    def __call__(self, x: Array, *, train: bool = False) -> Array:
         logits = Stack(self.layers, self.act, "linear", self.kernel_init, name="net")(
-            x, train=train, tape=tape)
+            x, train=train)
         if logits.shape[-1] != self.num_classes:
             raise ValueError(f"MatchedBP output width {logits.shape[-1]} != num_classes "
                              f"{self.num_classes}; last layer spec is {self.layers[-1]!r}")
-        return tape.finish(logits)
+        return logits

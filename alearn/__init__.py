@@ -1,13 +1,13 @@
 """alearn: neural-network training with learning rules beyond end-to-end backprop.
 
-``layers``, ``models`` and ``rules`` are imported with the package; ``data``, ``analysis``,
+``models``, ``rules``, ``wrappers`` and ``nn`` are imported with the package; ``data``, ``analysis``,
 ``train`` and ``al`` are imported on first attribute access (``alearn.data.create(...)``
 works after a bare ``import alearn``) so that ``import alearn`` does not pay for them.
 """
 
 import importlib
 
-from alearn import layers, models, rules, wrappers
+from alearn import models, nn, rules, wrappers
 from alearn._api import (cross_entropy, init, loss_and_updates, rule_updates, trainable,
                          value_and_updates)
 from alearn.wrappers import (Feedback, Wrapped, WrappedNNX, describe, nnx_trainable,
@@ -20,7 +20,7 @@ _LAZY = ("al", "analysis", "data", "train")
 __all__ = [
     "Feedback", "Wrapped", "WrappedNNX", "al", "analysis", "cross_entropy", "data", "describe",
     "init",
-    "layers", "loss_and_updates", "models", "nnx_trainable", "nnx_transform",
+    "loss_and_updates", "models", "nn", "nnx_trainable", "nnx_transform",
     "nnx_value_and_updates", "rule_updates", "rules", "train", "trainable", "value_and_updates",
     "wrap", "wrap_nnx", "wrappers",
 ]

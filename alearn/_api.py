@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alearn.layers.tape import checked
+from alearn._layers.tape import checked
 from alearn.rules.base import Rule
 from alearn.rules.bp import BP
 from alearn.wrappers._output import get_output, set_output, split_batch

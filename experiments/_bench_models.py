@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 import alearn
-from alearn import layers, train
+from alearn import _layers as layers, train
 from alearn.train import setup
 
 

@@ -30,7 +30,7 @@ from absl import app, flags, logging
 
 import flax.linen as nn
 
-from alearn import layers, models, rules
+from alearn import _layers as layers, models, rules
 from alearn.analysis import memory
 from alearn.models import num_params
 

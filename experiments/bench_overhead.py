@@ -3,7 +3,7 @@
 Same architecture, same initial weights, same batch, same optimizer (SGD momentum 0.9):
 
 - MLP 784-1024-1024-10 (alearn's ``mlp`` model vs a ``flax.linen.Dense`` twin), batch 128;
-- a small CNN (conv3x3x32-pool-conv3x3x64-pool-FC128-FC10, ``alearn.layers.Conv``/``Dense``
+- a small CNN (conv3x3x32-pool-conv3x3x64-pool-FC128-FC10, ``alearn._layers.Conv``/``Dense``
   vs ``flax.linen.Conv``/``Dense``), batch 128, 28x28x1 inputs.
 
 The alearn side is the trainer's own jitted step (``alearn.train.make_train_step``: TrainState,

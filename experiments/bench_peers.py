@@ -8,7 +8,7 @@ batch 128, SGD momentum 0.9, softmax cross-entropy:
   trainer step with BP (``ConvOp`` impl ``auto``, i.e. per-shape autotuned on CPU, and
   ``xla`` for reference) vs ``torch.nn`` with ``torch.optim.SGD``; ``lenet_pool_gain``
   (medians line) is the step with ``flax.linen.max_pool`` over the step with
-  ``alearn.layers.max_pool`` (both with XLA's convolutions);
+  ``alearn._layers.max_pool`` (both with XLA's convolutions);
 - MLP 784-1024-1024-10: alearn BP vs PyTorch, and alearn BP's achieved FLOP/s (XLA's own
   flop count of the compiled step / step time) over the sgemm rate of a 2048² x 2048²
   float32 product measured in the same round, the faster of XLA's two CPU matrix-product

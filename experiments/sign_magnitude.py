@@ -20,7 +20,7 @@ import optax
 from absl import app, flags
 
 import alearn
-from alearn import layers
+from alearn import _layers as layers
 from alearn.data import mnist5k
 
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Training epochs.")

@@ -7,12 +7,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from alearn.layers import Conv, Dense, Tape, initializers
+from alearn._layers import Conv, Dense, Tape, initializers
 from alearn.rules.bp import BP
 
 Array = jax.Array
 # lecun_normal (the layers' default) drawn flat: the same values, compiled several times
-# faster (alearn/layers/initializers.py), which dominated these tests' model inits.
+# faster (alearn/_layers/initializers.py), which dominated these tests' model inits.
 LECUN = initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 

@@ -8,13 +8,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alearn.layers import Conv, Dense, Tape, initializers
+from alearn._layers import Conv, Dense, Tape, initializers
 from _paper_models import MLP
 from alearn.rules import BP
 
 NUM_CLASSES = 5
 # lecun_normal (the layers' default) drawn flat: the same values, compiled several times
-# faster (alearn/layers/initializers.py).
+# faster (alearn/_layers/initializers.py).
 LECUN = initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 

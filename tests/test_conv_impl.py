@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alearn.layers import ConvOp, conv_impl
+from alearn._layers import ConvOp, conv_impl
 
 CASES = [  # (in_shape, kernel_shape, strides, padding)
     ((2, 9, 9, 3), (3, 3, 3, 4), (1, 1), "SAME"),

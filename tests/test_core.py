@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import alearn
-from alearn.layers import Conv, ConvOp, Dense, DenseOp, Tape
+from alearn._layers import Conv, ConvOp, Dense, DenseOp, Tape
 from alearn.rules.base import Rule
 
 
@@ -150,7 +150,7 @@ def test_unknown_hyperparameter_fails_naming_it():
 @pytest.mark.parametrize("mode", ["fan_in", "fan_avg"])
 @pytest.mark.parametrize("dist", ["truncated_normal", "uniform"])
 def test_flat_variance_scaling_matches_jax(shape, in_axis, out_axis, mode, dist):
-    from alearn.layers import initializers
+    from alearn._layers import initializers
 
     ours = initializers.variance_scaling(2.0, mode, dist, in_axis, out_axis)(
         jax.random.key(0), shape)

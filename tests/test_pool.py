@@ -1,4 +1,4 @@
-"""alearn.layers.max_pool equals flax.linen.max_pool in value and gradient, ties included."""
+"""alearn._layers.max_pool equals flax.linen.max_pool in value and gradient, ties included."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alearn.layers import max_pool
+from alearn._layers import max_pool
 
 CASES = [  # (shape, window, strides, padding)
     ((3, 8, 8, 4), (2, 2), (2, 2), "VALID"),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from alearn.layers import ConvOp, DenseOp, Tape, apply_rule, rule_linear
+from alearn._layers import ConvOp, DenseOp, Tape, apply_rule, rule_linear
 from alearn.rules import _feedback_init, create
 from alearn.rules.wm import mirror_step
 from alearn.wrappers.ops import ConvGeneralOp, DotGeneralOp, EinsumOp

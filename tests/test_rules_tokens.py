@@ -13,7 +13,7 @@ import pytest
 import flax.linen as nn
 from flax import traverse_util
 
-from alearn.layers import Dense, Tape, apply_rule
+from alearn._layers import Dense, Tape, apply_rule
 from alearn.rules import create
 from alearn.rules import dimension_matching as dm
 from alearn.wrappers.ops import DotGeneralOp

@@ -179,7 +179,7 @@ def test_dfa_output_feedback_equal_to_w_out_gives_bp(kind):
 def _one_conv_cls():
     import flax.linen as nn
 
-    from alearn.layers import Conv, Dense, Tape
+    from alearn._layers import Conv, Dense, Tape
 
     class OneConv(nn.Module):
         @nn.compact

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import alearn
-from alearn.layers import Dense, Tape
+from alearn._layers import Dense, Tape
 from alearn.rules import BP
 from tests import _wrap_models as wm
 

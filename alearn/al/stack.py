@@ -12,7 +12,7 @@ parameterless :class:`BlockInput` named ``block<i>``, the module path
 parameter tree is the flat ``Conv_k`` / ``BatchNorm_k`` / ``Dense_k`` of the layer order.
 Convolutions compute with :func:`exact_conv` (``lax.conv_general_dilated`` by the
 per-shape fastest of alearn's exact forms on CPU, XLA's elsewhere:
-:mod:`alearn.layers.conv_impl`).
+:mod:`alearn._layers.conv_impl`).
 
 Layer specs (tuples, hashable so they can be Flax module fields):
 
@@ -43,9 +43,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from alearn.al import seq
-from alearn.layers import initializers, max_pool
-from alearn.layers.linear import rule_linear
-from alearn.layers.ops import ConvOp
+from alearn._layers import initializers, max_pool
+from alearn._layers.linear import rule_linear
+from alearn._layers.ops import ConvOp
 from alearn.rules.bp import BP
 
 Array = jax.Array
@@ -76,7 +76,7 @@ def exact_conv(lhs: Array, rhs: Array, window_strides: Any, padding: Any,
     """``lax.conv_general_dilated`` for ``nn.Conv(conv_general_dilated=...)``.
 
     A plain 2-D NHWC convolution (the layer specs' only kind) and its two transposes are
-    computed by :class:`alearn.layers.ConvOp` (``impl="auto"``: on CPU the per-shape
+    computed by :class:`alearn._layers.ConvOp` (``impl="auto"``: on CPU the per-shape
     fastest of XLA's convolution and the exact im2col / banded matrix-product forms, XLA's
     elsewhere), differentiated exactly (BP); anything else goes to ``lax``. These are the
     numbers and the speed of alearn's convolution layers that the AL blocks used before they

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 import alearn
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.rules.base import Rule
 
 Array = jax.Array

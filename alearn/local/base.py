@@ -24,7 +24,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.local import _local_loss
 from alearn.rules.base import Rule
 

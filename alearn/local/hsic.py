@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.local import _local_loss
 from alearn.local.base import _HEADS, LocalRule
 from alearn.rules import _checks

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import jax
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.local import _local_loss
 from alearn.local.base import LocalRule
 from alearn.rules import _checks, _feedback_init

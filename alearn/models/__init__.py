@@ -24,7 +24,7 @@ from alearn.models._convert import convert_variables
 from alearn.models._count import num_params
 from alearn.models.alexnet import AlexNet
 from alearn.models.cnn import CNN
-from alearn.models.flax_cnn import FlaxCNN, WrappedFactory
+from alearn.models.flax_cnn import FlaxCNN
 from alearn.models.mlp import MLP
 from alearn.models.resnet import BasicBlock, ResNet
 from alearn.models.resnet import wrap_spec as _resnet_spec
@@ -46,7 +46,7 @@ MODELS = MappingProxyType({
     "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512)),
     "resnet18_nsc": functools.partial(ResNet, shortcut=False, **_RESNET18),
     # a plain Flax model (the Flax examples' MNIST CNN) trained through alearn.wrap
-    "flax_cnn": WrappedFactory(FlaxCNN),
+    "flax_cnn": FlaxCNN,
     # BP twins of the Associated Learning models (parameter-matched; alearn/al/models.py)
     **_AL_BASELINES,
 })
@@ -71,12 +71,7 @@ def wrap_spec(module: nn.Module) -> dict:
     return {}
 
 
-def _takes_rule(module: nn.Module) -> bool:
-    import inspect  # pylint: disable=import-outside-toplevel
-    return "rule" in inspect.signature(type(module).__call__).parameters
-
-
-def create(name: str, num_classes: int, **overrides) -> Wrapped | nn.Module:
+def create(name: str, num_classes: int, **overrides) -> Wrapped:
     """Builds model ``name`` with ``num_classes`` outputs; ``overrides`` set its fields.
 
     Returns the plain Flax module wrapped by :func:`alearn.wrap` with its
@@ -100,7 +95,7 @@ def create(name: str, num_classes: int, **overrides) -> Wrapped | nn.Module:
         )
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     module = factory(num_classes=num_classes, **overrides)
-    if isinstance(module, Wrapped) or _takes_rule(module):
+    if isinstance(module, Wrapped):  # registered wrapped already (the AL twins)
         return module
     return wrap(module, **wrap_spec(module))
 

@@ -24,14 +24,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alearn.layers import initializers
-from alearn.layers.pool import max_pool
+from alearn import nn as alearn_nn
+
 
 Array = jax.Array
 
 
 #: He (Kaiming) normal initialiser used for every conv/dense kernel.
-HE_NORMAL = initializers.he_normal  # drawn flat: fast to compile
+HE_NORMAL = alearn_nn.he_normal  # drawn flat: fast to compile
 
 #: BatchNorm momentum (running = momentum * running + (1 - momentum) * batch).
 BN_MOMENTUM = 0.9
@@ -84,7 +84,7 @@ def max_pool_ceil(x: Array, window: int = 2) -> Array:
     for side in x.shape[1:3]:
         out = math.ceil(side / window)
         pads.append((0, out * window - side))
-    return max_pool(x, (window, window), strides=(window, window), padding=tuple(pads))
+    return alearn_nn.max_pool(x, (window, window), strides=(window, window), padding=tuple(pads))
 
 
 def flatten(x: Array) -> Array:

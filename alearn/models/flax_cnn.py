@@ -3,16 +3,12 @@
 Written exactly as ``examples/mnist`` in the Flax repository writes it (only the number of
 classes and the widths are fields), to show and test that an unmodified Flax model learns
 by any rule through :func:`alearn.wrap`. Registered in ``alearn.models`` as ``flax_cnn``
-(wrapped), so ``--config.model=flax_cnn`` trains it.
+(``create`` wraps it, as every model), so ``--config.model=flax_cnn`` trains it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
-
-from alearn.wrappers import Wrapped, wrap
 
 
 class FlaxCNN(nn.Module):
@@ -35,13 +31,3 @@ class FlaxCNN(nn.Module):
         x = nn.relu(x)
         x = nn.Dense(features=self.num_classes)(x)
         return x
-
-
-class WrappedFactory:
-    """``factory(num_classes=..., **fields) -> alearn.wrap(module_class(...))`` (registry)."""
-
-    def __init__(self, module_class: type[nn.Module], **wrap_kwargs: Any):
-        self.module_class, self.wrap_kwargs = module_class, wrap_kwargs
-
-    def __call__(self, **fields: Any) -> Wrapped:
-        return wrap(self.module_class(**fields), **self.wrap_kwargs)

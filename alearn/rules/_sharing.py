@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.rules import _checks, _feedback_init
 from alearn.rules import dimension_matching as dm
 from alearn.rules._freeze import FROZEN, SCOPES, freeze_and_decay

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import jax
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.rules._sharing import SharingRule
 
 Array = jax.Array

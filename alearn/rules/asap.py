@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.rules._sharing import B_FIXED, FROZEN, AsymmetricSharingRule
 
 Array = jax.Array

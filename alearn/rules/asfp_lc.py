@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.rules import _checks, _feedback_init
 from alearn.rules import dimension_matching as dm
 from alearn.rules._sharing import _NEW, features_shape

@@ -2,14 +2,14 @@
 
 A learning rule answers two per-layer questions (ALGORITHMS.md, Part A): how the error
 crosses a layer downwards (*feedback*) and which (activation, error) pair forms the weight
-update. Layers built on :func:`alearn.layers.rule_linear` hand their backward pass to the
+update. Layers built on :func:`alearn._layers.rule_linear` hand their backward pass to the
 rule, so ``jax.grad`` of an ordinary loss yields the rule's updates for any model, and any
 optax optimizer consumes them.
 
 A rule is a frozen (hashable) dataclass whose fields are its hyperparameters. It is
 stateless: feedback weights live in the ``"feedback"`` variable collection of each layer,
 and forward-pass values (DFA's error carrier, shared activations) travel in the per-call
-:class:`alearn.layers.Tape`.
+:class:`alearn._layers.Tape`.
 
 Hooks (override what the rule changes; the defaults are exact backpropagation):
 
@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import jax
 import optax
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 
 Array = jax.Array
 

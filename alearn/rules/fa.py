@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from alearn.layers.ops import ConvOp, LinearOp
+from alearn._layers.ops import ConvOp, LinearOp
 from alearn.rules import _feedback_init
 from alearn.rules.base import Rule
 

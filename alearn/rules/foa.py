@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Mapping
 import jax
 import jax.numpy as jnp
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.rules import _feedback_init
 from alearn.rules import dimension_matching as dm
 from alearn.rules.base import Rule

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 from alearn.rules import _checks
 from alearn.rules._pairs import kernel_path
 from alearn.rules.fa import FA

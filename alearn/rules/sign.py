@@ -9,8 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from alearn.layers import initializers
-from alearn.layers.ops import LinearOp
+from alearn._layers import initializers
+from alearn._layers.ops import LinearOp
 from alearn.rules import _checks
 from alearn.rules.base import Rule
 

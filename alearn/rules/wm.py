@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from alearn.layers.ops import ConvOp, DenseOp, LinearOp
+from alearn._layers.ops import ConvOp, DenseOp, LinearOp
 from alearn.rules import _checks
 from alearn.rules.fa import FA
 

@@ -35,9 +35,9 @@ from flax.linen import linear as flax_linear
 from flax.linen import recurrent as flax_recurrent
 from jax import lax
 
-from alearn.layers.linear import run_rule
-from alearn.layers.receiver import run_receiver
-from alearn.layers.tape import Tape
+from alearn._layers.linear import run_rule
+from alearn._layers.receiver import run_receiver
+from alearn._layers.tape import Tape
 from alearn.wrappers import _coverage, _match
 from alearn.wrappers._rows import role_and_group
 from alearn.wrappers.ops import SUPPORTED, DotGeneralOp, EinsumOp, conv_op, dot_op

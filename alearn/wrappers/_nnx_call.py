@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alearn.layers.tape import Tape
+from alearn._layers.tape import Tape
 from alearn.wrappers import _coverage
 from alearn.wrappers._match import input_source
 from alearn.wrappers._rows import role_and_group

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alearn.layers.tape import Tape
+from alearn._layers.tape import Tape
 from alearn.rules.base import Rule
 from alearn.wrappers._match import param_matches
 from alearn.wrappers._nnx_call import (PATH, RECEIVER_VARS, SHAPES, TAPE, Call, Feedback,

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alearn.layers.receiver import run_receiver
-from alearn.layers.tape import Tape
+from alearn._layers.receiver import run_receiver
+from alearn._layers.tape import Tape
 from alearn.wrappers import _coverage
 from alearn.wrappers._nnx_call import (PATH, RECEIVER_VARS, SHAPES, TAPE, Call, Feedback,
                                        Recorder, explicit, no_axis_error,

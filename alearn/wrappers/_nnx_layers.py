@@ -16,7 +16,7 @@ from flax import nnx
 from flax.nnx.nn import linear as nnx_linear
 from jax import lax
 
-from alearn.layers.linear import run_rule
+from alearn._layers.linear import run_rule
 from alearn.wrappers._match import param_matches
 from alearn.wrappers._nnx_call import (ID, PATH, TAPE, Call, Recorder, explicit,
                                        read_feedback, replicated)

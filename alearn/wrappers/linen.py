@@ -9,7 +9,7 @@ serve, stacked like its parameters under ``nn.scan``.
 
 What the wrapper adds around the model (the native models do this by hand):
 
-- a :class:`~alearn.layers.Tape` per call, so layer order drives the activation-sharing
+- a :class:`~alearn._layers.Tape` per call, so layer order drives the activation-sharing
   groups; ``blocks=`` patterns mark block inputs (``tape.block``);
 - DFA (ASAP thesis eq. 2.5): the output error δ_L reaches every layer. Each layer sends
   ``δ_L D`` to its input instead of ``Wᵀδ``; where one array feeds several layers (q/k/v
@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alearn.layers.tape import Tape, needs_finish
+from alearn._layers.tape import Tape, needs_finish
 from alearn.rules.base import Rule
 from alearn.rules.bp import BP
 from alearn.wrappers import _coverage

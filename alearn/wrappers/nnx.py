@@ -26,7 +26,7 @@ Several inputs: ``wrap_nnx(model, rule, (tokens, lengths), key)`` and
 A user's ``nnx.scan`` / ``nnx.vmap`` over stacked blocks must map :class:`Feedback` like
 ``nnx.Param`` (``nnx.StateAxes({(nnx.Param, alearn.Feedback): 0, ...: None})``); one that
 does not raises a ValueError naming that fix, at wrap time (a last trace with the Feedback
-variables in place). The per-call :class:`~alearn.layers.Tape` reaches the layers through
+variables in place). The per-call :class:`~alearn._layers.Tape` reaches the layers through
 a context variable set only during the wrapper's call: a routed layer called outside it
 raises instead of silently running backprop.
 
@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alearn.layers.tape import Tape
+from alearn._layers.tape import Tape
 from alearn.rules.base import Rule
 from alearn.rules.bp import BP
 from alearn.wrappers._match import path_matches

@@ -1,7 +1,7 @@
 """Linear operators for the layers the wrapper intercepts (general dot, conv, einsum).
 
-The standard cases map onto alearn's own :class:`~alearn.layers.DenseOp` /
-:class:`~alearn.layers.ConvOp`, so a wrapped ``flax.linen.Dense`` / ``Conv`` runs exactly
+The standard cases map onto alearn's own :class:`~alearn._layers.DenseOp` /
+:class:`~alearn._layers.ConvOp`, so a wrapped ``flax.linen.Dense`` / ``Conv`` runs exactly
 the computation of the native layers (same forward, same transposes). Everything else
 (``DenseGeneral``'s contractions, dilated or grouped convolutions, ``Einsum``) becomes a
 general operator whose two transposes ``jax.linear_transpose`` derives from the forward.
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from alearn.layers.ops import ConvOp, DenseOp, LinearOp
+from alearn._layers.ops import ConvOp, DenseOp, LinearOp
 
 Array = jax.Array
 

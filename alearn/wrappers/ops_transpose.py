@@ -8,7 +8,7 @@ from typing import Any
 import jax
 from jax import lax
 
-from alearn.layers.ops import LinearOp
+from alearn._layers.ops import LinearOp
 
 Array = jax.Array
 

@@ -8,9 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alearn.layers.linear import apply_rule
-from alearn.layers.ops import DenseOp
-from alearn.layers.tape import Tape
+from alearn._layers.linear import apply_rule
+from alearn._layers.ops import DenseOp
+from alearn._layers.tape import Tape
 
 Array = jax.Array
 

@@ -19,7 +19,7 @@ object that lives inside one trace: it holds
 The wrapper marks declared block inputs with :meth:`block`; rules that group layers (ASAP)
 use those marks or the layer count. DFA's receivers (the ASAP authors'
 ``Feedback_Receiver``) are placed by the wrapper too (``blocks=`` / ``receivers=``,
-:func:`alearn.layers.receiver.run_receiver`).
+:func:`alearn._layers.receiver.run_receiver`).
 """
 
 from __future__ import annotations

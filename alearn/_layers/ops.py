@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from alearn.layers import conv_impl
+from alearn._layers import conv_impl
 
 Array = jax.Array
 
@@ -150,7 +150,7 @@ class ConvOp(LinearOp):
 
     ``impl`` chooses how each of ``apply``, ``input_grad`` and ``weight_grad`` is computed:
     XLA's convolution, or the exact im2col or banded matrix-product forms; ``"auto"`` = per
-    shape, by a one-time timing on CPU, XLA elsewhere (see :mod:`alearn.layers.conv_impl`).
+    shape, by a one-time timing on CPU, XLA elsewhere (see :mod:`alearn._layers.conv_impl`).
     """
 
     strides: tuple[int, int] = (1, 1)

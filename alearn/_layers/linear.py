@@ -9,8 +9,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from alearn.layers.ops import LinearOp
-from alearn.layers.tape import Tape
+from alearn._layers.ops import LinearOp
+from alearn._layers.tape import Tape
 
 Array = jax.Array
 

@@ -8,9 +8,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alearn.layers.linear import apply_rule
-from alearn.layers.ops import ConvOp
-from alearn.layers.tape import Tape
+from alearn._layers.linear import apply_rule
+from alearn._layers.ops import ConvOp
+from alearn._layers.tape import Tape
 
 Array = jax.Array
 
@@ -30,7 +30,7 @@ class Conv(nn.Module):
     ``padding`` is "SAME", "VALID", an int, or ((lo, hi), (lo, hi)). ``impl`` picks how
     the convolution and its transposes are computed (XLA's convolution or the exact im2col or
     banded matrix-product forms; ``"auto"`` times them per shape on CPU:
-    :mod:`alearn.layers.conv_impl`).
+    :mod:`alearn._layers.conv_impl`).
     """
 
     features: int
@@ -41,7 +41,7 @@ class Conv(nn.Module):
     kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
     bias_init: Callable[..., Array] = nn.initializers.zeros_init()
     dtype: Any = jnp.float32
-    impl: str = "auto"  # "auto" | "xla" | "im2col" | "banded" (alearn.layers.conv_impl)
+    impl: str = "auto"  # "auto" | "xla" | "im2col" | "banded" (alearn._layers.conv_impl)
 
     @nn.compact
     def __call__(self, x: Array, tape: Tape) -> Array:

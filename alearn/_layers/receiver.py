@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from alearn.layers.linear import _marker, _match
+from alearn._layers.linear import _marker, _match
 
 Array = jax.Array
 

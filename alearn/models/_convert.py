@@ -1,6 +1,6 @@
 """Variables written by older alearn models, brought to the current feedback layout.
 
-Until issue 25 the paper models threaded a Tape by hand and placed DFA's receivers
+Until issue 25 the paper models were built from rule-aware layers and placed DFA's receivers
 themselves: ``stem_receiver/D`` after the stem, ``stage{s}_block{b}/receiver1/D`` after a
 block's first activation and ``receiver2/D`` on its output; plain chains (MLP, CNN,
 AlexNet, VGG) gave every layer a D sized to its input, the first layer's included (its

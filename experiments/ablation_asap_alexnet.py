@@ -3,7 +3,7 @@
   python -m experiments.ablation_asap_alexnet --workdir=/work/runs_cpu [--seeds=0,1,2]
       [--cells=asap,asap_dense_he,...] [--report_only]
 
-Every cell is Table 5.2's cpu-scale AlexNet run (``experiments/_tables_cpu.py``: AlexNet
+Every cell is Table 5.2's cpu-scale AlexNet run (``experiments/paper/_tables_cpu.py``: AlexNet
 x0.125, 6,000 Fashion-MNIST images, 10 epochs, Table 5.1's lr x the lr sweep's factor, read
 from ``<workdir>/lr_sweep`` as the harness does) with one thing changed:
 
@@ -92,7 +92,7 @@ CELLS: dict[str, tuple[str, Callable | None, str]] = {
 
 def build(cells: list[str], seeds: tuple[int, ...]) -> list:
     """The runs (``tables.Run``), seeds outermost; needs the sweep (``set_workdir``)."""
-    from experiments import tables
+    from experiments.paper import tables
 
     out = []
     for seed in seeds:
@@ -176,7 +176,8 @@ def write_report(table_dir: str, runs: list) -> str:
 def main(argv) -> int:
     if len(argv) > 1:
         raise _cli.app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from experiments import _tables_cpu, reproduce
+    from experiments import reproduce
+    from experiments.paper import _tables_cpu
 
     workdir = _WORKDIR.value
     seeds = tuple(int(s) for s in _SEEDS.value.split(",") if s.strip())

@@ -49,7 +49,7 @@ def _small(model: str) -> float | None:
 
 
 def _table_pairs() -> dict[str, dict]:
-    from experiments import _tables_cpu, tables  # pylint: disable=import-outside-toplevel
+    from experiments.paper import _tables_cpu, tables  # pylint: disable=import-outside-toplevel
     out = {}
     with _tables_cpu.pending_allowed():
         for table in tables.TABLE_IDS:

@@ -9,7 +9,7 @@ claim where it prints no numbers), and plots written to ``--out``: test accuracy
 per rule, alignment angles, t-SNE panels, memory-access bars and the pipeline schedule.
 Writes ``<out>/README.md``. Cells that are under-trained (test accuracy within a few points
 of chance, still rising in the last epoch, or a single epoch) are marked in the table and
-left out of the ordering check. The papers' claims (``experiments/claims.py``) get a verdict
+left out of the ordering check. The papers' claims (``experiments/paper/claims.py``) get a verdict
 per check, "undecided" with its reason on such cells; "Where we disagree with the papers"
 lists the checks that disagree; the machine section gives each run's commit. For runs with
 no paper number (your own ``experiments.train`` runs) use
@@ -24,10 +24,10 @@ import os
 import sys
 from typing import Sequence
 
-from experiments import _report_stats as stats
-from experiments import claims, paper_results, tables
-from experiments import _report_plots as plots
-from experiments import _report_sections as sections
+from experiments.paper import _report_stats as stats
+from experiments.paper import claims, paper_results, tables
+from experiments.paper import _report_plots as plots
+from experiments.paper import _report_sections as sections
 
 MANIFEST = "manifest.json"
 
@@ -92,7 +92,7 @@ def ordering_notes(ours: dict[str, dict[str, float]], paper: dict[tuple[str, str
 
 
 def _table_runs(table_id: str, workdir: str) -> tuple[str, dict, list]:
-    from experiments import _tables_cpu
+    from experiments.paper import _tables_cpu
 
     _tables_cpu.set_workdir(workdir, allow_pending=True)
     manifest = _load(os.path.join(workdir, table_id, MANIFEST)) or {}
@@ -214,7 +214,7 @@ def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
     parts += sections
     walls = {tid: (_load(os.path.join(workdir, tid, MANIFEST)) or {}).get("runs", {})
              for tid in ids}
-    with open(os.path.join(out, "walls.json"), "w") as f:  # experiments/_estimate.py reads it
+    with open(os.path.join(out, "walls.json"), "w") as f:  # experiments/paper/_estimate.py reads it
         json.dump({t: w for t, w in walls.items() if w}, f, indent=1, sort_keys=True)
     path = os.path.join(out, "README.md")
     with open(path, "w") as f:
@@ -250,7 +250,7 @@ def claim_results(workdir: str, ids: Sequence[str]) -> list:
 
 
 def claims_section(workdir: str, ids: Sequence[str], results: list | None = None) -> list[str]:
-    """One heading per claim of ``experiments.claims`` that ``ids`` decide, one line per check."""
+    """One heading per claim of ``experiments.paper.claims`` that ``ids`` decide, one line per check."""
     lines = ["## The papers' claims at this scale", "",
              "Verdicts use the seeds' spread: an ordering agrees or disagrees only when the "
              "means differ by more than the combined std sqrt(std_a² + std_b²); closer is a "
@@ -259,7 +259,7 @@ def claims_section(workdir: str, ids: Sequence[str], results: list | None = None
              "borderline. A check is *undecided* when one of its cells is under-trained (the "
              "tables' flag: near chance, still rising ≥ 1 pt in its last epoch, or one "
              f"epoch) or its seeds spread more than {claims.SPREAD:g} pt (std). A claim's "
-             "heading counts its checks' verdicts (experiments/claims.py).", ""]
+             "heading counts its checks' verdicts (experiments/paper/claims.py).", ""]
     for r in claim_results(workdir, ids) if results is None else results:
         lines.append(f"- **{r.claim.text}**: {r.heading}.")
         lines += [f"  - {i.line}" for i in r.items]

@@ -2,7 +2,7 @@
 
   python -m experiments.reproduce --table=wt5.2 --scale=cpu --workdir=/tmp/repro [--dry_run]
 
-Tables (``experiments/tables.py``): al3.1 al3.2 al3.3 al3.4 al_sigmoid al_pipeline (AL
+Tables (``experiments/paper/tables.py``): al3.1 al3.2 al3.3 al3.4 al_sigmoid al_pipeline (AL
 thesis, Kao 2019) and wt3.1 wt5.1 wt5.2 wt5.3 wt5.4 wt5.5 wt_k4 wt6.1 (ASAP thesis, Woo
 2023); ``--table=all`` runs every one. Each run goes to ``<workdir>/<table>/<run>/``; a run
 whose ``results.json`` exists is skipped (resume), and ``<workdir>/<table>/manifest.json``
@@ -22,9 +22,9 @@ from typing import Sequence
 
 from absl import logging
 
-from experiments import _estimate, tables
-from experiments._reproduce_data import DatasetMissingError, check_datasets, print_data_status
-from experiments.tables import Run
+from experiments.paper import _estimate, tables
+from experiments.paper._reproduce_data import DatasetMissingError, check_datasets, print_data_status
+from experiments.paper.tables import Run
 
 RESULTS = "results.json"
 MANIFEST = "manifest.json"
@@ -130,7 +130,7 @@ def record_cell(run: Run, rundir: str, workdir: str) -> None:
 
 def execute(run: Run, rundir: str) -> None:
     """Runs one unit of work into ``rundir`` (see ``tables.Run`` for the kinds)."""
-    from experiments import _reproduce_kinds as kinds
+    from experiments.paper import _reproduce_kinds as kinds
 
     os.makedirs(rundir, exist_ok=True)
     fn = {"train": kinds.train, "foa": kinds.foa, "al_compare": kinds.al_compare,
@@ -173,7 +173,7 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
     still have to run before the first one starts (:func:`check_datasets`); a dry run
     never does (``main`` reports the data after its listing).
     """
-    from experiments import _tables_cpu
+    from experiments.paper import _tables_cpu
 
     _tables_cpu.set_workdir(workdir, allow_pending=dry_run)
     runs = tables.runs(table_id, scale, seeds)
@@ -251,7 +251,7 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
 
 
 def _print_estimate(table_id: str, scale: str, items: list[dict], out) -> None:
-    """One line: the table's estimated wall time (``experiments/_estimate.py``'s model)."""
+    """One line: the table's estimated wall time (``experiments/paper/_estimate.py``'s model)."""
     todo = [i for i in items if i["status"] == "todo"]
     known = [i["estimate_s"] for i in todo if i["estimate_s"] is not None]
     how = ("measured per run on the 2-core dev machine, docs/results" if scale == "cpu" else
@@ -336,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                args.data_dir or None)
             except DatasetMissingError as e:
                 _cli.fail(str(e), _cli.USAGE_EXIT, args.verbose)
-        from experiments._tables_cpu import SweepPendingError
+        from experiments.paper._tables_cpu import SweepPendingError
 
         for t in args.tables:
             try:

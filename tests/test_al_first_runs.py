@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from experiments import _tables_cpu
+from experiments.paper import _tables_cpu
 from experiments.configs import al as al_cfg
 from experiments.configs import al_seq as seq_cfg
 
@@ -73,7 +73,7 @@ def test_unswept_cpu_models_keep_the_codes_rates():
 
 def test_reproduction_still_multiplies_the_papers_rate():
     """tables._al_cpu starts from the paper's rate and schedule, not the ``cpu`` flag's."""
-    from experiments import tables
+    from experiments.paper import tables
     _tables_cpu.set_workdir(None, allow_pending=True)  # no sweep run: factor 1 (the paper's)
     try:
         runs = {r.name: r.config for r in tables.runs("al3.1", "cpu")}

@@ -17,7 +17,7 @@ from flax import traverse_util
 
 import alearn
 from alearn.rules._freeze import freeze_and_decay
-from experiments import tables
+from experiments.paper import tables
 from experiments.configs import asap, wt
 
 SHARING = ("as", "asap", "asfp", "asfp_lc")
@@ -194,7 +194,7 @@ def test_memory_table_marks_k_that_cannot_apply(tmp_path):
     (which groups as k=2) is 'not applicable', and the claim is checked on the rest."""
     import json
 
-    from experiments import _report_sections, _reproduce_kinds
+    from experiments.paper import _report_sections, _reproduce_kinds
     run = tables.Run("access", "model", "rule", kind="memory",
                      options={"models": ["alexnet"], "batch": 2, "input_shape": [28, 28, 1],
                               "compiled_models": [], "compiled_batch": 2})

@@ -1,12 +1,12 @@
-"""experiments.claims: the verdict rules, each on hand-made cells (issue 26).
+"""experiments.paper.claims: the verdict rules, each on hand-made cells (issue 26).
 
 An equality claim is two-sided with its tolerance; a check on an under-trained cell, or on a
 cell whose seeds spread more than 3 points, is undecided with its reason; a claim's heading
 counts its items' verdicts.
 """
 
-from experiments import _report_stats as stats
-from experiments import claims
+from experiments.paper import _report_stats as stats
+from experiments.paper import claims
 
 ROW = "Fashion-MNIST / ResNet-18"
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from experiments import _estimate, _tables_cpu, reproduce, tables
+from experiments import reproduce
+from experiments.paper import _estimate, _tables_cpu, tables
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import os
 
 import pytest
 
-from experiments import _tables_cpu as cs
-from experiments import report, reproduce, tables
+from experiments.paper import _tables_cpu as cs
+from experiments import report, reproduce
+from experiments.paper import tables
 from tests.test_reproduce import _write, fake_sweep
 
 

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from experiments import paper_results, report, reproduce, tables
+from experiments import report, reproduce
+from experiments.paper import paper_results, tables
 
 
 def _write(path, obj):
@@ -18,7 +19,7 @@ def _write(path, obj):
 @pytest.fixture(autouse=True)
 def _pending_sweep_ok(tmp_path):
     """cpu-scale runs read their lr from the sweep; with none run, the paper's lr (x1)."""
-    from experiments import _tables_cpu
+    from experiments.paper import _tables_cpu
     _tables_cpu.set_workdir(str(tmp_path / "no_sweep"), allow_pending=True)
     yield
     _tables_cpu.set_workdir(None)
@@ -26,7 +27,7 @@ def _pending_sweep_ok(tmp_path):
 
 @pytest.mark.parametrize("tid", tables.TABLE_IDS)
 def test_every_table_has_runs_at_its_scales(tid):
-    from experiments import _tables_cpu
+    from experiments.paper import _tables_cpu
 
     cpu, paper = tables.runs(tid, "cpu"), tables.runs(tid, "paper")
     assert cpu or paper
@@ -62,7 +63,7 @@ def test_paper_numbers_cover_the_paper_scale_cells():
 
 
 def test_dry_run_lists_without_running(tmp_path, monkeypatch):
-    from experiments import _estimate
+    from experiments.paper import _estimate
 
     monkeypatch.setattr(reproduce, "execute", lambda *a: pytest.fail("dry run executed"))
     walls = tmp_path / "walls.json"  # one measured AlexNet run: every AlexNet row estimated
@@ -156,7 +157,7 @@ def test_runs_filter_runs_only_the_named_prefixes(tmp_path, monkeypatch):
 
 def fake_sweep(workdir, best=None):
     """Writes the lr_sweep's results: factor ``best[(family, method)]`` wins (default: x1)."""
-    from experiments import _tables_cpu as cs
+    from experiments.paper import _tables_cpu as cs
 
     for family, method in cs.SWEPT:
         for x in cs.factors(family, method):

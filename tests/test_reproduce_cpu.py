@@ -10,9 +10,10 @@ import os
 
 import pytest
 
-from experiments import _report_stats as stats
-from experiments import _tables_cpu as cs
-from experiments import claims, report, reproduce, tables
+from experiments.paper import _report_stats as stats
+from experiments.paper import _tables_cpu as cs
+from experiments import report, reproduce
+from experiments.paper import claims, tables
 from experiments.configs import wt
 from tests.test_reproduce import _write, fake_sweep
 

@@ -226,7 +226,7 @@ def test_binary_reports_missing_text_data_without_traceback(tmp_path):
 
 def test_reproduce_check_datasets_names_missing_text_data(tmp_path):
     from experiments import reproduce
-    from experiments.tables import Run
+    from experiments.paper.tables import Run
     import ml_collections
     runs = [Run(name, "r", "AL", config=ml_collections.ConfigDict({"dataset": name}))
             for name in ("sst2", "ag_news_subset", "mnist5k")]

@@ -9,7 +9,7 @@ rows of 28 pixels: the sequential-image task) or ``ag_news_subset, imdb_reviews,
 ``cpu`` selects the CPU-sized cell of ``reproduce``'s ``al_seq`` table (width 32, 2
 epochs of sequential fashion_mnist, ~1 min per run on 2 shared cores, lr 1e-3). On mnist5k
 (4,000 digits: 31 steps of 128 per epoch) ``cpu`` trains 20 epochs at lr 1e-2 for AL and the
-BP twin: the reproduction's lr rule (``experiments/_tables_cpu.py``: lr x {1, 3, 10}, seed
+BP twin: the reproduction's lr rule (``experiments/paper/_tables_cpu.py``: lr x {1, 3, 10}, seed
 0, half the epochs, 10 % of the training split held out) applied to this cell chose x10 for
 all four models (``MNIST5K_CPU_LR``; docs/notes/al.md, "First runs"). At 1e-3 the AL LSTM
 stayed at chance for 11 of its 20 epochs; at 1e-2 it leaves chance in epoch 4-5 (a 2-epoch

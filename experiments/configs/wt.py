@@ -27,7 +27,7 @@ Runtime here: a 200-epoch CIFAR run is GPU work (not measured); on this 2-core C
 mlp/mnist5k pair is practical: ``wt.py:<rule>,mlp,mnist5k`` (5 epochs) took ~25-30 s wall
 per run on the loaded 2-core machine and ended at test accuracy bp 0.926, fa 0.901, dfa
 0.870, sign 0.920, kp 0.924, wm 0.927 (docs/notes/rules_wt.md, "Measured"). Expected at
-full size: Table 5.2 accuracies (experiments/paper_results.py).
+full size: Table 5.2 accuracies (experiments/paper/paper_results.py).
 Alignment angles are logged every epoch (``alignment.png`` in the workdir).
 """
 

@@ -6,7 +6,7 @@ Each writes ``<rundir>/results.json`` last, so its existence means the run finis
   checkpoint (ASAP thesis Fig. 3.2) into ``angles.json``.
 - ``al_compare``: AL and its BP twin, then Sec. 3.3 metafeature distances of every
   prediction-path layer and a t-SNE panel (thesis Table 3.4, Figs 3.6-3.9), as
-  ``experiments/al_compare.py`` does.
+  ``experiments/paper/al_compare.py`` does.
 - ``memory``: Ch. 6 access model and XLA compiled step memory (``alearn.analysis.memory``).
 - ``pipeline``: per-block AL step cost and the pipeline schedule (``alearn.al.schedule``).
 """
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.tables import Run
+from experiments.paper.tables import Run
 
 
 def _write(rundir: str, name: str, obj) -> None:
@@ -73,7 +73,7 @@ def al_compare(run: Run, rundir: str) -> None:
     from alearn.analysis import metafeatures as mf
     from alearn.analysis import tsne
     from alearn.train import setup
-    from experiments.al_compare import _bp_state
+    from experiments.paper.al_compare import _bp_state
     from experiments.configs import al as al_cfg
 
     results = {}

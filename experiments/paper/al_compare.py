@@ -8,7 +8,7 @@ computes intra/inter-class distances of every prediction-path layer of both (lay
 layers ``--tsne_layers``; thesis Fig. 3.6).
 
 Usage:
-  python -m experiments.al_compare --config=experiments/configs/al.py:mlp,mnist5k,cpu \
+  python -m experiments.paper.al_compare --config=experiments/configs/al.py:mlp,mnist5k,cpu \
       --workdir=/tmp/al_compare [--tsne_png=docs/figures/al_mlp_tsne.png]
 """
 

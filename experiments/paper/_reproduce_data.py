@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from experiments import tables
-from experiments.tables import Run
+from experiments.paper import tables
+from experiments.paper.tables import Run
 
 
 class DatasetMissingError(SystemExit):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-from experiments import _report_stats as stats
-from experiments import paper_results
+from experiments.paper import _report_stats as stats
+from experiments.paper import paper_results
 
 
 def _ratios(table_id: str, workdir: str, runs: list) -> dict[tuple[str, str], dict]:
@@ -70,7 +70,7 @@ def metafeatures(table_id: str, workdir: str, runs: list) -> list[str]:
 
 def sweep(table_id: str, workdir: str, runs: list) -> list[str]:
     """The lr sweep: held-out accuracy per factor, and the factor each family uses."""
-    from experiments import _tables_cpu as cs
+    from experiments.paper import _tables_cpu as cs
 
     lines = ["| family | method | factor | lr | held-out accuracy (%) | chosen |",
              "|---|---|---|---|---|---|"]

@@ -14,7 +14,7 @@ rising 1 point or more in its last epoch, or one epoch; a check's ``fails`` name
 whose failure the claim states, for which chance is the claim, not under-training) or, for
 accuracies, when a cell's seeds spread more than ``SPREAD`` points (sample std).
 
-Rows are named ``<data> / <model>`` (``experiments/tables.py``); a check names the model part
+Rows are named ``<data> / <model>`` (``experiments/paper/tables.py``); a check names the model part
 and is evaluated on every dataset the table has a row for (or, when the report does not hold
 that table, the first table of the report holding both cells: :func:`decide`). A claim's
 heading counts its checks' verdicts: "agrees (2 of 2)", "mixed. Agrees (2 of 3), undecided
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments import _report_stats as stats
+from experiments.paper import _report_stats as stats
 
 
 @dataclasses.dataclass(frozen=True)

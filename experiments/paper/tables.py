@@ -9,7 +9,7 @@ Scales:
 - ``cpu``: converged, seeded runs on a 2-core CPU (under two hours for the whole set but the
   ResNet tables, which take days at low priority: ``_tables_cpu``'s "ResNet"):
   Fashion-MNIST for every dataset, widths, epochs and the learning-rate rule of
-  ``experiments/_tables_cpu.py`` (a held-out lr sweep, table ``lr_sweep``, which runs first),
+  ``experiments/paper/_tables_cpu.py`` (a held-out lr sweep, table ``lr_sweep``, which runs first),
   three seeds per cell. Tables whose claims are not among the ones the cpu scale tests
   (al3.2, al3.3: CIFAR rows; wt5.1: matching methods; wt5.3: local learning) are paper
   scale only; ResNet-34 rows use ResNet-18.
@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import ml_collections
 
-from experiments import _tables_cpu as cpu_scale
-from experiments import _tables_seq
+from experiments.paper import _tables_cpu as cpu_scale
+from experiments.paper import _tables_seq
 from experiments.configs import al as al_cfg
 from experiments.configs import asap as asap_cfg
 from experiments.configs import asap_foa as foa_cfg
@@ -322,7 +322,7 @@ TABLES: dict[str, Table] = {t.id: t for t in (
           metric="sweep", seeds=(0,),
           note="cpu scale only. Each family's lr = the paper's x the factor with the best "
                "accuracy on 10 % of the training split held out (never the test set); half "
-               "the epochs, seed 0. experiments/_tables_cpu.py states the rule."),
+               "the epochs, seed 0. experiments/paper/_tables_cpu.py states the rule."),
     Table("al3.1", "AL thesis Table 3.1: MNIST, BP vs AL",
           _al_table("mnist", ("mlp", "cnn"), ("mlp", "cnn")),
           note="BP = the parameter-matched BP twin of each AL model (configs/al.py); the "

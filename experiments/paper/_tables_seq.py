@@ -19,7 +19,7 @@ NAMES = {"fashion_mnist": "sequential Fashion-MNIST", "mnist5k": "sequential mni
 
 def al_seq(scale: str) -> list:
     """The runs of table ``al_seq`` at ``scale`` ("cpu" or "paper")."""
-    from experiments.tables import Run, SCALES  # noqa: PLC0415 - tables registers this builder
+    from experiments.paper.tables import Run, SCALES  # noqa: PLC0415 - tables registers this builder
 
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")

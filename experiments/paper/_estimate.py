@@ -22,11 +22,11 @@ import json
 import os
 import statistics
 
-from experiments import tables
+from experiments.paper import tables
 
 CPU_PIXELS = 28 * 28 * 1
-WALLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "docs", "results", "walls.json")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WALLS = os.path.join(ROOT, "docs", "results", "walls.json")
 FAMILY = {"resnet34": ("resnet18", 2.0), "resnet18_nsc": ("resnet18", 1.0)}
 TRAIN_SIZES = {"mnist": 60000, "mnist5k": 4000, "fashion_mnist": 60000, "svhn_cropped": 73257,
                "cifar10": 50000, "cifar100": 50000, "tiny_imagenet": 100000, "synthetic": 512,
@@ -68,7 +68,7 @@ def train_size(config) -> int:
 @functools.lru_cache(maxsize=1)
 def _per_example_epoch() -> dict[str, tuple[float, float]]:
     """model -> (median seconds per training example and epoch, the width it ran at)."""
-    from experiments import _tables_cpu
+    from experiments.paper import _tables_cpu
 
     costs: dict[str, list] = {}
     walls = measured()

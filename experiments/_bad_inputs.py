@@ -77,7 +77,7 @@ CASES = [
                                              "--scale=paper"], "empty_tfds"),
     ("report: workdir does not exist", ["-m", "experiments.report",
                                         "--workdir=/nonexistent/runs"], "no_workdir"),
-    ("bench_rules: unknown benchmark", ["-m", "experiments.bench_rules", "--models=foo"],
+    ("bench_rules: unknown benchmark", ["-m", "experiments.bench.bench_rules", "--models=foo"],
      "no_workdir"),
 ]
 

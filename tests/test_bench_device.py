@@ -1,4 +1,4 @@
-"""experiments/bench_device.py run in-process on CPU at tiny settings.
+"""experiments/bench/bench_device.py run in-process on CPU at tiny settings.
 
 Only the MLP: LeNet's eager init and ResNet-18's compile (~30 s here) would not fit the
 suite's time; the script handles every model through the same code path.
@@ -13,7 +13,7 @@ import pytest
 from absl import app, flags
 from absl.testing import flagsaver
 
-from experiments import bench_device
+from experiments.bench import bench_device
 
 MLP_LAYERS = ((784, 1024), (1024, 1024), (1024, 10))
 

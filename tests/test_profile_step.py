@@ -1,6 +1,6 @@
-"""experiments/_profile (profile_step): HLO metadata parsing and per-op aggregation, by hand."""
+"""experiments/bench/_profile (profile_step): HLO metadata parsing and per-op aggregation, by hand."""
 
-from experiments import _profile as profile_step
+from experiments.bench import _profile as profile_step
 
 HLO = """
 ENTRY %main.1 (p: f32[2,3]) -> f32[2,4] {

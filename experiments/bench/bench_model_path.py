@@ -2,19 +2,19 @@ r"""Trainer step time of a paper model, to compare two versions of alearn (issue
 
 Issue 25 moved the paper models from hand-threaded rule-aware layers to plain Flax trained
 through ``alearn.wrap``; the compiled step must not get slower. This script times the real
-trainer step (``experiments._bench_models.trainer_step``: ``make_train_step`` with the
+trainer step (``experiments.bench._bench_models.trainer_step``: ``make_train_step`` with the
 rule's hook, SGD with momentum, batch 128, one synthetic batch) of one (model, rule) case
 and prints one JSON line. It imports whatever ``alearn`` is first on ``sys.path``, so the
 same file times an older checkout::
 
     # old code in a worktree (git worktree add /work/before <rev>), new code here, alternated:
     for round in 1 2; do for v in /work/before /work/main; do
-      (cd $v && PYTHONPATH=$v python /work/main/experiments/bench_model_path.py \
+      (cd $v && PYTHONPATH=$v python /work/main/experiments/bench/bench_model_path.py \
           --model=resnet18 --rule=dfa)
     done; done
 
 Cases: ``mlp`` (784-1024-1024-10, the quickstart's), ``lenet`` (the benchmarks' LeNet-5,
-``experiments._bench_models.LeNet5``), ``resnet18`` (x0.25 width, 32x32x3). Run only on a
+``experiments.bench._bench_models.LeNet5``), ``resnet18`` (x0.25 width, 32x32x3). Run only on a
 quiet machine (``uptime``; nothing else running): the figure is a median of ``--steps``
 steps after ``--warmup``.
 """
@@ -38,7 +38,7 @@ flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 
 def _case(name: str):
     import alearn  # pylint: disable=import-outside-toplevel
-    from experiments import _bench_models  # pylint: disable=import-outside-toplevel
+    from experiments.bench import _bench_models  # pylint: disable=import-outside-toplevel
     if name == "mlp":
         return alearn.models.create("mlp", 10, widths=(1024, 1024)), (28, 28, 1)
     if name == "lenet":
@@ -49,7 +49,7 @@ def _case(name: str):
 def main(argv):
     del argv
     import alearn  # pylint: disable=import-outside-toplevel
-    from experiments import _bench_models  # pylint: disable=import-outside-toplevel
+    from experiments.bench import _bench_models  # pylint: disable=import-outside-toplevel
     model, shape = _case(FLAGS.model)
     rule = alearn.rules.create(FLAGS.rule)
     opt = optax.chain(rule.transform(), optax.sgd(0.01, momentum=0.9))

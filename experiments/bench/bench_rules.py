@@ -18,7 +18,7 @@ reported separately, also relative to BP's step. ``xla_flops_ratio`` / ``xla_byt
 come from XLA's cost analysis of each compiled step (noise-free structural figures).
 
 Usage:
-  python -m experiments.bench_rules [--steps=20 --repeats=7 --models=mlp,cnn]
+  python -m experiments.bench.bench_rules [--steps=20 --repeats=7 --models=mlp,cnn]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments._bench_models import SmallCNN
+from experiments.bench._bench_models import SmallCNN
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repeats per rule (cycled).")

@@ -10,7 +10,7 @@ Times (median of ``--steps`` jitted steps after warm-up, ``block_until_ready``):
 
 Also XLA's flop counts of each compiled program (``cost_analysis``), which do not depend
 on the machine's load. Usage:
-  python -m experiments.bench_al [--model=al_mlp --width_multiplier=0.25 --batch_size=32]
+  python -m experiments.bench.bench_al [--model=al_mlp --width_multiplier=0.25 --batch_size=32]
 Prints one JSON line.
 """
 

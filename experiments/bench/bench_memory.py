@@ -16,7 +16,7 @@ and rule (bp, asap k=2, asap k=4):
 Writes ``memory.json`` and ``access.png`` to ``--workdir`` and prints a markdown table.
 
 Usage:
-  python -m experiments.bench_memory [--models=resnet18,resnet34,mlp8 --batch=128
+  python -m experiments.bench.bench_memory [--models=resnet18,resnet34,mlp8 --batch=128
                                       --workdir=/tmp/bench_memory]
 """
 

@@ -7,7 +7,7 @@ momentum 0.9)``, on ONE device (``jax.local_devices()[0]``: the figure is per ch
 synthetic batch (normal images, uniform labels, seed 0) placed on the device once:
 
 - ``mlp``: alearn's ``mlp`` 784-1024-1024-10 on 28x28x1 inputs;
-- ``lenet``: LeNet-5 as BioTorch writes it (``experiments/_bench_models.py``), 28x28x1;
+- ``lenet``: LeNet-5 as BioTorch writes it (``experiments/bench/_bench_models.py``), 28x28x1;
 - ``resnet18``: alearn's ``resnet18`` (CIFAR stem: conv3x3, no max-pool) on 32x32x3.
 
 Each case is compiled once (``step.lower(...).compile()``, whose
@@ -35,7 +35,7 @@ On the GPU machine (no network: run from the repo root without installing; every
 third-party module this imports is in the image's python3: jax 0.11 with its CUDA 13
 plugin, flax, optax, orbax, absl, numpy; alearn's data dependencies are not imported):
 
-  PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python3 -m experiments.bench_device \
+  PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python3 -m experiments.bench.bench_device \
       --out=$OUT/bench_device.json
 
 (one call, timeout 540 s; defaults: all 3 models x 5 rules, batch 128, 5 rounds x 50 steps,
@@ -56,7 +56,7 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments._bench_models import LeNet5, trainer_step
+from experiments.bench._bench_models import LeNet5, trainer_step
 
 MODELS = ("mlp", "lenet", "resnet18")
 RULES = ("bp", "fa", "dfa", "kp", "asap")

@@ -2,14 +2,14 @@
 
 Same architecture, same initial weights and feedback, same batch, same trainer step
 (``alearn.train.make_train_step``, SGD momentum 0.9): alearn's ``mlp`` (784-1024-1024-10)
-vs ``alearn.wrap`` of a ``flax.linen.Dense`` twin, and ``experiments._bench_models.SmallCNN``
+vs ``alearn.wrap`` of a ``flax.linen.Dense`` twin, and ``experiments.bench._bench_models.SmallCNN``
 (conv3x3x32-pool-conv3x3x64-pool-FC128-FC10) vs ``alearn.wrap`` of its ``flax.linen``
 twin; batch 128. Repeats alternate between the two sides; the figure is
 median(wrapped) / median(native) per (model, rule), target <= 1.02;
 ``same_flops_and_bytes`` compares XLA's cost analysis of the two compiled steps.
 
 Usage:
-  python -m experiments.bench_wrap [--steps=20 --repeats=9 --models=mlp,cnn --rules=bp,fa,dfa]
+  python -m experiments.bench.bench_wrap [--steps=20 --repeats=9 --models=mlp,cnn --rules=bp,fa,dfa]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments._bench_models import PlainCNN, PlainMLP, SmallCNN
+from experiments.bench._bench_models import PlainCNN, PlainMLP, SmallCNN
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 9, "Timed repeats per side (alternating).")

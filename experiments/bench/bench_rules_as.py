@@ -6,7 +6,7 @@ alternate over the rules so machine noise hits all alike. Reports the median ms 
 and the ratio to BP's median (target <= 1.10 for the sharing rules).
 
 Usage:
-  python -m experiments.bench_rules_as [--model=alexnet --width=0.25 --steps=10 --repeats=7
+  python -m experiments.bench.bench_rules_as [--model=alexnet --width=0.25 --steps=10 --repeats=7
                                         --rules=bp,foa,as,asap,asap4,asfp,asfp_lc]
 
 A rule that cannot apply to the model (asap4 = ASAP k=4 on the AlexNet, whose conv layers

@@ -14,7 +14,7 @@ the two so machine noise hits both alike. The figure is median(alearn) / median(
 ``paired_ratio_median`` is the median over repeats of the back-to-back ratios.
 
 Usage:
-  python -m experiments.bench_overhead [--steps=50 --repeats=15 --models=mlp,cnn]
+  python -m experiments.bench.bench_overhead [--steps=50 --repeats=15 --models=mlp,cnn]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments._bench_models import PlainCNN, PlainMLP, SmallCNN
+from experiments.bench._bench_models import PlainCNN, PlainMLP, SmallCNN
 
 _STEPS = flags.DEFINE_integer("steps", 50, "Steps per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed repeats per side (alternating).")

@@ -12,7 +12,7 @@ appears once, for its wall duration. The same numbers are written to ``--out`` a
 This is the profile behind the LeNet figures in docs/notes/perf.md.
 
 Usage:
-  python -m experiments.profile_step --model=lenet [--rule=bp --steps=20 --top=25]
+  python -m experiments.bench.profile_step --model=lenet [--rule=bp --steps=20 --top=25]
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments._bench_models import LeNet5, trainer_step
-from experiments._profile import hlo_ops, per_op_times
+from experiments.bench._bench_models import LeNet5, trainer_step
+from experiments.bench._profile import hlo_ops, per_op_times
 
 MODELS = ("lenet", "mlp")
 _MODEL = flags.DEFINE_enum("model", "lenet", MODELS, "Benchmark model.")

@@ -7,7 +7,7 @@ step's median time as a ratio to BP's step on the same model in the same round, 
 feedback memory relative to the parameter count. Run it on a quiet machine (the step
 times are same-round ratios, but another job on the 2 cores still distorts them)::
 
-    python -m experiments.bench_wrap_zoo --steps=100 --time_steps=20
+    python -m experiments.bench.bench_wrap_zoo --steps=100 --time_steps=20
 
 Writes a markdown table to stdout and ``--out`` (JSON).
 """

@@ -35,7 +35,7 @@ The last line reads exactly
 (``lenet_bp_vs_pytorch`` = alearn samples/s / PyTorch samples/s).
 
 Usage:
-  python -m experiments.bench_peers [--rounds=5 --steps=30]
+  python -m experiments.bench.bench_peers [--rounds=5 --steps=30]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments._bench_models import LeNet5, synthetic_batch, trainer_step
+from experiments.bench._bench_models import LeNet5, synthetic_batch, trainer_step
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per case and round.")

@@ -6,8 +6,8 @@ rule's updates (``alearn.value_and_updates`` of the cross-entropy, then the rule
 transform, e.g. the sharing rules' freeze and decay); or compares a saved set with what the
 current code computes from *the same variables and batch*::
 
-    python -m experiments.models_equal --save=/tmp/models_before     # on the old code
-    python -m experiments.models_equal --compare=/tmp/models_before  # on the new code
+    python -m experiments.bench.models_equal --save=/tmp/models_before     # on the old code
+    python -m experiments.bench.models_equal --compare=/tmp/models_before  # on the new code
 
 Widths are scaled down (``--width``) so the whole set runs in minutes on a CPU; the code
 paths are those of the full-width models. Feedback written by an older layout (the

@@ -10,7 +10,7 @@ optimizer with its own momentum, ``kp_fused=False``) and KP fused
 ratios to BP.
 
 Usage:
-  python -m experiments.kp_cost
+  python -m experiments.bench.kp_cost
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from absl import app
 
 import alearn
 from alearn import train
-from experiments._bench_models import LeNet5, trainer_step
+from experiments.bench._bench_models import LeNet5, trainer_step
 
 CONFIG = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
           "weight_decay_mask": "params", "epochs": 1}

@@ -24,7 +24,7 @@ Last line (the first model): ``stage1_vs_seq=<r> stage2_vs_seq=<r> modelled4_vs_
 where stage1/stage2 are the pipeline's default engine (``mode="auto"`` = MPMD here).
 
 Usage (about 1–2 min on an idle 2-core machine):
-  python -m experiments.bench_pipeline [--models=mlp,cnn --micro_batches=64
+  python -m experiments.bench.bench_pipeline [--models=mlp,cnn --micro_batches=64
       --cnn_micro_batches=16 --reps=3 --modes=mpmd,spmd
       --width_multiplier=0.25 --batch_size=32]
 """

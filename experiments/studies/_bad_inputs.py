@@ -1,6 +1,6 @@
 """Runs every bad input we know of through the binaries and tabulates what the user sees.
 
-  python -m experiments._bad_inputs [--out=table.md]
+  python -m experiments.studies._bad_inputs [--out=table.md]
 
 For each case: the exit status, the first line of stderr (the message), whether a Python
 traceback appears, the wall and CPU time to fail, and whether anything was trained (a
@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = ["-m", "experiments.train"]
 DEFAULT = "--config=experiments/configs/default.py"
 TINY = "--config=tests/_kill_config.py"

@@ -5,7 +5,7 @@ on the bundled mnist5k digits with plain SGD, lr 0.01, batch 32, for each sign-s
 magnitude and BP, and prints the test accuracy after every epoch.
 
 Command (docs/notes/rules_wt.md has the figures):
-  python -m experiments.sign_magnitude --epochs=3
+  python -m experiments.studies.sign_magnitude --epochs=3
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ layer's update and BP's gradient (mean over the first 20 and the last 20 steps),
 between the classifier's B and W at the end, and the output RMS at the end. Every condition
 starts from the same key; the table is in docs/notes/rules_wt.md ("FA with an MSE loss").
 
-    python -m experiments.fa_mse [--epochs=5] [--only=fa_he,fa_cls0.1] [--seed=0]
+    python -m experiments.studies.fa_mse [--epochs=5] [--only=fa_he,fa_cls0.1] [--seed=0]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ the attention's DenseGeneral projections learn by the rule; DFA's error reaches 
 without model help). Adam, batch 128, no augmentation; prints one JSON line per rule.
 
 Usage:
-  python -m experiments.wrap_transformer [--rules=bp,fa,dfa --epochs=5 --width=64 --layers=2]
+  python -m experiments.studies.wrap_transformer [--rules=bp,fa,dfa --epochs=5 --width=64 --layers=2]
 """
 
 from __future__ import annotations

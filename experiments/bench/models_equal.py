@@ -175,16 +175,19 @@ def main(argv):
     del argv
     if bool(FLAGS.save) == bool(FLAGS.compare):
         sys.exit("give exactly one of --save=DIR or --compare=DIR")
-    todo = pairs()
     root = FLAGS.save or FLAGS.compare
     os.makedirs(root, exist_ok=True)
-    names = {k: f"{i:03d}_{v['model']}_{v['rule']}.pkl" for i, (k, v) in enumerate(todo.items())}
     if FLAGS.save:
+        todo = pairs()
+        names = {k: f"{i:03d}_{v['model']}_{v['rule']}.pkl"
+                 for i, (k, v) in enumerate(todo.items())}
         with open(os.path.join(root, "index.json"), "w") as f:
             json.dump(names, f, indent=1)
-    else:
+    else:  # every saved pair (the tables may have changed since), or those --only keeps
+        keep = [s for s in FLAGS.only.split(",") if s]
         with open(os.path.join(root, "index.json")) as f:
-            names = {k: v for k, v in json.load(f).items() if k in todo}
+            names = {k: v for k, v in json.load(f).items()
+                     if not keep or any(s in k for s in keep)}
     bad = 0
     for i, (key, fname) in enumerate(names.items()):
         path = os.path.join(root, fname)

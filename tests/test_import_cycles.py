@@ -38,15 +38,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("alearn", "experiments")
 
-# Import edges "importer -> imported" that lie on a cycle today, each to remove (issue 25).
-# Only deletions: a new edge on a cycle fails test_no_new_import_cycles.
-ALLOWED = frozenset({
-    # experiments/reproduce <-> _reproduce_kinds, tables <-> _tables_seq: to remove (issue 25)
-    "experiments.paper._reproduce_kinds -> experiments.reproduce",
-    "experiments.paper._tables_seq -> experiments.paper.tables",
-    "experiments.reproduce -> experiments.paper._reproduce_kinds",
-    "experiments.paper.tables -> experiments.paper._tables_seq",
-})
+# Import edges "importer -> imported" tolerated on a cycle: none left (issue 25 removed the
+# last). Keep it empty: a new edge on a cycle fails test_no_new_import_cycles.
+ALLOWED: frozenset[str] = frozenset()
 
 Edge = tuple[str, str]
 

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.paper.tables import Run
+from experiments.paper import _rundirs
+from experiments.paper._run import Run
 
 
 def _write(rundir: str, name: str, obj) -> None:
@@ -110,12 +111,10 @@ def al_compare(run: Run, rundir: str) -> None:
 def _train_shared(run: Run, rundir: str) -> dict:
     """Trains ``run`` into ``rundir``, or links it to the same run another table finished
     (``experiments.reproduce``'s run keys; ``rundir`` is ``<workdir>/<table>/<run>/<sub>``)."""
-    from experiments import reproduce
-
     workdir = os.path.dirname(os.path.dirname(os.path.dirname(rundir)))
-    if reproduce.link_shared(run, rundir, workdir) is None:
+    if _rundirs.link_shared(run, rundir, workdir) is None:
         train(run, rundir)
-        reproduce.record_cell(run, rundir, workdir)
+        _rundirs.record_cell(run, rundir, workdir)
     return _read(rundir)
 
 

@@ -9,6 +9,7 @@ data layer provides (AG News, IMDB, SST-2) at width 128.
 from __future__ import annotations
 
 from experiments.configs import al_seq as cfg
+from experiments.paper._run import SCALES, Run
 
 CPU_DATASETS = ("fashion_mnist",)
 PAPER_DATASETS = ("ag_news_subset", "imdb_reviews", "sst2")
@@ -19,8 +20,6 @@ NAMES = {"fashion_mnist": "sequential Fashion-MNIST", "mnist5k": "sequential mni
 
 def al_seq(scale: str) -> list:
     """The runs of table ``al_seq`` at ``scale`` ("cpu" or "paper")."""
-    from experiments.paper.tables import Run, SCALES  # noqa: PLC0415 - tables registers this builder
-
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
     cpu = scale == "cpu"

@@ -1,1 +1,2 @@
-"""Experiment binaries (absl flags + ml_collections configs), one per paper table."""
+"""Experiment binaries: the entry points train, compare, reproduce, report at the top; the
+rooms paper/, bench/, studies/ (experiments/README.md)."""

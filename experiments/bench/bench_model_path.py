@@ -36,9 +36,18 @@ flags.DEFINE_integer("steps", 15, "timed steps")
 flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 
 
+def _bench():
+    """``_bench_models`` where this checkout keeps it (experiments/bench/ since issue 25)."""
+    import importlib  # pylint: disable=import-outside-toplevel
+    try:
+        return importlib.import_module("experiments.bench._bench_models")
+    except ImportError:
+        return importlib.import_module("experiments._bench_models")
+
+
 def _case(name: str):
     import alearn  # pylint: disable=import-outside-toplevel
-    from experiments.bench import _bench_models  # pylint: disable=import-outside-toplevel
+    _bench_models = _bench()
     if name == "mlp":
         return alearn.models.create("mlp", 10, widths=(1024, 1024)), (28, 28, 1)
     if name == "lenet":
@@ -49,7 +58,7 @@ def _case(name: str):
 def main(argv):
     del argv
     import alearn  # pylint: disable=import-outside-toplevel
-    from experiments.bench import _bench_models  # pylint: disable=import-outside-toplevel
+    _bench_models = _bench()
     model, shape = _case(FLAGS.model)
     rule = alearn.rules.create(FLAGS.rule)
     opt = optax.chain(rule.transform(), optax.sgd(0.01, momentum=0.9))

@@ -12,10 +12,11 @@
 #
 # Steps, one process at a time (each resumes: finished runs are skipped, unfinished ones
 # continue from their checkpoints):
-#   1. lr_sweep's ResNet and AlexNet cells   (reproduce --table=lr_sweep --runs=resnet,alexnet)
-#   2. the AlexNet ablation, seed 0          (experiments.ablation_asap_alexnet --seeds=0)
-#   3. wt5.2 (ResNet-18, ResNet-18 nsc; its AlexNet cells are the ablation's references)
-#   4. ablation seed 1;  5. wt5.4;  6. ablation seed 2;  7. wt5.5;  8. wt_k4
+#   1. lr_sweep's AlexNet cells (minutes)    (reproduce --table=lr_sweep --runs=alexnet)
+#   2. the AlexNet ablation, seed 0 (~20 min) (experiments.ablation_asap_alexnet --seeds=0)
+#   3. lr_sweep's ResNet cells               (reproduce --table=lr_sweep --runs=resnet)
+#   4. wt5.2 (ResNet-18, ResNet-18 nsc; its AlexNet cells are the ablation's references)
+#   5. ablation seed 1;  6. wt5.4;  7. ablation seed 2;  8. wt5.5;  9. wt_k4
 # Priority: the chain starts its own session (setsid), whose autogroup gets nice 19
 # (/proc/self/autogroup: with sched_autogroup on, plain nice is useless between sessions,
 # docs/notes/reproduce.md "Scheduling"), and every process also runs under nice -n 19.
@@ -100,8 +101,9 @@ step() {
 }
 R=(-m experiments.reproduce --scale=cpu "--workdir=$WORKDIR")
 A=(-m experiments.ablation_asap_alexnet "--workdir=$WORKDIR")
-step "${R[@]}" --table=lr_sweep --runs=resnet,alexnet
+step "${R[@]}" --table=lr_sweep --runs=alexnet
 step "${A[@]}" --seeds=0
+step "${R[@]}" --table=lr_sweep --runs=resnet
 step "${R[@]}" --table=wt5.2
 step "${A[@]}" --seeds=1
 step "${R[@]}" --table=wt5.4

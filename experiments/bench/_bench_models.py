@@ -1,14 +1,18 @@
-"""Small models shared by the step-time benchmarks (not a paper model), and the trainer
-step they time."""
+"""Small plain ``flax.linen`` models shared by the step-time benchmarks (not paper models;
+the benchmarks train them through ``alearn.wrap`` like every model), and the trainer step
+they time."""
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 import flax.linen as nn
 import jax
 import numpy as np
 
 import alearn
-from alearn import _layers as layers, train
+from alearn import train
 from alearn.train import setup
 
 
@@ -39,40 +43,65 @@ def trainer_step(model, rule, optimizer, *, shape=(28, 28, 1), batch: int = 128,
 
 
 class SmallCNN(nn.Module):
-    """conv3x3x32-pool-conv3x3x64-pool-FC128-FC10 built from alearn's rule-pluggable layers."""
+    """conv3x3x32-pool-conv3x3x64-pool-FC128-FC10, plain ``flax.linen`` with alearn's
+    fast pool (:func:`alearn.nn.max_pool`); train it through ``alearn.wrap(SmallCNN())``.
+    Its parameter tree is :class:`PlainCNN`'s (``Conv_0``, ``Conv_1``, ``Dense_0``,
+    ``Dense_1``)."""
 
     num_classes: int = 10
 
     @nn.compact
-    def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
+    def __call__(self, x, *, train=False):
         del train
-        tape = layers.Tape(rule, x.shape[0], self.num_classes)
         for f in (32, 64):
-            x = layers.max_pool(nn.relu(layers.Conv(f, (3, 3))(x, tape)), (2, 2), (2, 2))
-        x = nn.relu(layers.Dense(128)(x.reshape(x.shape[0], -1), tape))
-        return tape.finish(layers.Dense(self.num_classes)(x, tape))
+            x = alearn.nn.max_pool(nn.relu(nn.Conv(f, (3, 3))(x)), (2, 2), (2, 2))
+        x = nn.relu(nn.Dense(128)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(self.num_classes)(x)
 
 
 class LeNet5(nn.Module):
     """LeNet-5 as BioTorch writes it, for 28x28x1 inputs: conv5x5x6-pool-conv5x5x16-pool-
-    FC120-FC84-FC10 (ReLU, 2x2 max-pool, VALID convolutions), from alearn's layers."""
+    FC120-FC84-FC10 (ReLU, 2x2 max-pool, VALID convolutions), plain ``flax.linen``; train
+    it through ``alearn.wrap(LeNet5())``.
+
+    The wrapper computes each convolution by ``alearn._layers.conv_impl``'s forms (``auto``:
+    timed per shape on CPU); :func:`conv_impl` forces one for the steps traced inside it.
+    """
 
     num_classes: int = 10
-    conv_impl: str = "auto"
-    pool: str = "alearn"  # "alearn" (layers.max_pool) or "flax" (nn.max_pool), to compare
+    pool: str = "alearn"  # "alearn" (alearn.nn.max_pool) or "flax" (nn.max_pool), to compare
 
     @nn.compact
-    def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
+    def __call__(self, x, *, train=False):
         del train
-        tape = layers.Tape(rule, x.shape[0], self.num_classes)
         for f in (6, 16):
-            x = layers.Conv(f, (5, 5), padding="VALID", impl=self.conv_impl)(x, tape)
-            x = (layers.max_pool if self.pool == "alearn" else nn.max_pool)(
+            x = nn.Conv(f, (5, 5), padding="VALID")(x)
+            x = (alearn.nn.max_pool if self.pool == "alearn" else nn.max_pool)(
                 nn.relu(x), (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
         for w in (120, 84):
-            x = nn.relu(layers.Dense(w)(x, tape))
-        return tape.finish(layers.Dense(self.num_classes)(x, tape))
+            x = nn.relu(nn.Dense(w)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+@contextlib.contextmanager
+def conv_impl(impl: str | None):
+    """Forces the convolution form (``xla``, ``im2col``, ``banded`` or ``auto``) of every
+    wrapped convolution traced inside the block, through the ``ALEARN_CONV_IMPL`` override
+    (read when a step is traced, so trace the step inside: call it once, or lower it; an
+    unknown name fails there); ``None`` changes nothing."""
+    if impl is None:
+        yield
+        return
+    old = os.environ.get("ALEARN_CONV_IMPL")
+    os.environ["ALEARN_CONV_IMPL"] = impl
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("ALEARN_CONV_IMPL", None)
+        else:
+            os.environ["ALEARN_CONV_IMPL"] = old
 
 
 class PlainMLP(nn.Module):
@@ -87,7 +116,7 @@ class PlainMLP(nn.Module):
 
 
 class PlainCNN(nn.Module):
-    """``flax.linen`` twin of ``SmallCNN`` (same parameter tree)."""
+    """``SmallCNN`` with ``flax.linen.max_pool``: a user's own model (same parameter tree)."""
 
     @nn.compact
     def __call__(self, x):

@@ -108,7 +108,7 @@ def build_model(name: str):
     if name == "mlp":
         return alearn.models.create("mlp", 10, widths=(1024, 1024)), (28, 28, 1)
     if name == "lenet":
-        return LeNet5(), (28, 28, 1)
+        return alearn.wrap(LeNet5()), (28, 28, 1)
     if name == "resnet18":
         return alearn.models.create("resnet18", 10), (32, 32, 3)
     raise app.UsageError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")

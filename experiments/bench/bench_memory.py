@@ -30,7 +30,8 @@ from absl import app, flags, logging
 
 import flax.linen as nn
 
-from alearn import _layers as layers, models, rules
+import alearn
+from alearn import models, rules
 from alearn.analysis import memory
 from alearn.models import num_params
 
@@ -46,31 +47,43 @@ _RULES = {"bp": rules.BP(), "asap k=2": rules.create("asap", k=2),
           "asap k=4": rules.create("asap", k=4)}
 
 
+class _BlockNoBN(nn.Module):
+    """conv1, conv2 and (when the shape changes) the projection, without batch norm."""
+
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, h):
+        s = (self.strides, self.strides)
+        z = nn.relu(nn.Conv(self.features, (3, 3), strides=s, padding=1, name="conv1")(h))
+        z = nn.Conv(self.features, (3, 3), padding=1, name="conv2")(z)
+        if self.strides != 1 or h.shape[-1] != self.features:
+            h = nn.Conv(self.features, (1, 1), strides=s, padding=0, name="shortcut_conv")(h)
+        return nn.relu(z + h)
+
+
 class ResNet18NoBN(nn.Module):
-    """ResNet-18's convolutions and shortcuts without batch norm (isolates layer inputs)."""
+    """ResNet-18's convolutions and shortcuts without batch norm (isolates layer inputs),
+    plain ``flax.linen``; :func:`_model` wraps it with its blocks (``stage*_block*``: the
+    activation-sharing groups), as ``alearn.models.resnet.wrap_spec`` does for ResNet-18."""
 
     num_classes: int = 10
 
     @nn.compact
-    def __call__(self, x, *, rule=rules.BP(), train=False):
+    def __call__(self, x, *, train=False):
         del train
-        tape = layers.Tape(rule, x.shape[0], self.num_classes)
-        h = nn.relu(layers.Conv(64, (3, 3), padding=1)(x, tape))
+        h = nn.relu(nn.Conv(64, (3, 3), padding=1, name="stem_conv")(x))
         for s, w in enumerate((64, 128, 256, 512)):
             for b in range(2):
                 stride = 2 if (s > 0 and b == 0) else 1
-                tape.block(h)
-                z = nn.relu(layers.Conv(w, (3, 3), strides=(stride, stride), padding=1)(h, tape))
-                z = layers.Conv(w, (3, 3), padding=1)(z, tape)
-                if stride != 1 or h.shape[-1] != w:
-                    h = layers.Conv(w, (1, 1), strides=(stride, stride), padding=0)(h, tape)
-                h = nn.relu(z + h)
-        return tape.finish(layers.Dense(self.num_classes)(h.mean(axis=(1, 2)), tape))
+                h = _BlockNoBN(w, stride, name=f"stage{s}_block{b}")(h)
+        return nn.Dense(self.num_classes, name="classifier")(h.mean(axis=(1, 2)))
 
 
 def _model(name: str):
     if name == "resnet18_nobn":
-        return ResNet18NoBN(), (32, 32, 3)
+        return alearn.wrap(ResNet18NoBN(), blocks=("stage*_block*",)), (32, 32, 3)
     if name == "mlp8":
         return models.create("mlp", 10, widths=(1024,) * 8), (784,)
     return models.create(name, 10), (32, 32, 3)

@@ -3,8 +3,9 @@
 Same architecture, same initial weights, same batch, same optimizer (SGD momentum 0.9):
 
 - MLP 784-1024-1024-10 (alearn's ``mlp`` model vs a ``flax.linen.Dense`` twin), batch 128;
-- a small CNN (conv3x3x32-pool-conv3x3x64-pool-FC128-FC10, ``alearn._layers.Conv``/``Dense``
-  vs ``flax.linen.Conv``/``Dense``), batch 128, 28x28x1 inputs.
+- a small CNN (conv3x3x32-pool-conv3x3x64-pool-FC128-FC10: ``_bench_models.SmallCNN``, plain
+  ``flax.linen`` with ``alearn.nn.max_pool``, through ``alearn.wrap``, vs its ``flax.linen``
+  twin ``PlainCNN``), batch 128, 28x28x1 inputs.
 
 The alearn side is the trainer's own jitted step (``alearn.train.make_train_step``: TrainState,
 ``optax.chain(rule.transform(), sgd)``, data-parallel sharding over the local devices); the
@@ -107,7 +108,7 @@ def main(argv):
     del argv
     models = {
         "mlp": (alearn.models.create("mlp", 10, widths=(1024, 1024)), PlainMLP()),
-        "cnn": (SmallCNN(), PlainCNN()),
+        "cnn": (alearn.wrap(SmallCNN()), PlainCNN()),
     }
     for name in _MODELS.value:
         if name not in models:

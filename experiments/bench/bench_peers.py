@@ -4,11 +4,13 @@ cost of WM and KP against BP, and the cost of feeding fresh host batches.
 One process, interleaved rounds (every case once per round, in the same order), same shapes,
 batch 128, SGD momentum 0.9, softmax cross-entropy:
 
-- LeNet-5 (BioTorch's: conv5x5x6-pool-conv5x5x16-pool-FC120-FC84-FC10, 28x28x1): alearn's
-  trainer step with BP (``ConvOp`` impl ``auto``, i.e. per-shape autotuned on CPU, and
-  ``xla`` for reference) vs ``torch.nn`` with ``torch.optim.SGD``; ``lenet_pool_gain``
-  (medians line) is the step with ``flax.linen.max_pool`` over the step with
-  ``alearn._layers.max_pool`` (both with XLA's convolutions);
+- LeNet-5 (BioTorch's: conv5x5x6-pool-conv5x5x16-pool-FC120-FC84-FC10, 28x28x1, plain
+  ``flax.linen`` through ``alearn.wrap``): alearn's trainer step with BP (convolution form
+  ``auto``, i.e. per-shape autotuned on CPU, and ``xla`` for reference, forced by
+  ``ALEARN_CONV_IMPL`` while the case is traced: ``_bench_models.conv_impl``) vs
+  ``torch.nn`` with ``torch.optim.SGD``; ``lenet_pool_gain`` (medians line) is the step with
+  ``flax.linen.max_pool`` over the step with ``alearn.nn.max_pool`` (both with XLA's
+  convolutions);
 - MLP 784-1024-1024-10: alearn BP vs PyTorch, and alearn BP's achieved FLOP/s (XLA's own
   flop count of the compiled step / step time) over the sgemm rate of a 2048² x 2048²
   float32 product measured in the same round, the faster of XLA's two CPU matrix-product
@@ -55,7 +57,7 @@ from absl import app, flags
 
 import alearn
 from alearn import train
-from experiments.bench._bench_models import LeNet5, synthetic_batch, trainer_step
+from experiments.bench._bench_models import LeNet5, conv_impl, synthetic_batch, trainer_step
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per case and round.")
@@ -69,15 +71,23 @@ KP_CONFIG = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "weight
 
 
 def alearn_case(model, rule_name: str, *, fresh_batches: int = 0, config: dict | None = None,
-                kp_fused: bool = True, compiler_options: dict | None = None):
+                kp_fused: bool = True, compiler_options: dict | None = None,
+                conv: str | None = None):
     """``run(n)`` doing n trainer steps; with ``fresh_batches`` > 0, host batches cycle
     through the trainer's prefetching input path instead of one pre-placed batch. With
     ``config`` the optimizer is the trainer's (``optimizer_from_config``), else plain SGD
-    momentum 0.9 without weight decay."""
+    momentum 0.9 without weight decay. ``conv``: the convolution form the step is traced
+    with (``xla``, ``im2col``, ``banded``; default: ``ALEARN_CONV_IMPL`` or ``auto``); the
+    step is traced (and run twice) here, inside :func:`conv_impl`."""
     rule = alearn.rules.create(rule_name)
     opt = (train.optimizer_from_config(config, rule, 1, kp_fused=kp_fused) if config is not None
            else train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9)))
-    step, state, placed, mesh = trainer_step(model, rule, opt, compiler_options=compiler_options)
+    with conv_impl(conv):
+        step, state, placed, mesh = trainer_step(model, rule, opt,
+                                                 compiler_options=compiler_options)
+        for _ in range(2):  # traced and compiled now, with this convolution form
+            state, _ = step(state, placed)
+        jax.block_until_ready(state)
     host = [dict(zip(("image", "label"), synthetic_batch(seed=1 + i)))
             for i in range(max(fresh_batches, 1))]
     box = {"state": state}
@@ -186,9 +196,10 @@ def main(argv):
     del argv
     mlp = alearn.models.create("mlp", 10, widths=(1024, 1024))
     cases = {
-        "lenet_alearn": alearn_case(LeNet5(), "bp"),
-        "lenet_alearn_xla": alearn_case(LeNet5(conv_impl="xla"), "bp"),
-        "lenet_alearn_xla_flaxpool": alearn_case(LeNet5(conv_impl="xla", pool="flax"), "bp"),
+        "lenet_alearn": alearn_case(alearn.wrap(LeNet5()), "bp"),
+        "lenet_alearn_xla": alearn_case(alearn.wrap(LeNet5()), "bp", conv="xla"),
+        "lenet_alearn_xla_flaxpool": alearn_case(alearn.wrap(LeNet5(pool="flax")), "bp",
+                                                 conv="xla"),
         "lenet_torch": torch_case("lenet"),
         "mlp_bp": alearn_case(mlp, "bp"),
         "mlp_bp_xla_defaults": alearn_case(mlp, "bp", compiler_options={}),

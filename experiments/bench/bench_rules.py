@@ -113,7 +113,7 @@ def bench(name: str, model, rules: list[str], steps: int, repeats: int) -> dict:
 
 def main(argv):
     del argv
-    models = {"mlp": alearn.models.create("mlp", 10, widths=(1024, 1024)), "cnn": SmallCNN()}
+    models = {"mlp": alearn.models.create("mlp", 10, widths=(1024, 1024)), "cnn": alearn.wrap(SmallCNN())}
     for name in _MODELS.value:
         if name not in models:
             raise app.UsageError(f"unknown benchmark {name!r}; choose from: {', '.join(models)}")

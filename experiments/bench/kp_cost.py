@@ -22,19 +22,22 @@ from absl import app
 
 import alearn
 from alearn import train
-from experiments.bench._bench_models import LeNet5, trainer_step
+from experiments.bench._bench_models import LeNet5, conv_impl, trainer_step
 
 CONFIG = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
           "weight_decay_mask": "params", "epochs": 1}
 CASES = {"bp": ("bp", True), "kp_separate": ("kp", False), "kp_fused": ("kp", True)}
 
 
-def step_cost(model, rule_name: str, kp_fused: bool, batch: int = 128) -> dict:
-    """flops, bytes accessed and optimizer-state size of one compiled trainer step."""
+def step_cost(model, rule_name: str, kp_fused: bool, batch: int = 128,
+              conv: str | None = None) -> dict:
+    """flops, bytes accessed and optimizer-state size of one compiled trainer step
+    (``conv``: the convolution form it is traced with, :func:`conv_impl`)."""
     rule = alearn.rules.create(rule_name)
     opt = train.optimizer_from_config(CONFIG, rule, steps_per_epoch=100, kp_fused=kp_fused)
-    step, state, placed, _ = trainer_step(model, rule, opt, batch=batch)
-    cost = step.lower(state, placed).compile().cost_analysis()
+    with conv_impl(conv):
+        step, state, placed, _ = trainer_step(model, rule, opt, batch=batch)
+        cost = step.lower(state, placed).compile().cost_analysis()
     leaves = jax.tree.leaves(state.opt_state)
     return {"flops": float(cost["flops"]), "bytes": float(cost["bytes accessed"]),
             "opt_state_floats": int(sum(a.size for a in leaves if a.ndim))}
@@ -42,10 +45,10 @@ def step_cost(model, rule_name: str, kp_fused: bool, batch: int = 128) -> dict:
 
 def main(argv):
     del argv
-    models = {"mlp": alearn.models.create("mlp", 10, widths=(1024, 1024)),
-              "lenet": LeNet5(conv_impl="xla")}
-    for mname, model in models.items():
-        costs = {case: step_cost(model, *spec) for case, spec in CASES.items()}
+    models = {"mlp": (alearn.models.create("mlp", 10, widths=(1024, 1024)), None),
+              "lenet": (alearn.wrap(LeNet5()), "xla")}
+    for mname, (model, conv) in models.items():
+        costs = {case: step_cost(model, *spec, conv=conv) for case, spec in CASES.items()}
         for case, c in costs.items():
             bp = costs["bp"]
             print(json.dumps({"model": mname, "case": case, **c,

@@ -39,7 +39,7 @@ _TOP = flags.DEFINE_integer("top", 25, "Ops to print.")
 _OUT = flags.DEFINE_string("out", "", "Optional JSON output path.")
 
 def _step(model_name: str, rule_name: str):
-    model = (LeNet5() if model_name == "lenet"
+    model = (alearn.wrap(LeNet5()) if model_name == "lenet"
              else alearn.models.create("mlp", 10, widths=(1024, 1024)))
     rule = alearn.rules.create(rule_name)
     step, state, batch, _ = trainer_step(

@@ -20,7 +20,6 @@ import optax
 from absl import app, flags
 
 import alearn
-from alearn import _layers as layers
 from alearn.data import mnist5k
 
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Training epochs.")
@@ -30,21 +29,20 @@ _RULES = flags.DEFINE_list("rules", ["bp", "sign:unit", "sign:mean_abs"],
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 for 28x28 inputs from rule-pluggable layers (no BatchNorm)."""
+    """LeNet-5 for 28x28 inputs (no BatchNorm), plain ``flax.linen``; trained through
+    ``alearn.wrap``."""
 
     num_classes: int = 10
 
     @nn.compact
-    def __call__(self, x, *, rule=alearn.rules.BP(), train=False):
+    def __call__(self, x, *, train=False):
         del train
-        tape = layers.Tape(rule, x.shape[0], self.num_classes)
-        x = layers.max_pool(nn.relu(layers.Conv(6, (5, 5), padding=2)(x, tape)), (2, 2), (2, 2))
-        x = layers.max_pool(nn.relu(layers.Conv(16, (5, 5), padding="VALID")(x, tape)), (2, 2),
-                        (2, 2))
+        x = alearn.nn.max_pool(nn.relu(nn.Conv(6, (5, 5), padding=2)(x)), (2, 2), (2, 2))
+        x = alearn.nn.max_pool(nn.relu(nn.Conv(16, (5, 5), padding="VALID")(x)), (2, 2), (2, 2))
         x = x.reshape(x.shape[0], -1)
-        x = nn.relu(layers.Dense(120)(x, tape))
-        x = nn.relu(layers.Dense(84)(x, tape))
-        return tape.finish(layers.Dense(self.num_classes)(x, tape))
+        x = nn.relu(nn.Dense(120)(x))
+        x = nn.relu(nn.Dense(84)(x))
+        return nn.Dense(self.num_classes)(x)
 
 
 def run(rule, epochs: int, lr: float, batch: int = 32, seed: int = 0) -> list[float]:
@@ -52,7 +50,7 @@ def run(rule, epochs: int, lr: float, batch: int = 32, seed: int = 0) -> list[fl
     tx, ty, vx, vy = mnist5k.load_arrays()
     tx = np.asarray(tx, np.float32) / 255.0
     vx = np.asarray(vx, np.float32) / 255.0
-    model = LeNet5()
+    model = alearn.wrap(LeNet5())
     variables = alearn.init(model, rule, jax.random.key(seed), tx[:2])
     opt = optax.sgd(lr)
     tv = alearn.trainable(rule, variables)

@@ -26,7 +26,7 @@ def test_dense_fa_feedback_init_he_normal_and_default_unchanged():
     _close(b_default["B_fixed"], b_unit["B_fixed"])  # the default is the authors' U(-1, 1)
     b = np.asarray(alearn.init(model, rules.create("asap", dense_feedback_init="he_normal"),
                                KEY, X_IMG)["feedback"]["Dense_0"]["B_fixed"])
-    # He: N(0, 2 / fan_in) truncated at 2 std -> std ~0.88 * sqrt(2 / 32) = 0.22
+    # He: truncated normal with std sqrt(2 / fan_in) = 0.25, cut at 2 / 0.88 of it
     assert b.shape == (32, 6) and 0.15 < b.std() < 0.3 and np.abs(b).max() <= 2 * 0.25 / 0.87
     with pytest.raises(ValueError, match="dense_feedback_init"):
         rules.create("asap", dense_feedback_init="nope")

@@ -30,14 +30,22 @@ running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 case "${1:-}" in
   --status)
-    if running; then echo "running: pid $(cat "$PIDFILE"), log $LOG"; else echo "not running"; fi
+    if running; then
+      pid=$(cat "$PIDFILE")
+      echo "running: pid $pid, log $LOG"
+      ps -s "$pid" -o pid=,stat=,time=,args= | cut -c1-120
+      if ps -s "$pid" -o stat= | grep -q '^T'; then
+        echo "STOPPED (state T): someone paused the chain, e.g. for a timing measurement;"
+        echo "  kill -CONT -- -$pid resumes it once that is over"
+      fi
+    else echo "not running"; fi
     echo "code: $(cat "$WORKDIR/code_commit" 2>/dev/null || echo none)"
     for t in lr_sweep wt5.2 wt5.4 wt5.5 wt_k4 ablation_asap_alexnet; do
       [ -d "$WORKDIR/$t" ] || continue
       done_n=$(find -L "$WORKDIR/$t" -mindepth 2 -maxdepth 2 -name results.json | wc -l)
       echo "$t: $done_n runs finished"
     done
-    tail -n 5 "$LOG" 2>/dev/null
+    grep -v "^INFO:absl\|^WARNING:absl" "$LOG" 2>/dev/null | tail -n 5
     exit 0 ;;
   --stop)
     if running; then

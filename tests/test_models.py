@@ -265,3 +265,22 @@ def test_registry_errors_list_valid_choices():
         model.init(jax.random.key(0), jnp.zeros((1, 4)))
     model = models.create("MLP", 10, widths=[8, 8])  # config lists become tuples
     assert model.widths == (8, 8) and hash(model)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "alexnet", "vgg16", "resnet20", "resnet18_nsc"])
+@pytest.mark.parametrize("rule_name", ["fa", "dfa"])
+def test_paper_models_pass_the_wrappers_init_checks(name, rule_name):
+    """``create`` skips the wrapper's init-time trace checks (a trace per init) for the paper
+    models; here they run: every parameter covered by the rule, and under DFA no layer
+    output reaching two receiving points (the declared spec closes every shortcut)."""
+    mult, hwc = TINY_MODELS[name]
+    created = models.create(name, 7, width_multiplier=mult)
+    assert not created.check
+    checked = alearn.wrap(created.model, **models.wrap_spec(created.model))
+    assert checked.check
+    x = jnp.zeros((2, *hwc), jnp.float32)
+    checked.init(jax.random.key(0), x, rule=alearn.rules.create(rule_name))
+    # and a shortcut left open is caught (the check is live here)
+    if rule_name == "dfa" and name == "resnet20":
+        with pytest.raises(ValueError, match="shortcut|receiv"):
+            alearn.wrap(created.model).init(jax.random.key(0), x, rule=alearn.rules.create("dfa"))

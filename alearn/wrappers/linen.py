@@ -116,7 +116,7 @@ class Wrapped:
 
     def __init__(self, model: nn.Module, blocks: Sequence[str] = (),
                  receivers: Sequence[str] = (), exclude: Sequence[str] = (),
-                 output: Any = None, dfa_shortcuts: str = "error"):
+                 output: Any = None, dfa_shortcuts: str = "error", check: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"alearn.wrap expects a flax.linen.Module, got {type(model).__name__}"
                             " (for flax.nnx models use alearn.wrap_nnx)")
@@ -130,6 +130,9 @@ class Wrapped:
                              "(refuse a model whose layers' outputs reach two receiving "
                              "points) or 'allow' (sum their feedback signals)")
         self.dfa_shortcuts = dfa_shortcuts
+        # the init-time trace checks (coverage, DFA shortcuts); alearn.models.create turns
+        # them off for the paper models, which tests/test_models.py checks once per rule
+        self.check = bool(check)
         self.last_layers: list = []  # records of the latest traced call (for describe)
 
     def __getattr__(self, name: str) -> Any:
@@ -145,7 +148,7 @@ class Wrapped:
 
     def _key(self):
         return (self.model, self.blocks, self.receivers, self.exclude, self.output,
-                self.dfa_shortcuts)
+                self.dfa_shortcuts, self.check)
 
     def __repr__(self) -> str:
         return (f"alearn.wrap({type(self.model).__name__}, blocks={self.blocks}, "
@@ -290,7 +293,7 @@ class Wrapped:
         variables["params"] = params
         if feedback:
             variables["feedback"] = feedback
-        if rule.name != "bp":
+        if rule.name != "bp" and self.check:
             _coverage.check(self, rule, variables, args, kwargs)
         return variables
 

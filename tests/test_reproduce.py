@@ -118,7 +118,8 @@ def test_paper_scale_without_data_names_dataset_and_command(tmp_path, monkeypatc
     reproduce.check_datasets(tables.runs("wt5.3", "paper"), None)
 
 
-def test_skips_runs_whose_results_exist(tmp_path, monkeypatch):
+def _record_runs(monkeypatch) -> list:
+    """Replaces ``reproduce.execute`` by one that records the run's name and writes a result."""
     calls = []
 
     def fake(run, rundir):
@@ -126,6 +127,11 @@ def test_skips_runs_whose_results_exist(tmp_path, monkeypatch):
         _write(os.path.join(rundir, "results.json"), {"test_accuracy": 0.5})
 
     monkeypatch.setattr(reproduce, "execute", fake)
+    return calls
+
+
+def test_skips_runs_whose_results_exist(tmp_path, monkeypatch):
+    calls = _record_runs(monkeypatch)
     fake_sweep(tmp_path)
     runs = tables.runs("al_sigmoid", "cpu")
     _write(str(tmp_path / "al_sigmoid" / runs[0].name / "results.json"), {"test_accuracy": 0.7})
@@ -138,13 +144,7 @@ def test_skips_runs_whose_results_exist(tmp_path, monkeypatch):
 
 
 def test_runs_filter_runs_only_the_named_prefixes(tmp_path, monkeypatch):
-    calls = []
-
-    def fake(run, rundir):
-        calls.append(run.name)
-        _write(os.path.join(rundir, "results.json"), {"test_accuracy": 0.5})
-
-    monkeypatch.setattr(reproduce, "execute", fake)
+    calls = _record_runs(monkeypatch)
     fake_sweep(tmp_path)
     args = reproduce.parse_args(["--table=wt5.2", "--workdir=w", "--runs=resnet18_nsc, alex"])
     assert args.only == ("resnet18_nsc", "alex")

@@ -1,5 +1,6 @@
 """The im2col and banded convolution forms equal XLA's convolution and its VJP; the per-shape chooser."""
 
+import itertools
 import json
 
 import jax
@@ -64,8 +65,14 @@ def test_input_grad_inside_shard_map_is_exact(impl):
 @pytest.fixture
 def fresh_chooser(monkeypatch, tmp_path):
     monkeypatch.setenv("ALEARN_CONV_IMPL", "auto")
+    monkeypatch.delenv("ALEARN_CONV_RETUNE", raising=False)
     monkeypatch.setenv("ALEARN_CONV_CACHE", str(tmp_path / "conv.json"))
     monkeypatch.setattr(conv_impl, "_MEMORY", {})
+    monkeypatch.setattr(conv_impl, "_PROCESS", conv_impl._Process())
+    # A quiet machine: the load handling has its own tests (tests/test_conv_autotune_load.py).
+    clock = itertools.count()
+    monkeypatch.setattr(conv_impl, "_cpu_counters",
+                        lambda: conv_impl._Counters(float(next(clock)), 0.0, 0.0, 2))
     return tmp_path / "conv.json"
 
 
@@ -94,7 +101,7 @@ def test_autotune_keeps_the_faster_form_and_caches_it(fresh_chooser, monkeypatch
     op.weight_grad(x, y)
     assert len(timed) == 9
     saved = json.loads(fresh_chooser.read_text())
-    choices = {k.split("|")[-6]: v for k, v in saved.items()}
+    choices = {k.split("|")[-6]: v["choice"] for k, v in saved.items()}
     assert choices == {"apply": "im2col", "input_grad": "xla", "weight_grad": "banded"}
     op.apply(x, w)  # cached: not timed again
     conv_impl._MEMORY.clear()  # a new process reads the file
@@ -121,7 +128,9 @@ def test_autotune_really_times_and_stays_exact(fresh_chooser):
     y = jax.jit(op.apply)(x, w)
     np.testing.assert_allclose(y, ConvOp((2, 8, 8, 3), (3, 3, 3, 4), strides=(2, 2),
                                          impl="xla").apply(x, w), rtol=1e-5, atol=1e-5)
-    assert list(json.loads(fresh_chooser.read_text()).values())[0] in conv_impl.FORMS
+    (entry,) = json.loads(fresh_chooser.read_text()).values()
+    assert entry["choice"] in conv_impl.FORMS and entry["loaded"] is False
+    assert set(entry["times_ms"]) == {"xla", "im2col", "banded"}
 
 
 def test_auto_is_xla_off_cpu_and_env_overrides(fresh_chooser, monkeypatch):

@@ -150,7 +150,8 @@ class ConvOp(LinearOp):
 
     ``impl`` chooses how each of ``apply``, ``input_grad`` and ``weight_grad`` is computed:
     XLA's convolution, or the exact im2col or banded matrix-product forms; ``"auto"`` = per
-    shape, by a one-time timing on CPU, XLA elsewhere (see :mod:`alearn._layers.conv_impl`).
+    shape, by a cached timing on CPU (retimed if it was taken under load or has gone
+    stale), XLA elsewhere (see :mod:`alearn._layers.conv_impl`).
     """
 
     strides: tuple[int, int] = (1, 1)

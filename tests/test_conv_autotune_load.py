@@ -1,9 +1,10 @@
-"""The conv autotuner is not fooled by load (alearn/_layers/conv_impl.py, issue 27).
+"""The conv autotuner is not fooled by load (alearn/_layers/conv_autotune.py, issue 27).
 
 A fake machine (CPU counters: each sample one second later, other processes using
-``load`` of two CPUs) and a fake timer (a time per form) drive ``conv_impl.autotune``
+``load`` of two CPUs) and a fake timer (a time per form) drive ``conv_autotune.autotune``
 directly, so nothing is compiled or really timed; a "new process" is a fresh memory and
-process state over the same cache file. The last tests read the real /proc counters.
+process state over the same cache file. The last tests cover the load measurement
+(alearn/_cpu_load.py) and read the real /proc counters.
 """
 
 import json
@@ -13,7 +14,8 @@ import time
 import jax.numpy as jnp
 import pytest
 
-from alearn._layers import conv_impl
+from alearn import _cpu_load
+from alearn._layers import conv_autotune
 
 MS = 1e-3
 
@@ -38,7 +40,7 @@ class Machine:
     def counters(self):
         self.wall += 1.0
         self.busy += 2 * self.load  # other processes' CPU time over the last second
-        return conv_impl._Counters(self.wall, self.busy, 0.0, 2)
+        return _cpu_load.Counters(self.wall, self.busy, 0.0, 2)
 
     def sleep(self, s):
         self.sleeps.append(s)
@@ -64,10 +66,11 @@ def tuner(monkeypatch, tmp_path):
     clock = [1.8e9]  # wall-clock seconds for the entries' stamps
     monkeypatch.setenv("ALEARN_CONV_CACHE", str(path))
     monkeypatch.delenv("ALEARN_CONV_RETUNE", raising=False)
-    monkeypatch.setattr(conv_impl, "_cpu_counters", machine.counters)
-    monkeypatch.setattr(conv_impl, "_sleep", machine.sleep)
-    monkeypatch.setattr(conv_impl, "_now", lambda: clock[0])
-    monkeypatch.setattr(conv_impl, "_best_time", timer)
+    monkeypatch.setattr(_cpu_load, "counters", machine.counters)
+    monkeypatch.setattr(_cpu_load, "_sleep", machine.sleep)  # (windows here are 1 s: unused)
+    monkeypatch.setattr(conv_autotune, "_sleep", machine.sleep)
+    monkeypatch.setattr(conv_autotune, "_now", lambda: clock[0])
+    monkeypatch.setattr(conv_autotune, "_best_time", timer)
 
     class Tuner:
         def __init__(self):
@@ -75,14 +78,14 @@ def tuner(monkeypatch, tmp_path):
             self.new_process()
 
         def new_process(self):
-            monkeypatch.setattr(conv_impl, "_MEMORY", {})
-            monkeypatch.setattr(conv_impl, "_PROCESS", conv_impl._Process())
+            monkeypatch.setattr(conv_autotune, "_MEMORY", {})
+            monkeypatch.setattr(conv_autotune, "_PROCESS", conv_autotune._Process())
 
         def __call__(self, key="k", candidates=CANDIDATES):
-            return conv_impl.autotune("apply", candidates, ((1,), (1,)), jnp.float32, key)
+            return conv_autotune.autotune("apply", candidates, ((1,), (1,)), jnp.float32, key)
 
         def entry(self, key="k"):
-            return json.loads(path.read_text())[f"{conv_impl._machine()}|{key}"]
+            return json.loads(path.read_text())[f"{conv_autotune._machine()}|{key}"]
 
     return Tuner()
 
@@ -91,7 +94,7 @@ def test_a_timing_under_load_serves_this_process_only_and_is_retimed_when_quiet(
     tuner.machine.load = 0.9
     assert tuner() == "im2col"
     assert tuner.timer.calls == ["xla", "im2col"]  # the waits were loaded too: no retiming
-    assert tuner.machine.sleeps == list(conv_impl.RETRY_WAITS)
+    assert tuner.machine.sleeps == list(conv_autotune.RETRY_WAITS)
     e = tuner.entry()
     assert e["loaded"] is True and e["load"] == pytest.approx(0.9)
     assert tuner() == "im2col" and len(tuner.timer.calls) == 2  # memoised in this process
@@ -146,8 +149,8 @@ def test_waits_are_bounded_per_process_and_the_least_loaded_timing_is_kept(
         tuner(key)
     assert tuner.timer.calls == ["xla", "im2col"] * 3  # no retiming: every wait was loaded
     # a and b wait RETRY_WAITS each; then the process's budget is spent: c does not wait.
-    assert tuner.machine.sleeps == list(conv_impl.RETRY_WAITS) * 2
-    assert sum(tuner.machine.sleeps) <= conv_impl.WAIT_BUDGET_S
+    assert tuner.machine.sleeps == list(conv_autotune.RETRY_WAITS) * 2
+    assert sum(tuner.machine.sleeps) <= conv_autotune.WAIT_BUDGET_S
 
     monkeypatch.setenv("ALEARN_CONV_RETUNE", "1")  # loaded timings: the less loaded is kept
     tuner.new_process()
@@ -177,14 +180,14 @@ def test_a_cached_choice_much_slower_than_recorded_is_retimed(tuner):
     tuner.new_process()  # checked within the hour: no timing at all
     assert tuner() == "im2col" and len(tuner.timer.calls) == 2
 
-    tuner.clock[0] += 2 * conv_impl.CHECK_AGE_S
+    tuner.clock[0] += 2 * conv_autotune.CHECK_AGE_S
     tuner.new_process()  # due for a check, 1.2x slower: kept, next check in an hour
     tuner.timer.times["im2col"] = 1.2 * MS
     assert tuner() == "im2col" and tuner.timer.calls[2:] == ["im2col"]
     assert tuner.entry()["checked_at"] != entry["checked_at"]
     assert tuner.entry()["times_ms"] == entry["times_ms"]
 
-    tuner.clock[0] += 2 * conv_impl.CHECK_AGE_S
+    tuner.clock[0] += 2 * conv_autotune.CHECK_AGE_S
     tuner.new_process()  # 3x slower, but the machine is busy: no verdict, nothing changes
     tuner.timer.times["im2col"] = 3 * MS
     tuner.machine.load = 0.9
@@ -203,7 +206,7 @@ def test_a_cached_choice_much_slower_than_recorded_is_retimed(tuner):
 def test_one_check_per_process_unless_a_check_finds_a_stale_entry(tuner):
     for key in "abc":
         tuner(key)
-    tuner.clock[0] += 2 * conv_impl.CHECK_AGE_S
+    tuner.clock[0] += 2 * conv_autotune.CHECK_AGE_S
     tuner.new_process()
     for key in "abc":  # a is checked (fine); b and c are not checked in this process
         tuner(key)
@@ -219,7 +222,7 @@ def test_one_check_per_process_unless_a_check_finds_a_stale_entry(tuner):
 
 
 def test_older_entries_without_times_are_retimed_on_a_quiet_machine(tuner):
-    key = f"{conv_impl._machine()}|k"
+    key = f"{conv_autotune._machine()}|k"
     tuner.path.write_text(json.dumps({key: "im2col", "other|key": "banded"}))
     tuner.machine.load = 0.9  # busy: the old choice is used as it is
     assert tuner() == "im2col" and tuner.timer.calls == []
@@ -263,32 +266,43 @@ def test_busy_ticks_count_our_cpus_without_idle_or_low_priority_time():
             "cpu0 60 40 10 400 10 1 1 2 7 0\n"  # 7 guest ticks are inside user's 60
             "cpu1 40 10 20 500 10 0 1 1 0 0\n"
             "intr 1 2 3\n")
-    assert conv_impl._busy_ticks(stat, None, niced=False) == (60 + 10 + 1 + 1 + 2 + 40 + 20 + 1 + 1,
-                                                             2)
-    assert conv_impl._busy_ticks(stat, {1}, niced=False) == (40 + 20 + 1 + 1, 1)
-    assert conv_impl._busy_ticks(stat, {1}, niced=True) == (40 + 10 + 20 + 1 + 1, 1)
+    assert _cpu_load._busy_ticks(stat, None, niced=False) == (60 + 10 + 1 + 1 + 2 + 40 + 20 + 1 + 1,
+                                                              2)
+    assert _cpu_load._busy_ticks(stat, {1}, niced=False) == (40 + 20 + 1 + 1, 1)
+    assert _cpu_load._busy_ticks(stat, {1}, niced=True) == (40 + 10 + 20 + 1 + 1, 1)
     own = "4242 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 17 5 99 99 20 0 8 0 1234"
-    assert conv_impl._own_ticks(own) == 17 + 5  # utime, stime: not the children's 99, 99
+    assert _cpu_load._own_ticks(own) == 17 + 5  # utime, stime: not the children's 99, 99
 
 
 def test_foreign_load_subtracts_our_own_time_and_falls_back_to_the_load_average():
-    c = conv_impl._Counters
-    assert conv_impl._foreign(c(0.0, 10.0, 1.0, 2), c(2.0, 12.0, 2.5, 2)) == 0.125
-    assert conv_impl._foreign(c(0.0, 10.0, 1.0, 2), c(2.0, 10.5, 2.5, 2)) == 0.0
-    assert conv_impl._foreign(c(0.0, None, 1.0, 2, 0.5), c(2.0, None, 3.0, 2, 1.5)) == 0.25
-    assert conv_impl._foreign(c(0.0, None, 1.0, 2), c(2.0, None, 3.0, 2)) is None
-    assert conv_impl._quiet(None) and conv_impl._quiet(0.25) and not conv_impl._quiet(0.3)
+    c = _cpu_load.Counters
+    assert _cpu_load.foreign(c(0.0, 10.0, 1.0, 2), c(2.0, 12.0, 2.5, 2)) == 0.125
+    assert _cpu_load.foreign(c(0.0, 10.0, 1.0, 2), c(2.0, 10.5, 2.5, 2)) == 0.0
+    assert _cpu_load.foreign(c(0.0, None, 1.0, 2, 0.5), c(2.0, None, 3.0, 2, 1.5)) == 0.25
+    assert _cpu_load.foreign(c(0.0, None, 1.0, 2), c(2.0, None, 3.0, 2)) is None
+    quiet = conv_autotune._quiet
+    assert quiet(None) and quiet(0.25) and not quiet(0.3)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_the_real_counters_see_this_process_spin():
-    c0 = conv_impl._cpu_counters()
+    c0 = _cpu_load.counters()
     t0 = time.process_time()
     while time.process_time() - t0 < 0.3:
         pass
-    c1 = conv_impl._cpu_counters()
-    tick = 1 / conv_impl._clk_tck()
+    c1 = _cpu_load.counters()
+    tick = 1 / _cpu_load._clk_tck()
     assert c1.ncpu >= 1 and c1.busy is not None
     assert 0.3 - 3 * tick <= c1.own - c0.own <= 0.3 + 0.1  # (other threads of ours: little)
     assert c1.busy - c0.busy >= c1.own - c0.own - 3 * tick * c1.ncpu
-    assert 0.0 <= conv_impl._foreign(c0, c1) <= 1.0
+    assert 0.0 <= _cpu_load.foreign(c0, c1) <= 1.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_a_cpu_load_window():
+    load = _cpu_load.CpuLoad()
+    assert load.foreign() is None  # not started
+    load.start()
+    t0 = time.monotonic()
+    assert 0.0 <= load.foreign() <= 1.0
+    assert time.monotonic() - t0 >= _cpu_load.MIN_WINDOW_S - 0.01  # a short window waits

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alearn._layers import ConvOp, conv_impl
+from alearn import _cpu_load
+from alearn._layers import ConvOp, conv_autotune, conv_impl
 
 CASES = [  # (in_shape, kernel_shape, strides, padding)
     ((2, 9, 9, 3), (3, 3, 3, 4), (1, 1), "SAME"),
@@ -67,12 +68,12 @@ def fresh_chooser(monkeypatch, tmp_path):
     monkeypatch.setenv("ALEARN_CONV_IMPL", "auto")
     monkeypatch.delenv("ALEARN_CONV_RETUNE", raising=False)
     monkeypatch.setenv("ALEARN_CONV_CACHE", str(tmp_path / "conv.json"))
-    monkeypatch.setattr(conv_impl, "_MEMORY", {})
-    monkeypatch.setattr(conv_impl, "_PROCESS", conv_impl._Process())
+    monkeypatch.setattr(conv_autotune, "_MEMORY", {})
+    monkeypatch.setattr(conv_autotune, "_PROCESS", conv_autotune._Process())
     # A quiet machine: the load handling has its own tests (tests/test_conv_autotune_load.py).
     clock = itertools.count()
-    monkeypatch.setattr(conv_impl, "_cpu_counters",
-                        lambda: conv_impl._Counters(float(next(clock)), 0.0, 0.0, 2))
+    monkeypatch.setattr(_cpu_load, "counters",
+                        lambda: _cpu_load.Counters(float(next(clock)), 0.0, 0.0, 2))
     return tmp_path / "conv.json"
 
 
@@ -93,7 +94,7 @@ def test_autotune_keeps_the_faster_form_and_caches_it(fresh_chooser, monkeypatch
         forms_seen.update({id(fn): fast for fn in f.values()})
         return f
 
-    monkeypatch.setattr(conv_impl, "_best_time", fake_time)
+    monkeypatch.setattr(conv_autotune, "_best_time", fake_time)
     monkeypatch.setattr(ConvOp, "_forms", lambda self, p: forms(p))
     x, w = _rand(0, (2, 8, 8, 3)), _rand(1, (3, 3, 3, 4))
     y = jax.jit(op.apply)(x, w)  # autotuned while tracing the jitted function
@@ -104,14 +105,14 @@ def test_autotune_keeps_the_faster_form_and_caches_it(fresh_chooser, monkeypatch
     choices = {k.split("|")[-6]: v["choice"] for k, v in saved.items()}
     assert choices == {"apply": "im2col", "input_grad": "xla", "weight_grad": "banded"}
     op.apply(x, w)  # cached: not timed again
-    conv_impl._MEMORY.clear()  # a new process reads the file
+    conv_autotune._MEMORY.clear()  # a new process reads the file
     op.apply(x, w)
     assert len(timed) == 9
 
 
 def test_banded_form_is_timed_only_where_its_band_matrix_is_small(fresh_chooser, monkeypatch):
     timed = []
-    monkeypatch.setattr(conv_impl, "_best_time",
+    monkeypatch.setattr(conv_autotune, "_best_time",
                         lambda fn, args, reps=5: timed.append(fn) or 1.0)
     # 64 -> 64 channels on 34-pixel padded rows: band matrix 3*34*64*32*64 > 2**22 elements.
     big = ConvOp(in_shape=(1, 32, 32, 64), kernel_shape=(3, 3, 64, 64))
@@ -134,11 +135,11 @@ def test_autotune_really_times_and_stays_exact(fresh_chooser):
 
 
 def test_auto_is_xla_off_cpu_and_env_overrides(fresh_chooser, monkeypatch):
-    monkeypatch.setattr(conv_impl, "_backend", lambda: "gpu")
-    assert conv_impl.resolve("auto", "apply", {}, (), jnp.float32, "k") == "xla"
+    monkeypatch.setattr(conv_autotune, "_backend", lambda: "gpu")
+    assert conv_autotune.resolve("auto", "apply", {}, (), jnp.float32, "k") == "xla"
     monkeypatch.setenv("ALEARN_CONV_IMPL", "im2col")
-    assert conv_impl.resolve("auto", "apply", {}, (), jnp.float32, "k") == "im2col"
-    assert conv_impl.resolve("xla", "apply", {}, (), jnp.float32, "k") == "xla"
+    assert conv_autotune.resolve("auto", "apply", {}, (), jnp.float32, "k") == "im2col"
+    assert conv_autotune.resolve("xla", "apply", {}, (), jnp.float32, "k") == "xla"
     assert not fresh_chooser.exists()
 
 
@@ -148,4 +149,4 @@ def test_bad_impl_names_the_choices(monkeypatch):
                                                               jnp.ones((3, 3, 1, 1)))
     monkeypatch.setenv("ALEARN_CONV_IMPL", "cudnn")
     with pytest.raises(ValueError, match="ALEARN_CONV_IMPL='cudnn'"):
-        conv_impl.resolve("auto", "apply", {}, (), jnp.float32, "k")
+        conv_autotune.resolve("auto", "apply", {}, (), jnp.float32, "k")

@@ -29,8 +29,8 @@ class Conv(nn.Module):
     Parameter names and shapes match ``flax.linen.Conv`` (``kernel`` HWIO, ``bias``).
     ``padding`` is "SAME", "VALID", an int, or ((lo, hi), (lo, hi)). ``impl`` picks how
     the convolution and its transposes are computed (XLA's convolution or the exact im2col or
-    banded matrix-product forms; ``"auto"`` times them per shape on CPU:
-    :mod:`alearn._layers.conv_impl`).
+    banded matrix-product forms of :mod:`alearn._layers.conv_impl`; ``"auto"`` times them
+    per shape on CPU: :mod:`alearn._layers.conv_autotune`).
     """
 
     features: int

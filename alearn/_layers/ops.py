@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from alearn._layers import conv_impl
+from alearn._layers import conv_autotune, conv_impl
 
 Array = jax.Array
 
@@ -151,7 +151,8 @@ class ConvOp(LinearOp):
     ``impl`` chooses how each of ``apply``, ``input_grad`` and ``weight_grad`` is computed:
     XLA's convolution, or the exact im2col or banded matrix-product forms; ``"auto"`` = per
     shape, by a cached timing on CPU (retimed if it was taken under load or has gone
-    stale), XLA elsewhere (see :mod:`alearn._layers.conv_impl`).
+    stale), XLA elsewhere (see :mod:`alearn._layers.conv_impl` for the forms and
+    :mod:`alearn._layers.conv_autotune` for the choice).
     """
 
     strides: tuple[int, int] = (1, 1)
@@ -174,7 +175,7 @@ class ConvOp(LinearOp):
     def _choose(self, product: str, candidates: dict, arg_shapes: tuple) -> str:
         key = (f"{product}|x{self.in_shape}|w{self.kernel_shape}|s{tuple(self.strides)}"
                f"|p{self.pads}|{jnp.dtype(self.dtype).name}")
-        return conv_impl.resolve(self.impl, product, candidates, arg_shapes, self.dtype, key)
+        return conv_autotune.resolve(self.impl, product, candidates, arg_shapes, self.dtype, key)
 
     def _forms(self, product: str) -> dict:
         s, p = tuple(self.strides), self.pads

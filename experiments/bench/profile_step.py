@@ -13,6 +13,7 @@ This is the profile behind the LeNet figures in docs/notes/perf.md.
 
 Usage:
   python -m experiments.bench.profile_step --model=lenet [--rule=bp --steps=20 --top=25]
+  python -m experiments.bench.profile_step --model=resnet18 --width=0.25 --steps=10
 """
 
 from __future__ import annotations
@@ -31,19 +32,26 @@ from alearn import train
 from experiments.bench._bench_models import LeNet5, trainer_step
 from experiments.bench._profile import hlo_ops, per_op_times
 
-MODELS = ("lenet", "mlp")
+MODELS = ("lenet", "mlp", "resnet18", "alexnet")
 _MODEL = flags.DEFINE_enum("model", "lenet", MODELS, "Benchmark model.")
 _RULE = flags.DEFINE_string("rule", "bp", "Learning rule.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Traced steps.")
 _TOP = flags.DEFINE_integer("top", 25, "Ops to print.")
 _OUT = flags.DEFINE_string("out", "", "Optional JSON output path.")
+_WIDTH = flags.DEFINE_float("width", 0.25, "Width multiplier of resnet18 / alexnet (32x32x3).")
 
 def _step(model_name: str, rule_name: str):
-    model = (alearn.wrap(LeNet5()) if model_name == "lenet"
-             else alearn.models.create("mlp", 10, widths=(1024, 1024)))
+    shape = (28, 28, 1)
+    if model_name == "lenet":
+        model = alearn.wrap(LeNet5())
+    elif model_name == "mlp":
+        model = alearn.models.create("mlp", 10, widths=(1024, 1024))
+    else:  # the conv-net benchmark's nets (bench_convnets), CIFAR-shaped
+        model, shape = alearn.models.create(model_name, 10, width_multiplier=_WIDTH.value), (32, 32, 3)
     rule = alearn.rules.create(rule_name)
     step, state, batch, _ = trainer_step(
-        model, rule, train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9)))
+        model, rule, train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9)),
+        shape=shape)
     return step, state, batch
 
 

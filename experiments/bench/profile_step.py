@@ -40,6 +40,7 @@ _TOP = flags.DEFINE_integer("top", 25, "Ops to print.")
 _OUT = flags.DEFINE_string("out", "", "Optional JSON output path.")
 _WIDTH = flags.DEFINE_float("width", 0.25, "Width multiplier of resnet18 / alexnet (32x32x3).")
 
+
 def _step(model_name: str, rule_name: str):
     shape = (28, 28, 1)
     if model_name == "lenet":
@@ -47,7 +48,8 @@ def _step(model_name: str, rule_name: str):
     elif model_name == "mlp":
         model = alearn.models.create("mlp", 10, widths=(1024, 1024))
     else:  # the conv-net benchmark's nets (bench_convnets), CIFAR-shaped
-        model, shape = alearn.models.create(model_name, 10, width_multiplier=_WIDTH.value), (32, 32, 3)
+        model = alearn.models.create(model_name, 10, width_multiplier=_WIDTH.value)
+        shape = (32, 32, 3)
     rule = alearn.rules.create(rule_name)
     step, state, batch, _ = trainer_step(
         model, rule, train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9)),

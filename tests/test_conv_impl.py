@@ -150,3 +150,38 @@ def test_bad_impl_names_the_choices(monkeypatch):
     monkeypatch.setenv("ALEARN_CONV_IMPL", "cudnn")
     with pytest.raises(ValueError, match="ALEARN_CONV_IMPL='cudnn'"):
         conv_autotune.resolve("auto", "apply", {}, (), jnp.float32, "k")
+
+
+@pytest.mark.parametrize("in_shape,kshape,strides,padding", [
+    ((20, 9, 9, 3), (3, 3, 3, 4), (1, 1), "SAME"),  # chunks of 8: 8 + 8 + 4 examples
+    ((20, 8, 8, 3), (5, 5, 3, 2), (2, 2), "VALID"),
+    ((20, 6, 6, 4), (1, 1, 4, 3), (2, 2), "VALID"),
+])
+def test_chunked_weight_grads_equal_the_vjp(in_shape, kshape, strides, padding):
+    x, w = _rand(0, in_shape), _rand(1, kshape)
+    y, vjp = jax.vjp(lambda w: jax.lax.conv_general_dilated(
+        x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")), w)
+    g = _rand(2, y.shape)
+    (dw_ref,) = vjp(g)
+    op = ConvOp(in_shape=in_shape, kernel_shape=kshape, strides=strides, padding=padding)
+    forms = op._forms("weight_grad")
+    chunked = sorted(k for k in forms if k.startswith("xla_b"))
+    assert chunked == ["xla_b16", "xla_b8"]  # chunks smaller than the batch of 20 only
+    for name in chunked:
+        np.testing.assert_allclose(jax.jit(forms[name])(x, g), dw_ref, rtol=1e-5, atol=1e-4)
+    # a chunk that drops or repeats examples would differ by whole examples' contributions
+    half = conv_impl.weight_grad_xla_chunked(x[:8], g[:8], 8, forms["xla"])
+    assert np.abs(np.asarray(half - dw_ref)).max() > 1e-2
+
+
+def test_only_the_weight_grad_times_the_chunked_forms(fresh_chooser, monkeypatch):
+    monkeypatch.setattr(conv_autotune, "_best_time", lambda fn, args, reps=5: 1.0)
+    op = ConvOp(in_shape=(40, 8, 8, 3), kernel_shape=(3, 3, 3, 4))
+    x, w = _rand(0, op.in_shape), _rand(1, op.kernel_shape)
+    y = op.apply(x, w)
+    op.input_grad(y, w)
+    op.weight_grad(x, y)
+    saved = json.loads(fresh_chooser.read_text())
+    timed = {k.split("|")[-6]: set(v["times_ms"]) for k, v in saved.items()}
+    assert timed["apply"] == timed["input_grad"] == {"xla", "im2col", "banded"}
+    assert timed["weight_grad"] == {"xla", "im2col", "banded", "xla_b8", "xla_b16", "xla_b32"}

@@ -80,8 +80,9 @@ _MEMORY: dict[str, str] = {}  # this process's choices
 
 
 def _machine() -> str:
-    # "forms3": choices made among xla/im2col/banded (older cache entries chose among two).
-    return f"jax{jax.__version__}|{cpu_model()}|{os.cpu_count()}cpu|forms3"
+    # "forms4": choices made among xla/im2col/banded and the chunked XLA weight cotangents
+    # (older cache entries chose among fewer forms).
+    return f"jax{jax.__version__}|{cpu_model()}|{os.cpu_count()}cpu|forms4"
 
 
 # ------------------------------------------------------------------ load while timing

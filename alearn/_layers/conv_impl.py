@@ -35,7 +35,11 @@ import numpy as np
 Array = jax.Array
 
 IMPLS = ("auto", "xla", "im2col", "banded")
-FORMS = IMPLS[1:]
+#: Weight-cotangent-only forms: XLA's weight cotangent summed over chunks of the batch of
+#: this many examples (:func:`weight_grad_xla_chunked`).
+WEIGHT_GRAD_CHUNKS = (8, 16, 32)
+CHUNKED_FORMS = tuple(f"xla_b{n}" for n in WEIGHT_GRAD_CHUNKS)
+FORMS = IMPLS[1:] + CHUNKED_FORMS
 PRODUCTS = ("apply", "input_grad", "weight_grad")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -157,6 +161,31 @@ def weight_grad_banded(x: Array, g: Array, kernel_shape, strides, pads) -> Array
     sel = jnp.asarray(_band_selector(in_w, out_w, kw, strides[1]), g.dtype)
     return jnp.einsum("pqj,ipcqo->ijco", sel, band.reshape(kh, in_w, c, out_w, o),
                       precision=jax.lax.Precision.HIGHEST)
+
+
+def weight_grad_xla_chunked(x: Array, g: Array, chunk: int, weight_grad: Callable) -> Array:
+    """XLA's weight cotangent as the sum of the weight cotangents of batch chunks.
+
+    ``weight_grad(x_chunk, g_chunk)`` is the XLA form on a chunk of ``chunk`` examples (the
+    last chunk may be smaller); the chunks' cotangents are added in order. Exact up to the
+    order of the float32 sum over examples. XLA:CPU computes a weight cotangent as a
+    convolution whose window is the whole feature map, and on the CIFAR ResNet and AlexNet
+    shapes it runs 2-3x faster over chunks of 8-16 examples than over a batch of 128
+    (docs/notes/perf.md, "Conv nets at realistic widths"); the forward product and the
+    input cotangent do not gain from chunking.
+    """
+    n = x.shape[0]
+    parts = [weight_grad(x[i:i + chunk], g[i:i + chunk]) for i in range(0, n, chunk)]
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part
+    return out
+
+
+def chunked_forms(batch: int) -> tuple[str, ...]:
+    """The chunked weight-cotangent forms worth timing for ``batch`` examples (a chunk
+    smaller than the batch)."""
+    return tuple(f"xla_b{n}" for n in WEIGHT_GRAD_CHUNKS if n < batch)
 
 
 #: Largest band matrix (elements) and largest multiply-add overhead (Wp/kw) for which the

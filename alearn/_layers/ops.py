@@ -21,6 +21,7 @@ sign symmetry's magnitude, weight mirror's noise and the sharing rules' feature 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -190,12 +191,17 @@ class ConvOp(LinearOp):
                     "im2col": lambda g, w: conv_impl.input_grad_im2col(
                         g, w, self.in_shape, s, p, _transpose),
                     "banded": lambda g, w: _transpose(lambda x: banded(x, w), self.in_shape, g)}
-        return {"xla": lambda x, g: _transpose(
-                    lambda w: conv_impl.conv_xla(x, w, s, p), self.kernel_shape, g),
-                "im2col": lambda x, g: conv_impl.weight_grad_im2col(
-                    x, g, self.kernel_shape, s, p),
-                "banded": lambda x, g: conv_impl.weight_grad_banded(
-                    x, g, self.kernel_shape, s, p)}
+        xla = lambda x, g: _transpose(  # noqa: E731
+            lambda w: conv_impl.conv_xla(x, w, s, p), self.kernel_shape, g)
+        forms = {"xla": xla,
+                 "im2col": lambda x, g: conv_impl.weight_grad_im2col(
+                     x, g, self.kernel_shape, s, p),
+                 "banded": lambda x, g: conv_impl.weight_grad_banded(
+                     x, g, self.kernel_shape, s, p)}
+        for name in conv_impl.chunked_forms(self.in_shape[0]):
+            forms[name] = functools.partial(conv_impl.weight_grad_xla_chunked,
+                                            chunk=int(name[len("xla_b"):]), weight_grad=xla)
+        return forms
 
     def _run(self, product: str, a: Array, b: Array) -> Array:
         forms = self._forms(product)

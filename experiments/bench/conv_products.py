@@ -3,10 +3,11 @@
 For every distinct convolution of ResNet-18 and the ASAP AlexNet at ``--width`` (32x32x3
 inputs, batch 128), times the forward product, the input cotangent and the weight
 cotangent, each jitted alone, in each of alearn's exact forms (XLA's convolution, im2col,
-banded where ``banded_fits``) and PyTorch's (``torch.nn.functional.conv2d``,
-``torch.nn.grad.conv2d_input`` / ``conv2d_weight``: oneDNN on CPU), in ``--rounds``
-interleaved rounds; prints the median milliseconds, GFLOP/s of the best alearn form, and
-how many times PyTorch's time the best alearn form takes. The per-layer view behind
+banded where ``banded_fits``, and for the weight cotangent XLA's summed over batch chunks)
+and PyTorch's (``torch.nn.functional.conv2d``, ``torch.nn.grad.conv2d_input`` /
+``conv2d_weight``: oneDNN on CPU), in ``--rounds`` interleaved rounds; prints the median
+milliseconds, GFLOP/s of the best alearn form, and how many times PyTorch's time the best
+alearn form takes. The per-layer view behind
 docs/notes/perf.md ("Conv nets at realistic widths").
 
 Usage:
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from alearn._layers import conv_impl
+from alearn._layers import ConvOp, conv_impl
 from alearn.models._common import scaled
 
 _WIDTH = flags.DEFINE_float("width", 0.25, "Width multiplier.")
@@ -54,28 +55,21 @@ def conv_shapes(width: float) -> list[tuple[str, tuple, tuple, int, int]]:
 
 
 def alearn_forms(x_shape, k_shape, stride, pad):
-    """{(product, form): (fn, args)} for alearn's forms of one convolution."""
+    """{(product, form): (jitted fn, args)}: the forms ``ConvOp`` chooses among for one
+    convolution (the banded one only where it ``banded_fits``), and the (x, w, g) used."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
     w = jnp.asarray(rng.normal(size=k_shape), jnp.float32)
-    s, p = (stride, stride), ((pad, pad), (pad, pad))
-    g = conv_impl.conv_xla(x, w, s, p)
-    forms = ["xla", "im2col"] + (["banded"] if conv_impl.banded_fits(x_shape, k_shape, s, p) else [])
-    t = lambda fn, shape, ct: jax.linear_transpose(fn, jax.ShapeDtypeStruct(shape, ct.dtype))(ct)[0]  # noqa: E731
-    apply = {"xla": conv_impl.conv_xla, "im2col": conv_impl.conv_im2col,
-             "banded": conv_impl.conv_banded}
+    op = ConvOp(in_shape=x_shape, kernel_shape=k_shape, strides=(stride, stride),
+                padding=((pad, pad), (pad, pad)))
+    g = conv_impl.conv_xla(x, w, op.strides, op.pads)
+    fits = conv_impl.banded_fits(x_shape, k_shape, op.strides, op.pads)
     out = {}
-    for f in forms:
-        out[("forward", f)] = (jax.jit(lambda x, w, f=f: apply[f](x, w, s, p)), (x, w))
-        if f == "im2col":
-            ig = lambda g, w: conv_impl.input_grad_im2col(g, w, x_shape, s, p, lambda fn, sh, ct: t(fn, sh, ct))  # noqa: E731
-        else:
-            ig = lambda g, w, f=f: t(lambda xx: apply[f](xx, w, s, p), x_shape, g)  # noqa: E731
-        out[("input_ct", f)] = (jax.jit(ig), (g, w))
-        wg = {"xla": lambda x, g: t(lambda ww: conv_impl.conv_xla(x, ww, s, p), k_shape, g),
-              "im2col": lambda x, g: conv_impl.weight_grad_im2col(x, g, k_shape, s, p),
-              "banded": lambda x, g: conv_impl.weight_grad_banded(x, g, k_shape, s, p)}[f]
-        out[("weight_ct", f)] = (jax.jit(wg), (x, g))
+    for product, label, args in (("apply", "forward", (x, w)), ("input_grad", "input_ct", (g, w)),
+                                 ("weight_grad", "weight_ct", (x, g))):
+        for form, fn in op._forms(product).items():  # pylint: disable=protected-access
+            if form != "banded" or fits:
+                out[(label, form)] = (jax.jit(fn), args)
     return out, (np.asarray(x), np.asarray(w), np.asarray(g))
 
 
@@ -122,21 +116,24 @@ def main(argv):
             times[k].append(_time(fn, args, _REPS.value))
     med = {k: statistics.median(v) for k, v in times.items()}
     names = list(dict.fromkeys(k[0] for k in cases))
-    print(f"{'conv':22s} {'product':10s} {'xla':>8s} {'im2col':>8s} {'banded':>8s} {'torch':>8s}"
-          f" {'best/torch':>10s} {'GFLOP/s':>8s}  (ms)")
+    print(f"{'conv':22s} {'product':10s} {'xla':>8s} {'im2col':>8s} {'banded':>8s} {'chunked':>8s}"
+          f" {'torch':>8s} {'best/torch':>10s} {'GFLOP/s':>8s}  (ms; chunked: best xla_bN)")
     tot = {"alearn": 0.0, "torch": 0.0}
     for n in names:
         for prod in ("forward", "input_ct", "weight_ct"):
             row = {f: med.get((n, prod, f)) for f in ("xla", "im2col", "banded", "torch")}
+            chunked = [v for (n2, p2, f), v in med.items() if n2 == n and p2 == prod
+                       and f.startswith("xla_b")]
+            row["chunked"] = min(chunked) if chunked else None
             best = min(v for f, v in row.items() if f != "torch" and v is not None)
             tot["alearn"] += best
             tot["torch"] += row["torch"] or 0.0
             cells = " ".join(f"{row[f] * 1e3:8.2f}" if row[f] is not None else f"{'-':>8s}"
-                             for f in ("xla", "im2col", "banded", "torch"))
+                             for f in ("xla", "im2col", "banded", "chunked", "torch"))
             ratio = f"{best / row['torch']:10.2f}" if row["torch"] else f"{'-':>10s}"
             print(f"{n:22s} {prod:10s} {cells} {ratio} {cases[(n, 'flops', '')] / best / 1e9:8.0f}")
-    print(f"sum of best alearn forms {tot['alearn'] * 1e3:.1f} ms, PyTorch {tot['torch'] * 1e3:.1f} ms "
-          "(each distinct conv once)")
+    print(f"sum of best alearn forms {tot['alearn'] * 1e3:.1f} ms, "
+          f"PyTorch {tot['torch'] * 1e3:.1f} ms (each distinct conv once)")
 
 
 if __name__ == "__main__":

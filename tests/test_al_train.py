@@ -100,3 +100,74 @@ def test_al_sigterm_stops_at_a_clean_point_and_the_same_call_resumes(tmp_path):
     assert res["resumed_from_epoch"] == 1
     assert res["test_accuracy"] == ref["test_accuracy"]
     assert _history(wd) == _history(ref_dir)
+
+
+class _FakeStep:
+    """A step_fn for ``train_epoch``: metrics of step i carry i; ``nan_at`` gives NaN there."""
+
+    def __init__(self, events, nan_at=None):
+        self.events, self.nan_at, self.calls = events, nan_at, 0
+
+    def __call__(self, states, x, labels):
+        self.calls += 1
+        self.events.append(("step", self.calls))
+        bad = self.calls == self.nan_at
+        return states + 1, {"assoc_loss": float("nan") if bad else 0.5 * self.calls,
+                            "ae_loss": 1.0, "id": self.calls}
+
+
+def _batches(n, size=3):
+    import numpy as np
+    return ({"image": np.zeros((size, 2), np.float32), "label": np.zeros(size, np.int32)}
+            for _ in range(n))
+
+
+def test_train_epoch_reads_metrics_one_step_late_and_names_the_nan_step(monkeypatch):
+    """Issue 27: the host reads step t's metrics after dispatching step t + 1 (the first step
+    is waited for before the clock starts); the sums are those of every step; a NaN
+    associated loss still stops the run naming its own step and epoch."""
+    import jax
+
+    from alearn.al import train as al_train
+    events = []
+    real = jax.device_get
+
+    def spy(tree):
+        events.append(("read", tree["id"]))
+        return real(tree)
+    monkeypatch.setattr(jax, "device_get", spy)
+    states, stats = al_train.train_epoch(_FakeStep(events), 0, _batches(4), step=10, epoch=2)
+    assert events == [("step", 1), ("read", 1), ("step", 2), ("step", 3), ("read", 2),
+                      ("step", 4), ("read", 3), ("read", 4)]
+    assert states == 4 and (stats.step, stats.steps, stats.timed_samples) == (14, 4, 9)
+    assert stats.sums == {"assoc_loss": 5.0, "ae_loss": 4.0, "id": 10.0}
+    with pytest.raises(FloatingPointError,
+                       match=r"^AL associated loss is nan at step 13 \(epoch 3\); lower the lr$"):
+        al_train.train_epoch(_FakeStep([], nan_at=3), 0, _batches(6), step=10, epoch=2)
+    with pytest.raises(FloatingPointError, match=r"at step 16 \(epoch 1\)"):  # the last step
+        al_train.train_epoch(_FakeStep([], nan_at=6), 0, _batches(6), step=10, epoch=0)
+
+
+def test_sequential_step_compiles_once_for_fresh_and_restored_states():
+    """Issue 27: states placed by SequentialStep.place have the step's own output sharding,
+    so a fresh init (and a checkpoint's host arrays) and the step's outputs share one
+    compiled program; before, the second step recompiled inside the timed epoch."""
+    import jax
+    import numpy as np
+
+    import alearn.al as al
+    from alearn.al import train as al_train
+    net = al.create("al_mlp", 4, (4, 4, 1), width_multiplier=0.02)
+    x, lab = np.zeros((8, 4, 4, 1), np.float32), np.zeros(8, np.int32)
+    fresh = net.init(jax.random.key(0))
+    restored = jax.tree.map(np.asarray, net.init(jax.random.key(1)))  # host arrays
+    for init in (fresh, restored):
+        want = jax.tree.map(np.array, init)  # host copy: place may alias init, then donated
+        step = al_train.SequentialStep(net)
+        states, _ = al_train.train_epoch(step, step.place(init),
+                                         ({"image": x, "label": lab} for _ in range(3)))
+        assert step._step._cache_size() == 1  # pylint: disable=protected-access
+        for _ in range(3):
+            want, _ = jax.jit(lambda st, a, b: al.train_step(net, st, a, b))(want, x, lab)
+        for g, w in zip(jax.tree.leaves(states), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-7)

@@ -50,3 +50,15 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
 def test_prefetch_rejects_a_bad_depth():
     with pytest.raises(ValueError, match="depth=0"):
         next(train.prefetch_to_device(_host_batches(1), train.data_mesh(), depth=0))
+
+
+def test_prefetch_without_a_mesh_yields_the_host_batches_in_order():
+    """``mesh=None``: the thread prepares the host batches only (sequential AL's input path,
+    whose jitted step transfers them)."""
+    got = list(train.prefetch_to_device(_host_batches(5), None))
+    want = list(_host_batches(5))
+    assert len(got) == 5
+    for g, w in zip(got, want):
+        assert isinstance(g["image"], np.ndarray)
+        np.testing.assert_array_equal(g["image"], w["image"])
+        np.testing.assert_array_equal(g["label"], w["label"])

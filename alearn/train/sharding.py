@@ -81,13 +81,17 @@ def padded_size(batch_size: int, mesh: Mesh) -> int:
     return -(-batch_size // mesh.size) * mesh.size
 
 
-def prefetch_to_device(batches: Iterable[dict], mesh: Mesh, depth: int = 2) -> Iterator[dict]:
+def prefetch_to_device(batches: Iterable[dict], mesh: Mesh | None, depth: int = 2
+                       ) -> Iterator[dict]:
     """Yields the host ``batches`` placed on ``mesh``, keeping ``depth`` placed ahead.
 
     A background thread draws each host batch (indexing, augmentation) and starts its
     host→device transfer (:func:`shard_batch`, asynchronous in JAX) while the consumer's
     current step runs, so input work overlaps compute instead of sitting between steps.
     Order and contents are unchanged; an exception in the producer is re-raised here.
+    ``mesh=None`` prefetches the host batches only (numpy, not placed): for a one-device
+    step that takes its inputs from the host, whose jitted call transfers them more cheaply
+    than the thread's ``device_put`` (sequential AL, issue 27: ~5 % of its step).
     """
     if depth < 1:
         raise ValueError(f"prefetch depth={depth} must be >= 1")
@@ -98,7 +102,7 @@ def prefetch_to_device(batches: Iterable[dict], mesh: Mesh, depth: int = 2) -> I
     def produce():
         try:
             for batch in batches:
-                item = shard_batch(batch, mesh)
+                item = shard_batch(batch, mesh) if mesh is not None else batch
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.1)

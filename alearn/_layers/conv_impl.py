@@ -188,6 +188,19 @@ def chunked_forms(batch: int) -> tuple[str, ...]:
     return tuple(f"xla_b{n}" for n in WEIGHT_GRAD_CHUNKS if n < batch)
 
 
+#: Largest window (kh·kw) for which the autotuner tries the im2col input cotangent.
+COL2IM_MAX_TAPS = 9
+
+
+def col2im_fits(kernel_shape) -> bool:
+    """Whether the im2col input cotangent is worth timing: its col2im is a sum of kh·kw
+    shifted, padded windows, which XLA keeps in one fusion when the product is compiled
+    alone but, inside a training step, split into one pass per window on 5x5 kernels (the
+    AlexNet's conv2: 25 passes, 51 ms of a 128 ms step, where alone it timed 7.7 ms against
+    XLA's 10.3; docs/notes/perf.md). Timed alone, it would be chosen for the wrong reason."""
+    return kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS
+
+
 #: Largest band matrix (elements) and largest multiply-add overhead (Wp/kw) for which the
 #: autotuner tries the banded form.
 BANDED_MAX_ELEMENTS = 1 << 22

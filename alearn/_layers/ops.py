@@ -205,9 +205,12 @@ class ConvOp(LinearOp):
 
     def _run(self, product: str, a: Array, b: Array) -> Array:
         forms = self._forms(product)
-        candidates = forms
+        drop = set()
         if not conv_impl.banded_fits(self.in_shape, self.kernel_shape, self.strides, self.pads):
-            candidates = {k: v for k, v in forms.items() if k != "banded"}
+            drop.add("banded")
+        if product == "input_grad" and not conv_impl.col2im_fits(self.kernel_shape):
+            drop.add("im2col")
+        candidates = {k: v for k, v in forms.items() if k not in drop}
         return forms[self._choose(product, candidates, (a.shape, b.shape))](a, b)
 
     def apply(self, x: Array, w: Array) -> Array:

@@ -198,3 +198,22 @@ def test_im2col_input_grad_is_timed_only_for_small_windows(fresh_chooser, monkey
              if k.split("|")[-6] == "input_grad"}
     assert "im2col" in timed["w(3, 3, 3, 4)"] and "im2col" not in timed["w(5, 5, 3, 4)"]
     assert conv_impl.col2im_fits((3, 3, 8, 8)) and not conv_impl.col2im_fits((5, 5, 8, 8))
+
+
+def test_chunked_weight_grad_inside_shard_map_is_exact():
+    """The AL pipeline's blocks run their weight cotangents under shard_map (local batch)."""
+    mesh = jax.make_mesh((2,), ("stage",), axis_types=(jax.sharding.AxisType.Auto,))
+    op = ConvOp(in_shape=(20, 6, 6, 3), kernel_shape=(3, 3, 3, 4))
+    x, g = _rand(0, (40, 6, 6, 3)), _rand(2, (40, 6, 6, 4))
+    spec = jax.sharding.PartitionSpec
+    chunked = op._forms("weight_grad")["xla_b8"]
+
+    @jax.jit
+    def run(x, g):
+        return jax.shard_map(lambda xs, gs: chunked(xs, gs)[None], mesh=mesh,
+                             in_specs=(spec("stage"), spec("stage")), out_specs=spec("stage"))(x, g)
+
+    want = ConvOp(in_shape=(20, 6, 6, 3), kernel_shape=(3, 3, 3, 4), impl="xla")
+    got = run(x, g)
+    for i, sl in enumerate((slice(0, 20), slice(20, 40))):
+        np.testing.assert_allclose(got[i], want.weight_grad(x[sl], g[sl]), rtol=1e-5, atol=1e-4)

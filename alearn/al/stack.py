@@ -122,18 +122,23 @@ def num_weight_layers(layers: tuple) -> int:
 class Stack(nn.Module):
     """Applies ``layers`` (specs above) with ``act``; ``final_act`` on the last layer.
 
-    ``final_act=None`` keeps ``act`` on the last weight layer too. Called as
-    ``stack(x, train=...)``. Parameters: ``Dense_k``, ``Conv_k``, ``BatchNorm_k`` numbered
-    in layer order (a res block: conv1, BN, conv2, BN, then the projection conv).
+    ``final_act=None`` keeps ``act`` on the last weight layer too. ``bn_axis_name``: a
+    mapped axis (``shard_map``/``pmap``) over which training-mode BatchNorm averages its
+    batch statistics (synchronised BatchNorm: the statistics of the whole batch split over
+    that axis; the AL pipeline's ``data`` axis sets it). Called as ``stack(x, train=...)``.
+    Parameters: ``Dense_k``, ``Conv_k``, ``BatchNorm_k`` numbered in layer order (a res
+    block: conv1, BN, conv2, BN, then the projection conv).
     """
 
     layers: tuple
     act: str = "elu"
     final_act: str | None = None
     kernel_init: Callable[..., Array] = HE_NORMAL
+    bn_axis_name: str | None = None
 
     def _bn(self, x: Array, train: bool) -> Array:
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                            axis_name=self.bn_axis_name)(x)
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool = False) -> Array:

@@ -110,3 +110,20 @@ def step_case(kind: str, width: float, mode: str, images: np.ndarray, labels: np
 
     run.params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     return run
+
+
+def ratios(t: dict, models, rules) -> dict:
+    """Same-round ratios from one round's per-step times ``t`` (seconds), keyed as
+    ``bench_convnets`` names its cases (``<model>_<rule>``, ``<model>_torch_<mode>``):
+    ``<model>_<rule>_vs_pytorch|biotorch`` = peer time / alearn time (> 1: alearn faster),
+    ``<model>_<rule>_time_vs_bp`` = alearn rule time / alearn BP time."""
+    out = {}
+    for m in models:
+        for r in ("bp", "fa", "dfa"):
+            a, p = f"{m}_{r}", f"{m}_torch_{r}"
+            if a in t and p in t:
+                out[f"{m}_{r}_vs_{'pytorch' if r == 'bp' else 'biotorch'}"] = t[p] / t[a]
+        for r in rules:
+            if r != "bp" and f"{m}_{r}" in t and f"{m}_bp" in t:
+                out[f"{m}_{r}_time_vs_bp"] = t[f"{m}_{r}"] / t[f"{m}_bp"]
+    return out

@@ -73,20 +73,6 @@ def alearn_case(model_name: str, rule_name: str, width: float):
     return run
 
 
-def ratios(t: dict, models, rules, peers) -> dict:
-    """Same-round ratios from one round's per-step times ``t`` (seconds)."""
-    out = {}
-    for m in models:
-        for r in ("bp", "fa", "dfa"):
-            a, p = f"{m}_{r}", f"{m}_torch_{r}"
-            if a in t and p in t:
-                out[f"{m}_{r}_vs_{'pytorch' if r == 'bp' else 'biotorch'}"] = t[p] / t[a]
-        for r in rules:
-            if r != "bp" and f"{m}_{r}" in t and f"{m}_bp" in t:
-                out[f"{m}_{r}_time_vs_bp"] = t[f"{m}_{r}"] / t[f"{m}_bp"]
-    return out
-
-
 def main(argv):
     del argv
     images, labels = synthetic_batch(_SHAPE, _BATCH)
@@ -117,7 +103,7 @@ def main(argv):
         row = {"round": rnd + 1, "foreign_cpu": math.nan if foreign is None else round(foreign, 3),
                **{f"{k}_ms": round(v * 1e3, 2) for k, v in t.items()},
                **{f"{k}_gflops": round(flops[k] / t[k] / 1e9, 1) for k in flops},
-               **ratios(t, _MODELS.value, _RULES.value, _PEERS.value)}
+               **_torch_peers.ratios(t, _MODELS.value, _RULES.value)}
         rows.append(row)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
               flush=True)

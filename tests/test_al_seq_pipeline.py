@@ -2,12 +2,11 @@
 equal the sequential whole-network AL step, on padded token batches."""
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 import alearn.al as al
-from alearn.al.pipeline.al import PipelinedStep
+from _al_pipeline import pipelined_and_sequential
 
 KW = {"al_lstm": dict(width=8, y_width=6, depth=2, vocab_size=11),
       "al_transformer": dict(width=8, y_width=6, depth=2, heads=2, max_len=6, vocab_size=11)}
@@ -23,16 +22,9 @@ def test_seq_pipeline_two_stages_equals_sequential(name, mode="auto"):
     xs = rng.integers(1, 11, (4, 4, 6)).astype(np.int32)
     xs[:, :, 4:] *= rng.integers(0, 2, (4, 4, 1))  # some rows end in padding (0)
     labels = rng.integers(0, 3, (4, 4))
-    cfg = ml_collections.ConfigDict({"pipeline_stages": 2, "batch_size": 4,
-                                     "pipeline_mode": mode})
-    step = PipelinedStep(net, states, cfg)
+    cfg = {"pipeline_stages": 2, "batch_size": 4, "pipeline_mode": mode}
+    step, got, _, want, _ = pipelined_and_sequential(net, states, cfg, xs, labels)
     assert step.pipeline.groups == ((0,), (1,)) and step.pipeline.mode == "mpmd"
-    for x, lab in zip(xs, labels):
-        step(None, x, lab)
-    got = step.finish()
-    want, seq = states, jax.jit(lambda st, x, lab: al.train_step(net, st, x, lab))
-    for x, lab in zip(xs, labels):
-        want, _ = seq(want, x, lab)
     moved = 0.0
     for g, w, w0 in zip(jax.tree.leaves(got), jax.tree.leaves(want), jax.tree.leaves(states)):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)

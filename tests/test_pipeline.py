@@ -11,6 +11,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import _pipeline_toy as toy
+from _al_pipeline import pipelined_and_sequential
 from alearn.al import schedule
 from alearn.al.pipeline import Pipeline, balance_blocks, group_blocks, make_mesh
 
@@ -212,28 +213,18 @@ def test_al_network_pipeline_equals_train_step(data, mode):
     devices each) through the trainer's PipelinedStep: same block states as the sequential
     whole-network AL step (data=2 also checks the rule layers' cotangent psum in shard_map),
     and each call's metrics are the previous tick's (block 1: micro-batch t − 1)."""
-    import ml_collections
-
     import alearn.al as al
-    from alearn.al.pipeline.al import PipelinedStep
 
     net = al.create("al_mlp", 10, (6, 6, 1), width_multiplier=1 / 128, lr=1e-3)
     states = net.init(jax.random.key(0))
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(5, 4, 6, 6, 1)).astype(np.float32)
     labels = rng.integers(0, 10, (5, 4))
-    cfg = ml_collections.ConfigDict({"pipeline_stages": 2, "pipeline_data": data,
-                                     "batch_size": 4, "pipeline_mode": mode})
-    step = PipelinedStep(net, states, cfg)
+    cfg = {"pipeline_stages": 2, "pipeline_data": data, "batch_size": 4, "pipeline_mode": mode}
+    step, got, got_metrics, ref, want_metrics = pipelined_and_sequential(
+        net, states, cfg, xs, labels)
     assert step.pipeline.groups == ((0,), (1,))
     assert step.pipeline.mode == ("spmd" if data == 2 else mode)
-    got_metrics = [step(None, x, lab)[1] for x, lab in zip(xs, labels)]
-    got = step.finish()
-    ref, seq = states, jax.jit(lambda st, x, lab: al.train_step(net, st, x, lab))
-    want_metrics = []
-    for x, lab in zip(xs, labels):
-        ref, m = seq(ref, x, lab)
-        want_metrics.append(jax.device_get(m))
     _close(got, ref, rtol=1e-5, atol=1e-6)
     assert got_metrics[0]["assoc_loss_1"] == 0.0  # nothing finished before the first call
     for t in range(1, len(xs)):
@@ -254,12 +245,9 @@ def test_al_resnet_data_axis_synchronises_batch_norm():
     variances off by 0.13 on al_resnet20. SGD, not Adam: the biases of the convs that feed
     a BatchNorm get a gradient of pure rounding noise (BN cancels them), which Adam would
     scale up to ~lr in pipeline and sequential runs alike (also with data=1)."""
-    import ml_collections
     import optax
 
-    import alearn.al as al
     from alearn.al import models
-    from alearn.al.pipeline.al import PipelinedStep
 
     # al_resnet20 with one residual block per stage instead of 3 (compile time): conv+BN
     # stem, res blocks (BN, projection shortcuts), flatten bridges.
@@ -269,16 +257,9 @@ def test_al_resnet_data_axis_synchronises_batch_norm():
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(2, 8, 4, 4, 3)).astype(np.float32) * 2 + 1
     labels = rng.integers(0, 10, (2, 8))
-    cfg = ml_collections.ConfigDict({"pipeline_stages": 2, "pipeline_data": 2,
-                                     "batch_size": 8})
-    step = PipelinedStep(net, states, cfg)
+    cfg = {"pipeline_stages": 2, "pipeline_data": 2, "batch_size": 8}
+    step, got, _, ref, _ = pipelined_and_sequential(net, states, cfg, xs, labels)
     assert step.pipeline.mode == "spmd" and step.pipeline.mesh.axis_names == ("stage", "data")
-    for x, lab in zip(xs, labels):
-        step(None, x, lab)
-    got = step.finish()
-    ref, seq = states, jax.jit(lambda st, x, lab: al.train_step(net, st, x, lab))
-    for x, lab in zip(xs, labels):
-        ref, _ = seq(ref, x, lab)
     flat_got = jax.tree_util.tree_flatten_with_path(got)[0]
     flat_ref = jax.tree.leaves(ref)
     assert len(flat_got) == len(flat_ref)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from alearn import _cpu_load
+from alearn import _native
 from alearn._layers import ConvOp, conv_autotune, conv_impl
 
 CASES = [  # (in_shape, kernel_shape, strides, padding)
@@ -21,11 +22,16 @@ CASES = [  # (in_shape, kernel_shape, strides, padding)
 ]
 
 
+# The oneDNN form is a candidate wherever it loads (tests/test_conv_dnnl.py checks that it
+# does on Linux x86-64, where it is a dependency).
+DNNL = {"dnnl"} if _native.available() else set()
+
+
 def _rand(key, shape):
     return jax.random.normal(jax.random.key(key), shape, jnp.float32)
 
 
-@pytest.mark.parametrize("impl", ["im2col", "banded"])
+@pytest.mark.parametrize("impl", ["im2col", "banded", *sorted(DNNL)])
 @pytest.mark.parametrize("in_shape,kshape,strides,padding", CASES)
 def test_forms_equal_xla_conv_and_its_vjp(in_shape, kshape, strides, padding, impl):
     x, w = _rand(0, in_shape), _rand(1, kshape)
@@ -45,7 +51,7 @@ def test_forms_equal_xla_conv_and_its_vjp(in_shape, kshape, strides, padding, im
     np.testing.assert_allclose(jax.jit(op.weight_grad)(x, g), dw_ref, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("impl", ["im2col", "banded"])
+@pytest.mark.parametrize("impl", ["im2col", "banded", *sorted(DNNL)])
 def test_input_grad_inside_shard_map_is_exact(impl):
     """In the AL pipeline the transposes run under shard_map with varying cotangents."""
     mesh = jax.make_mesh((2,), ("stage",), axis_types=(jax.sharding.AxisType.Auto,))
@@ -100,14 +106,14 @@ def test_autotune_keeps_the_faster_form_and_caches_it(fresh_chooser, monkeypatch
     y = jax.jit(op.apply)(x, w)  # autotuned while tracing the jitted function
     op.input_grad(y, w)
     op.weight_grad(x, y)
-    assert len(timed) == 9
+    assert len(timed) == 9 + 3 * len(DNNL)
     saved = json.loads(fresh_chooser.read_text())
     choices = {k.split("|")[-6]: v["choice"] for k, v in saved.items()}
     assert choices == {"apply": "im2col", "input_grad": "xla", "weight_grad": "banded"}
     op.apply(x, w)  # cached: not timed again
     conv_autotune._MEMORY.clear()  # a new process reads the file
     op.apply(x, w)
-    assert len(timed) == 9
+    assert len(timed) == 9 + 3 * len(DNNL)
 
 
 def test_banded_form_is_timed_only_where_its_band_matrix_is_small(fresh_chooser, monkeypatch):
@@ -118,7 +124,7 @@ def test_banded_form_is_timed_only_where_its_band_matrix_is_small(fresh_chooser,
     big = ConvOp(in_shape=(1, 32, 32, 64), kernel_shape=(3, 3, 64, 64))
     assert not conv_impl.banded_fits(big.in_shape, big.kernel_shape, (1, 1), big.pads)
     jax.eval_shape(big.apply, jnp.zeros(big.in_shape), jnp.zeros(big.kernel_shape))
-    assert len(timed) == 2  # xla and im2col only
+    assert len(timed) == 2 + len(DNNL)  # xla, im2col (and dnnl) only
     lenet = ConvOp(in_shape=(2, 12, 12, 6), kernel_shape=(5, 5, 6, 16), padding="VALID")
     assert conv_impl.banded_fits(lenet.in_shape, lenet.kernel_shape, (1, 1), lenet.pads)
 
@@ -131,7 +137,7 @@ def test_autotune_really_times_and_stays_exact(fresh_chooser):
                                          impl="xla").apply(x, w), rtol=1e-5, atol=1e-5)
     (entry,) = json.loads(fresh_chooser.read_text()).values()
     assert entry["choice"] in conv_impl.FORMS and entry["loaded"] is False
-    assert set(entry["times_ms"]) == {"xla", "im2col", "banded"}
+    assert set(entry["times_ms"]) == {"xla", "im2col", "banded"} | DNNL
 
 
 def test_auto_is_xla_off_cpu_and_env_overrides(fresh_chooser, monkeypatch):
@@ -183,8 +189,9 @@ def test_only_the_weight_grad_times_the_chunked_forms(fresh_chooser, monkeypatch
     op.weight_grad(x, y)
     saved = json.loads(fresh_chooser.read_text())
     timed = {k.split("|")[-6]: set(v["times_ms"]) for k, v in saved.items()}
-    assert timed["apply"] == timed["input_grad"] == {"xla", "im2col", "banded"}
-    assert timed["weight_grad"] == {"xla", "im2col", "banded", "xla_b8", "xla_b16", "xla_b32"}
+    assert timed["apply"] == timed["input_grad"] == {"xla", "im2col", "banded"} | DNNL
+    assert timed["weight_grad"] == {"xla", "im2col", "banded", "xla_b8", "xla_b16",
+                                    "xla_b32"} | DNNL
 
 
 def test_im2col_input_grad_is_timed_only_for_small_windows(fresh_chooser, monkeypatch):

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from alearn import _native as native
 from alearn._cpu_load import CpuLoad
 from alearn._layers.conv_impl import FORMS, IMPLS
 from alearn._machine import cpu_model
@@ -80,9 +81,10 @@ _MEMORY: dict[str, str] = {}  # this process's choices
 
 
 def _machine() -> str:
-    # "forms4": choices made among xla/im2col/banded and the chunked XLA weight cotangents
-    # (older cache entries chose among fewer forms).
-    return f"jax{jax.__version__}|{cpu_model()}|{os.cpu_count()}cpu|forms4"
+    # "forms5": choices made among xla/im2col/banded, the chunked XLA weight cotangents and,
+    # where it loads, oneDNN's ("dnnl" + its version; older entries chose among fewer forms).
+    dnnl = f"+dnnl{native.dnnl_version()}" if native.available() else ""
+    return f"jax{jax.__version__}|{cpu_model()}|{os.cpu_count()}cpu|forms5{dnnl}"
 
 
 # ------------------------------------------------------------------ load while timing
@@ -345,6 +347,28 @@ def _choose(candidates, arg_shapes, dtype, key, full_key) -> str:
     if path:
         _update(path, full_key, lambda old: new if _better(new, old) else None)
     return new["choice"]
+
+
+_PARTITION = threading.local()
+
+
+@contextlib.contextmanager
+def partitioned(devices: int):
+    """Within: convolutions are traced for a step partitioned over ``devices`` devices
+    (``alearn.train.make_train_step``'s data-parallel mesh). XLA's partitioner replicates a
+    custom call's operands instead of splitting it, so the ``dnnl`` form is then not offered:
+    each device would convolve the whole batch."""
+    prev = getattr(_PARTITION, "devices", 1)
+    _PARTITION.devices = int(devices)
+    try:
+        yield
+    finally:
+        _PARTITION.devices = prev
+
+
+def partition_devices() -> int:
+    """The device count of the enclosing :func:`partitioned` (1 outside it)."""
+    return getattr(_PARTITION, "devices", 1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,6 +9,12 @@ of the padded input are sliced out and concatenated on the channel axis ("patche
 are matrix products too: the weight cotangent is patchesᵀ·g, the input cotangent is
 col2im(g·Wᵀ) (the transpose of the slicing, a sum of shifted, padded windows).
 
+The *dnnl* form is oneDNN's convolution and its two transposes, as XLA custom calls on CPU
+(:mod:`alearn._native`, built on first use): 4-6x XLA's speed on the CIFAR ResNet shapes
+(docs/notes/perf.md). It is offered where the native library loads, the dtype is float32
+and the process has one device (under a multi-device ``jit`` XLA would replicate the
+custom call's operands instead of partitioning it).
+
 The *banded* form gathers only the kh input rows each output row reads (kh copies of the
 input, not kh·kw) and multiplies them by the kernel laid out as a band matrix over one row
 (kh·Wp·C, Wo·O): Wp/kw times the multiply-adds, but one large matrix product instead of a
@@ -34,7 +40,7 @@ import numpy as np
 
 Array = jax.Array
 
-IMPLS = ("auto", "xla", "im2col", "banded")
+IMPLS = ("auto", "xla", "im2col", "banded", "dnnl")
 #: Weight-cotangent-only forms: XLA's weight cotangent summed over chunks of the batch of
 #: this many examples (:func:`weight_grad_xla_chunked`).
 WEIGHT_GRAD_CHUNKS = (8, 16, 32)
@@ -54,6 +60,37 @@ def explicit_padding(in_shape, kernel_shape, strides, padding) -> tuple[tuple[in
 def conv_xla(x: Array, w: Array, strides, padding) -> Array:
     """XLA's convolution (NHWC input, HWIO kernel)."""
     return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_DIMS)
+
+
+def _dnnl_call(target: str, out_shape, a: Array, b: Array, strides, pads) -> Array:
+    (pt, pb), (pl, pr) = pads
+    return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(tuple(out_shape), a.dtype),
+                            vmap_method="sequential")(
+        a, b, strides=np.asarray(strides, np.int64), pads=np.asarray([pt, pb, pl, pr], np.int64))
+
+
+def conv_dnnl(x: Array, w: Array, strides, pads) -> Array:
+    """oneDNN's convolution (NHWC input, HWIO kernel; float32, non-negative pads)."""
+    kh, kw, _, o = w.shape
+    (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
+    ho = (x.shape[1] + pt + pb - kh) // sh + 1
+    wo = (x.shape[2] + pl + pr - kw) // sw + 1
+    return _dnnl_call("alearn_dnnl_conv_fwd", (x.shape[0], ho, wo, o), x, w, strides, pads)
+
+
+def input_grad_dnnl(g: Array, w: Array, in_shape, strides, pads) -> Array:
+    """oneDNN's input cotangent of :func:`conv_dnnl` (the transposed convolution of g)."""
+    return _dnnl_call("alearn_dnnl_conv_input_grad", in_shape, g, w, strides, pads)
+
+
+def weight_grad_dnnl(x: Array, g: Array, kernel_shape, strides, pads) -> Array:
+    """oneDNN's weight cotangent of :func:`conv_dnnl` (HWIO)."""
+    return _dnnl_call("alearn_dnnl_conv_weight_grad", kernel_shape, x, g, strides, pads)
+
+
+def dnnl_fits(dtype, pads) -> bool:
+    """Whether the dnnl form applies: float32, non-negative pads (the custom calls' domain)."""
+    return jnp.dtype(dtype) == jnp.float32 and all(v >= 0 for p in pads for v in p)
 
 
 def patches(x: Array, kernel_hw: tuple[int, int], strides, pads) -> Array:

@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from alearn import _native as native
 from alearn._layers import conv_autotune, conv_impl
 
 Array = jax.Array
@@ -184,19 +185,23 @@ class ConvOp(LinearOp):
         if product == "apply":
             return {"xla": lambda x, w: conv_impl.conv_xla(x, w, s, p),
                     "im2col": lambda x, w: conv_impl.conv_im2col(x, w, s, p),
-                    "banded": banded}
+                    "banded": banded,
+                    "dnnl": lambda x, w: conv_impl.conv_dnnl(x, w, s, p)}
         if product == "input_grad":
             return {"xla": lambda g, w: _transpose(
                         lambda x: conv_impl.conv_xla(x, w, s, p), self.in_shape, g),
                     "im2col": lambda g, w: conv_impl.input_grad_im2col(
                         g, w, self.in_shape, s, p, _transpose),
-                    "banded": lambda g, w: _transpose(lambda x: banded(x, w), self.in_shape, g)}
+                    "banded": lambda g, w: _transpose(lambda x: banded(x, w), self.in_shape, g),
+                    "dnnl": lambda g, w: conv_impl.input_grad_dnnl(g, w, self.in_shape, s, p)}
         xla = lambda x, g: _transpose(  # noqa: E731
             lambda w: conv_impl.conv_xla(x, w, s, p), self.kernel_shape, g)
         forms = {"xla": xla,
                  "im2col": lambda x, g: conv_impl.weight_grad_im2col(
                      x, g, self.kernel_shape, s, p),
                  "banded": lambda x, g: conv_impl.weight_grad_banded(
+                     x, g, self.kernel_shape, s, p),
+                 "dnnl": lambda x, g: conv_impl.weight_grad_dnnl(
                      x, g, self.kernel_shape, s, p)}
         for name in conv_impl.chunked_forms(self.in_shape[0]):
             forms[name] = functools.partial(conv_impl.weight_grad_xla_chunked,
@@ -210,8 +215,28 @@ class ConvOp(LinearOp):
             drop.add("banded")
         if product == "input_grad" and not conv_impl.col2im_fits(self.kernel_shape):
             drop.add("im2col")
+        dnnl_why = self._dnnl_unavailable()
+        if dnnl_why:
+            drop.add("dnnl")
         candidates = {k: v for k, v in forms.items() if k not in drop}
-        return forms[self._choose(product, candidates, (a.shape, b.shape))](a, b)
+        choice = self._choose(product, candidates, (a.shape, b.shape))
+        if choice == "dnnl" and dnnl_why:
+            raise ValueError(f"conv impl 'dnnl' (forced by impl= or ALEARN_CONV_IMPL) cannot "
+                             f"run here: {dnnl_why}")
+        return forms[choice](a, b)
+
+    def _dnnl_unavailable(self) -> str:
+        """Why the dnnl form is not offered for this convolution ("" when it is)."""
+        if not conv_impl.dnnl_fits(self.dtype, self.pads):
+            return "it takes float32 and non-negative padding only"
+        devices = conv_autotune.partition_devices()
+        if devices > 1:
+            return (f"the step is partitioned over {devices} devices, where XLA would replicate "
+                    "the custom call (every device convolving the whole batch); use "
+                    "impl='auto' or 'xla'")
+        if not native.available():
+            return native.why_unavailable()
+        return ""
 
     def apply(self, x: Array, w: Array) -> Array:
         return self._run("apply", x, w)

@@ -19,6 +19,7 @@ import optax
 from jax.sharding import Mesh
 
 import alearn
+from alearn._layers import conv_autotune
 from alearn.rules.base import Rule
 from alearn.train.sharding import data_mesh, replicated
 from alearn.train.state import TrainState
@@ -98,7 +99,8 @@ def make_train_step(model: Any, rule: Rule, optimizer: optax.GradientTransformat
     rep = replicated(mesh)
 
     def step(state, batch):
-        return train_step(model, rule, optimizer, state, batch, step_hook)
+        with conv_autotune.partitioned(mesh.size):  # no oneDNN custom calls if partitioned
+            return train_step(model, rule, optimizer, state, batch, step_hook)
 
     options = step_compiler_options(mesh) if compiler_options is None else compiler_options
     return jax.jit(step, out_shardings=(rep, rep), donate_argnums=(0,) if donate else (),
@@ -109,5 +111,8 @@ def make_eval_step(model: Any, rule: Rule, *, mesh: Mesh | None = None
                    ) -> Callable[[TrainState, dict], dict]:
     """The jitted eval step ``(state, padded batch) -> {"loss_sum", "correct", "count"}``."""
     mesh = mesh if mesh is not None else data_mesh()
-    return jax.jit(lambda state, batch: eval_step(model, rule, state, batch),
-                   out_shardings=replicated(mesh))
+    def step(state, batch):
+        with conv_autotune.partitioned(mesh.size):
+            return eval_step(model, rule, state, batch)
+
+    return jax.jit(step, out_shardings=replicated(mesh))

@@ -105,6 +105,10 @@ def _load() -> tuple[bool, str, int]:
     prefix = _dnnl_prefix()
     if prefix is None:
         return False, f"oneDNN is not installed: {_INSTALL}", 0
+    # oneDNN's OpenMP workers sleep between calls instead of spinning: on a 2-core machine a
+    # spinning worker takes the core XLA's own threads need for the next ops (measured in
+    # docs/notes/perf.md; read by libgomp when it loads, so set before; a user's value wins).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         lib = ctypes.CDLL(_build(prefix))
         for name in TARGETS:

@@ -25,7 +25,7 @@ import sys
 from typing import Sequence
 
 from experiments.paper import _report_stats as stats
-from experiments.paper import claims, paper_results, tables
+from experiments.paper import _explain, claims, paper_results, tables
 from experiments.paper import _report_plots as plots
 from experiments.paper import _report_sections as sections
 from experiments.paper._report_runs import MANIFEST, _table_runs, commits_text
@@ -201,7 +201,7 @@ def write_report(workdir: str, out: str, table_ids: Sequence[str] | None = None,
         sections.append(section)
     results = claim_results(workdir, ids)
     parts += claims_section(workdir, ids, results) + machine_section(workdir, ids)
-    parts += disagreement_section(results, flagged)
+    parts += disagreement_section(results, flagged, workdir)
     parts += sections
     walls = {tid: (_load(os.path.join(workdir, tid, MANIFEST)) or {}).get("runs", {})
              for tid in ids}
@@ -253,15 +253,22 @@ def claims_section(workdir: str, ids: Sequence[str], results: list | None = None
              "heading counts its checks' verdicts (experiments/paper/claims.py).", ""]
     for r in claim_results(workdir, ids) if results is None else results:
         lines.append(f"- **{r.claim.text}**: {r.heading}.")
-        lines += [f"  - {i.line}" for i in r.items]
+        for i in r.items:
+            lines.append(f"  - {i.line}")
+            why = _explain.explain(i.check.explained_by, workdir)
+            if why:
+                lines.append(f"    - {why}")
     return lines + [""]
 
 
-def disagreement_section(results: list, flagged: Sequence[str] = ()) -> list[str]:
+def disagreement_section(results: list, flagged: Sequence[str] = (), workdir: str = ""
+                         ) -> list[str]:
     """Every claim check that disagrees (``claim_results``), then the rows with paper numbers
     whose ordering of methods differs (``flagged``, from the tables' sections)."""
     items = [(r.claim, i) for r in results for i in r.items]
-    bad = [f"- **{c.text}** (`{i.table}`): {i.line}" for c, i in items if i.verdict == "disagrees"]
+    bad = [f"- **{c.text}** (`{i.table}`): {i.line}" + (
+        f" {why[0].upper()}{why[1:]}" if (why := _explain.explain(i.check.explained_by, workdir))
+        else "") for c, i in items if i.verdict == "disagrees"]
     n_undecided = sum(i.verdict == "undecided" for _, i in items)
     lines = ["## Where we disagree with the papers", ""]
     if bad:

@@ -17,6 +17,7 @@
 #   3. lr_sweep's ResNet cells               (reproduce --table=lr_sweep --runs=resnet)
 #   4. wt5.2 (ResNet-18, ResNet-18 nsc; its AlexNet cells are the ablation's references)
 #   5. ablation seed 1;  6. wt5.4;  7. ablation seed 2;  8. wt5.5;  9. wt_k4
+#  10. every other table (reproduce --table=all); 11. the report into $WORKDIR/report
 # Priority: the chain starts its own session (setsid), whose autogroup gets nice 19
 # (/proc/self/autogroup: with sched_autogroup on, plain nice is useless between sessions,
 # docs/notes/reproduce.md "Scheduling"), and every process also runs under nice -n 19.
@@ -118,4 +119,9 @@ step "${R[@]}" --table=wt5.4
 step "${A[@]}" --seeds=2
 step "${R[@]}" --table=wt5.5
 step "${R[@]}" --table=wt_k4
+# Every other table of the report (AL, FoA; finished runs are skipped), then the report
+# itself into the workdir (docs/results is regenerated from it by hand, with the preamble).
+step "${R[@]}" --table=all
+step -m experiments.report "--workdir=$WORKDIR" "--out=$WORKDIR/report" \
+  --preamble=docs/results/preamble.md
 echo "== $(date -u '+%F %T') UTC: chain finished"

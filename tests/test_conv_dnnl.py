@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from alearn import _native
-from alearn._layers import ConvOp, conv_autotune
+from alearn._layers import ConvOp, conv_autotune, conv_impl
 
 ON_DEPENDENCY_PLATFORM = sys.platform.startswith("linux") and platform.machine() == "x86_64"
 
@@ -111,6 +111,7 @@ def test_forced_dnnl_names_why_it_cannot_run(monkeypatch):
         op.apply(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)))
     # "auto" does not offer it: XLA's forms only, no error.
     monkeypatch.setenv("ALEARN_CONV_IMPL", "auto")
+    monkeypatch.setattr(conv_impl, "DNNL_MIN_FLOPS", 0)
     seen = []
     monkeypatch.setattr(conv_autotune, "autotune",
                         lambda product, candidates, *a: seen.append(set(candidates)) or "xla")
@@ -123,6 +124,7 @@ def test_forced_dnnl_names_why_it_cannot_run(monkeypatch):
 def test_not_offered_in_a_partitioned_step(monkeypatch):
     """Under a multi-device data-parallel jit XLA would replicate the custom call."""
     monkeypatch.setenv("ALEARN_CONV_IMPL", "auto")
+    monkeypatch.setattr(conv_impl, "DNNL_MIN_FLOPS", 0)
     seen = []
     monkeypatch.setattr(conv_autotune, "autotune",
                         lambda product, candidates, *a: seen.append(set(candidates)) or "xla")

@@ -76,6 +76,7 @@ def fresh_chooser(monkeypatch, tmp_path):
     monkeypatch.setenv("ALEARN_CONV_CACHE", str(tmp_path / "conv.json"))
     monkeypatch.setattr(conv_autotune, "_MEMORY", {})
     monkeypatch.setattr(conv_autotune, "_PROCESS", conv_autotune._Process())
+    monkeypatch.setattr(conv_impl, "DNNL_MIN_FLOPS", 0)  # the tests' shapes are tiny
     # A quiet machine: the load handling has its own tests (tests/test_conv_autotune_load.py).
     clock = itertools.count()
     monkeypatch.setattr(_cpu_load, "counters",
@@ -224,3 +225,27 @@ def test_chunked_weight_grad_inside_shard_map_is_exact():
     got = run(x, g)
     for i, sl in enumerate((slice(0, 20), slice(20, 40))):
         np.testing.assert_allclose(got[i], want.weight_grad(x[sl], g[sl]), rtol=1e-5, atol=1e-4)
+
+
+def test_dnnl_is_timed_only_for_convolutions_worth_a_custom_call(fresh_chooser, monkeypatch):
+    """Below DNNL_MIN_FLOPS the custom call's fixed costs in a step outweigh its gain (LeNet-5:
+    3-7 % slower steps), so "auto" does not time it there; forced, it still runs."""
+    monkeypatch.setattr(conv_impl, "DNNL_MIN_FLOPS", 1e8)
+    seen = {}
+    monkeypatch.setattr(conv_autotune, "autotune",
+                        lambda product, candidates, shapes, dtype, key: seen.setdefault(
+                            shapes[0], set(candidates)) and "xla")
+    lenet = ConvOp(in_shape=(128, 12, 12, 6), kernel_shape=(5, 5, 6, 16), padding="VALID")
+    resnet = ConvOp(in_shape=(128, 16, 16, 32), kernel_shape=(3, 3, 32, 32))
+    assert conv_impl.conv_flops(lenet.in_shape, lenet.kernel_shape, (1, 1), lenet.pads) < 1e8
+    assert conv_impl.conv_flops(resnet.in_shape, resnet.kernel_shape, (1, 1), resnet.pads) > 1e8
+    for op in (lenet, resnet):
+        jax.eval_shape(op.apply, jnp.zeros(op.in_shape), jnp.zeros(op.kernel_shape))
+    assert "dnnl" not in seen[lenet.in_shape]
+    assert ("dnnl" in seen[resnet.in_shape]) == bool(DNNL)
+    if DNNL:
+        forced = ConvOp(in_shape=(2, 6, 6, 3), kernel_shape=(3, 3, 3, 4), impl="dnnl")
+        x, w = _rand(0, forced.in_shape), _rand(1, forced.kernel_shape)
+        np.testing.assert_allclose(forced.apply(x, w), ConvOp(
+            in_shape=(2, 6, 6, 3), kernel_shape=(3, 3, 3, 4), impl="xla").apply(x, w),
+            rtol=1e-5, atol=1e-5)

@@ -93,6 +93,29 @@ def dnnl_fits(dtype, pads) -> bool:
     return jnp.dtype(dtype) == jnp.float32 and all(v >= 0 for p in pads for v in p)
 
 
+#: Smallest convolution (multiply-adds x 2 of one product) for which the autotuner times the
+#: dnnl form. Below it the custom call's fixed costs inside a step (no fusion with its
+#: neighbours, waking OpenMP's workers) outweigh its gain, which a timing of the product
+#: alone does not see: LeNet-5's convolutions (22-39 MFLOP) chose dnnl when timed alone and
+#: made the LeNet step 3-7 % slower (docs/notes/perf.md); every conv of the CIFAR ResNet-18
+#: and AlexNet at x0.25 but the 1x1 shortcuts is above 100 MFLOP. ``impl="dnnl"`` forces it.
+DNNL_MIN_FLOPS = 1e8
+
+
+def conv_flops(in_shape, kernel_shape, strides, pads) -> float:
+    """2 x the multiply-adds of the convolution (each of its three products has as many)."""
+    kh, kw, c, o = kernel_shape
+    (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
+    ho = (in_shape[1] + pt + pb - kh) // sh + 1
+    wo = (in_shape[2] + pl + pr - kw) // sw + 1
+    return 2.0 * in_shape[0] * ho * wo * kh * kw * c * o
+
+
+def dnnl_worth_timing(in_shape, kernel_shape, strides, pads) -> bool:
+    """Whether the autotuner times the dnnl form for this shape (:data:`DNNL_MIN_FLOPS`)."""
+    return conv_flops(in_shape, kernel_shape, strides, pads) >= DNNL_MIN_FLOPS
+
+
 def patches(x: Array, kernel_hw: tuple[int, int], strides, pads) -> Array:
     """(N, Ho, Wo, kh·kw·C): the shifted windows of padded x, concatenated on channels.
 

@@ -216,8 +216,9 @@ class ConvOp(LinearOp):
         if product == "input_grad" and not conv_impl.col2im_fits(self.kernel_shape):
             drop.add("im2col")
         dnnl_why = self._dnnl_unavailable()
-        if dnnl_why:
-            drop.add("dnnl")
+        if dnnl_why or not conv_impl.dnnl_worth_timing(self.in_shape, self.kernel_shape,
+                                                        self.strides, self.pads):
+            drop.add("dnnl")  # forced (impl="dnnl") it still runs where it can
         candidates = {k: v for k, v in forms.items() if k not in drop}
         choice = self._choose(product, candidates, (a.shape, b.shape))
         if choice == "dnnl" and dnnl_why:

@@ -18,10 +18,11 @@ What changes from the papers, and by which rule (everything else is the paper's 
   steps of 6,000; 15 epochs put the last two in the cosine schedule's tail (2.4 % and 0.3 %
   of the peak rate), where BP's gain is expected below the 0.5 pt the report asks. Cost:
   about 40 runs (Tables 5.2, 5.4, 5.5, Fig. 5.4 at 3 seeds and the ResNet lr sweep at half
-  the epochs) of 15 epochs; the probe and the measured cost are in docs/notes/reproduce.md
-  ("ResNet at cpu scale"): about 2-4 days of one core, run at the lowest priority beside
-  other work (``experiments/run_resnet_cpu.sh``). Every other family still fits in under
-  two hours.
+  the epochs) of 15 epochs; the measured cost is in docs/notes/reproduce.md ("Issue 26"):
+  with oneDNN's convolutions (the conv form ``dnnl``) an epoch takes ~15 s of the idle
+  2-core machine (48 s with XLA's), so the ResNet cells are a few hours, run at the lowest
+  priority beside other work (``experiments/run_resnet_cpu.sh``). Every other family still
+  fits in under two hours.
 - **Learning rates.** One stated rule, never tuned on the test set: for each family, a sweep
   (table ``lr_sweep``: one seed, half the epochs, 10 % of the training split held out as the
   evaluation split) multiplies the paper's learning rate by each ``FACTORS[optimizer]``

@@ -163,3 +163,31 @@ def test_builds_once_into_its_cache(monkeypatch, tmp_path):
     assert os.path.dirname(os.path.dirname(so)) == str(tmp_path)
     mtime = os.path.getmtime(so)
     assert _native._build(prefix) == so and os.path.getmtime(so) == mtime
+
+
+@needs_dnnl
+def test_the_trainer_marks_its_partitioned_steps(monkeypatch):
+    """make_train_step / make_eval_step over 8 devices trace under partitioned(8): no dnnl;
+    over one device they offer it."""
+    import optax
+
+    import alearn
+    from alearn import train
+
+    monkeypatch.setenv("ALEARN_CONV_IMPL", "auto")
+    monkeypatch.setattr(conv_impl, "DNNL_MIN_FLOPS", 0)
+    seen = []
+    monkeypatch.setattr(conv_autotune, "autotune",
+                        lambda product, candidates, *a: seen.append(set(candidates)) or "xla")
+    model = alearn.models.create("cnn", 10)
+    rule, opt = alearn.rules.create("bp"), optax.sgd(0.1)
+    x = jnp.zeros((8, 28, 28, 1))
+    batch = {"image": x, "label": jnp.zeros((8,), jnp.int32)}
+    state = train.create_train_state(model, rule, opt, jax.random.key(0), x)
+    for devices, offered in ((jax.devices(), False), (jax.devices()[:1], True)):
+        assert (len(devices) > 1) != offered  # conftest: 8 forced CPU devices
+        mesh = train.data_mesh(devices)
+        seen.clear()
+        train.make_train_step(model, rule, opt, mesh=mesh).lower(state, batch)
+        train.make_eval_step(model, rule, mesh=mesh).lower(state, batch)
+        assert seen and all(("dnnl" in s) == offered for s in seen), (len(devices), seen)

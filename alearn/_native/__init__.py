@@ -105,9 +105,9 @@ def _load() -> tuple[bool, str, int]:
     prefix = _dnnl_prefix()
     if prefix is None:
         return False, f"oneDNN is not installed: {_INSTALL}", 0
-    # oneDNN's OpenMP workers sleep between calls instead of spinning: on a 2-core machine a
-    # spinning worker takes the core XLA's own threads need for the next ops (measured in
-    # docs/notes/perf.md; read by libgomp when it loads, so set before; a user's value wins).
+    # oneDNN's OpenMP workers sleep between calls instead of spinning on the core XLA's own
+    # threads need for the next ops (on the steps measured the effect was within noise:
+    # docs/notes/perf.md). Read by libgomp when it loads, so set before; a user's value wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         lib = ctypes.CDLL(_build(prefix))

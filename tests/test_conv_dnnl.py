@@ -191,3 +191,16 @@ def test_the_trainer_marks_its_partitioned_steps(monkeypatch):
         train.make_train_step(model, rule, opt, mesh=mesh).lower(state, batch)
         train.make_eval_step(model, rule, mesh=mesh).lower(state, batch)
         assert seen and all(("dnnl" in s) == offered for s in seen), (len(devices), seen)
+
+
+def test_native_library_is_not_asked_for_when_it_cannot_be_used(monkeypatch):
+    """XLA's forms forced, or "auto" off CPU: the library is not built or loaded."""
+    def refuse():
+        raise AssertionError("native library asked for")
+
+    monkeypatch.setattr(_native, "available", refuse)
+    args = (jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 4)))
+    ConvOp(in_shape=(2, 6, 6, 3), kernel_shape=(3, 3, 3, 4), impl="xla").apply(*args)
+    monkeypatch.setenv("ALEARN_CONV_IMPL", "auto")
+    monkeypatch.setattr(conv_autotune, "_backend", lambda: "gpu")
+    ConvOp(in_shape=(2, 6, 6, 3), kernel_shape=(3, 3, 3, 4)).apply(*args)

@@ -379,12 +379,17 @@ def _backend() -> str:
 def resolve(impl: str, product: str, candidates: dict[str, Callable], arg_shapes: tuple,
             dtype: Any, key: str) -> str:
     """The form to use for ``product``: forced, XLA off CPU, or autotuned on CPU."""
+    impl = effective(impl)
+    return autotune(product, candidates, arg_shapes, dtype, key) if impl == "auto" else impl
+
+
+def effective(impl: str) -> str:
+    """``impl`` after ``ALEARN_CONV_IMPL`` and the backend: a forced form, "xla" off CPU, or
+    "auto" (timed among the candidates)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown conv impl {impl!r}; choose one of: {', '.join(IMPLS)}")
     if impl == "auto":
         impl = _env_impl()
-    if impl != "auto":
-        return impl
-    if _backend() != "cpu":
+    if impl == "auto" and _backend() != "cpu":
         return "xla"
-    return autotune(product, candidates, arg_shapes, dtype, key)
+    return impl

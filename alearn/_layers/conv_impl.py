@@ -10,10 +10,11 @@ are matrix products too: the weight cotangent is patchesᵀ·g, the input cotang
 col2im(g·Wᵀ) (the transpose of the slicing, a sum of shifted, padded windows).
 
 The *dnnl* form is oneDNN's convolution and its two transposes, as XLA custom calls on CPU
-(:mod:`alearn._native`, built on first use): 4-6x XLA's speed on the CIFAR ResNet shapes
-(docs/notes/perf.md). It is offered where the native library loads, the dtype is float32
-and the process has one device (under a multi-device ``jit`` XLA would replicate the
-custom call's operands instead of partitioning it).
+(:mod:`alearn._native`, built on first use): 1.2-11x XLA's speed per product on the CIFAR
+ResNet and AlexNet shapes (docs/notes/perf.md). It is timed where the native library loads,
+the dtype is float32, the convolution has at least ``DNNL_MIN_FLOPS`` and the step is not
+partitioned over several devices (``conv_autotune.partitioned``: XLA would replicate the
+custom call's operands instead of splitting them).
 
 The *banded* form gathers only the kh input rows each output row reads (kh copies of the
 input, not kh·kw) and multiplies them by the kernel laid out as a band matrix over one row
@@ -69,13 +70,17 @@ def _dnnl_call(target: str, out_shape, a: Array, b: Array, strides, pads) -> Arr
         a, b, strides=np.asarray(strides, np.int64), pads=np.asarray([pt, pb, pl, pr], np.int64))
 
 
+def _out_hw(in_shape, kernel_shape, strides, pads) -> tuple[int, int]:
+    (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
+    return ((in_shape[1] + pt + pb - kernel_shape[0]) // sh + 1,
+            (in_shape[2] + pl + pr - kernel_shape[1]) // sw + 1)
+
+
 def conv_dnnl(x: Array, w: Array, strides, pads) -> Array:
     """oneDNN's convolution (NHWC input, HWIO kernel; float32, non-negative pads)."""
-    kh, kw, _, o = w.shape
-    (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
-    ho = (x.shape[1] + pt + pb - kh) // sh + 1
-    wo = (x.shape[2] + pl + pr - kw) // sw + 1
-    return _dnnl_call("alearn_dnnl_conv_fwd", (x.shape[0], ho, wo, o), x, w, strides, pads)
+    ho, wo = _out_hw(x.shape, w.shape, strides, pads)
+    return _dnnl_call("alearn_dnnl_conv_fwd", (x.shape[0], ho, wo, w.shape[3]), x, w,
+                      strides, pads)
 
 
 def input_grad_dnnl(g: Array, w: Array, in_shape, strides, pads) -> Array:
@@ -105,9 +110,7 @@ DNNL_MIN_FLOPS = 1e8
 def conv_flops(in_shape, kernel_shape, strides, pads) -> float:
     """2 x the multiply-adds of the convolution (each of its three products has as many)."""
     kh, kw, c, o = kernel_shape
-    (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
-    ho = (in_shape[1] + pt + pb - kh) // sh + 1
-    wo = (in_shape[2] + pl + pr - kw) // sw + 1
+    ho, wo = _out_hw(in_shape, kernel_shape, strides, pads)
     return 2.0 * in_shape[0] * ho * wo * kh * kw * c * o
 
 

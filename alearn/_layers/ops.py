@@ -215,7 +215,10 @@ class ConvOp(LinearOp):
             drop.add("banded")
         if product == "input_grad" and not conv_impl.col2im_fits(self.kernel_shape):
             drop.add("im2col")
-        dnnl_why = self._dnnl_unavailable()
+        # only where dnnl could be used (not when XLA's forms are forced, not off CPU):
+        # asking builds the native library
+        impl = conv_autotune.effective(self.impl)
+        dnnl_why = self._dnnl_unavailable() if impl in ("auto", "dnnl") else "not asked for"
         if dnnl_why or not conv_impl.dnnl_worth_timing(self.in_shape, self.kernel_shape,
                                                         self.strides, self.pads):
             drop.add("dnnl")  # forced (impl="dnnl") it still runs where it can
@@ -228,6 +231,8 @@ class ConvOp(LinearOp):
 
     def _dnnl_unavailable(self) -> str:
         """Why the dnnl form is not offered for this convolution ("" when it is)."""
+        if conv_autotune._backend() != "cpu":
+            return "oneDNN's convolutions are CPU custom calls"
         if not conv_impl.dnnl_fits(self.dtype, self.pads):
             return "it takes float32 and non-negative padding only"
         devices = conv_autotune.partition_devices()

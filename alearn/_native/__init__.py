@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import functools
 import glob
 import hashlib
 import os
@@ -137,14 +136,7 @@ def why_unavailable() -> str:
     return _state()[1]
 
 
-@functools.lru_cache(maxsize=None)
 def dnnl_version() -> str:
     """oneDNN's version as "major.minor.patch" ("" when unavailable)."""
     v = _state()[2]
     return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v else ""
-
-
-def _reset_for_tests() -> None:
-    with _LOCK:
-        _STATE.clear()
-    dnnl_version.cache_clear()

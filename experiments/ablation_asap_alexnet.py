@@ -26,7 +26,9 @@ from its checkpoints, and a cell whose config is a Table 5.2 run's (``bp``, ``fa
 (whichever runs first; the other is a symlink). Seeds loop outermost, so ``--seeds=0`` gives
 a first pass over every cell. Writes ``ablation.json`` (per cell: setup, lr, each seed's
 final test accuracy and last-epoch gain, mean ± std) and ``ablation.md`` (the table, Δ vs
-``asap``) in that folder from whatever has finished.
+``asap``) in that folder from whatever has finished, and ``manifest.json`` (each run's
+wall time and git commit, as the reproduce harness' manifests, which the report reads for
+the runs ``wt5.2`` shares from here).
 """
 
 from __future__ import annotations
@@ -190,6 +192,16 @@ def main(argv) -> int:
     all_runs = build(list(CELLS), tuple(sorted(set(seeds) | {0, 1, 2})))
     if not _REPORT_ONLY.value:
         reproduce.use_compilation_cache(workdir)
+        manifest_path = os.path.join(table_dir, reproduce.MANIFEST)
+        manifest = reproduce._load(manifest_path)
+        version = reproduce.code_version()
+        manifest.update(table=TABLE, scale="cpu", machine=reproduce.machine(),
+                        title="Why ASAP trails DFA on the cpu-scale AlexNet (issue 26)",
+                        command=f"python -m experiments.ablation_asap_alexnet --workdir={workdir}"
+                                f" --seeds={','.join(map(str, seeds))}"
+                                + (f" --cells={_CELLS.value}" if _CELLS.value else ""),
+                        code_version=version)
+        manifest.setdefault("runs", {})
         for run in build(cells, seeds):
             rundir = os.path.join(table_dir, run.name)
             shared = reproduce.link_shared(run, rundir, workdir)
@@ -199,9 +211,11 @@ def main(argv) -> int:
                 continue
             t0 = time.perf_counter()
             reproduce.execute(run, rundir)
+            wall = time.perf_counter() - t0
             reproduce.record_cell(run, rundir, workdir)
-            print(reproduce.summary_line(TABLE, run, rundir, time.perf_counter() - t0),
-                  flush=True)
+            manifest["runs"][run.name] = reproduce.finished_entry(run, wall, version)
+            reproduce.write_json(manifest_path, manifest)  # each run's commit, as reproduce's
+            print(reproduce.summary_line(TABLE, run, rundir, wall), flush=True)
             write_report(table_dir, all_runs)
     print(write_report(table_dir, all_runs))
     return 0

@@ -293,16 +293,47 @@ def machine_section(workdir: str, ids: Sequence[str]) -> list[str]:
     """The machine the runs were measured on and the total wall time of the runs."""
     from experiments import reproduce
 
-    total, machines = 0.0, set()
+    manifests: dict[str, dict] = {}
+
+    def manifest(tid):
+        if tid not in manifests:
+            manifests[tid] = _load(os.path.join(workdir, tid, MANIFEST)) or {}
+        return manifests[tid]
+
+    total, machines, counted = 0.0, set(), set()
     for tid in ids:
-        m = _load(os.path.join(workdir, tid, MANIFEST)) or {}
-        total += sum(v.get("wall_time_s", 0.0) for v in m.get("runs", {}).values())
+        m = manifest(tid)
+        for name, v in m.get("runs", {}).items():
+            src = tuple(v["shared_with"].split("/", 1)) if v.get("shared_with") else (tid, name)
+            if src in counted:
+                continue  # a run shared between tables counts once, at the table that ran it
+            counted.add(src)
+            if src[0] not in ids:  # shared from outside the report (the ablation's runs)
+                v = manifest(src[0]).get("runs", {}).get(src[1], {})
+            total += v.get("wall_time_s", 0.0)
         machines.add(m.get("machine") or reproduce.machine())
-    return ["## Machine and wall time", "",
-            f"Runs measured on {'; '.join(sorted(machines))}; code version (git commit of "
-            f"the runs, from the manifests): {commits_text(workdir, ids)}. The sum of every "
-            f"run's wall time in these tables is {total / 60:.1f} min (each table's section "
-            "gives each run's; a run shared with an earlier table counts once).", ""]
+    lines = ["## Machine and wall time", "",
+             f"Runs measured on {'; '.join(sorted(machines))}; code version (git commit of "
+             f"the runs, from the manifests): {commits_text(workdir, ids)}. The sum of every "
+             f"run's wall time in these tables is {total / 60:.1f} min (each table's section "
+             "gives each run's; a run shared between tables counts once).", ""]
+    cited = sorted({c.explained_by for claim in claims.CLAIMS for c in claim.checks
+                    if c.explained_by and c.table in ids})
+    for exp in cited:  # the experiments behind the claims' measured causes, and their cost
+        runs = manifest(exp).get("runs", {})
+        if runs:
+            commits: dict[str, int] = {}
+            for v in runs.values():
+                c = v.get("code_version") or "not recorded"
+                commits[c] = commits.get(c, 0) + 1
+            lines += [f"The experiment behind a cause the claims cite, `{exp}` "
+                      f"(`{manifest(exp).get('command', '')}`): {len(runs)} runs, "
+                      f"{sum(v.get('wall_time_s', 0.0) for v in runs.values()) / 60:.1f} min "
+                      "of wall time in all, code version "
+                      + ", ".join(f"{c} ({n} run{'s' if n != 1 else ''})"
+                                  for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
+                      + ".", ""]
+    return lines
 
 
 def training_runs(workdir: str) -> list[str]:

@@ -25,7 +25,8 @@ from absl import logging
 from experiments.paper import _estimate, tables
 from experiments.paper._reproduce_data import DatasetMissingError, check_datasets, print_data_status
 from experiments.paper._rundirs import (  # noqa: F401 - also used through this module
-    CELLS, KEY_FILE, RESULTS, StaleRunError, is_done, link_shared, record_cell, run_key)
+    CELLS, KEY_FILE, RESULTS, StaleRunError, finished_entry, is_done, link_shared, record_cell,
+    run_key, write_json)
 from experiments.paper._rundirs import load_json as _load
 from experiments.paper.tables import Run
 
@@ -146,13 +147,8 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
         wall = time.perf_counter() - t0
         record_cell(run, rundir, workdir)
         item["status"], item["wall_time_s"] = "ran", wall
-        manifest["runs"][run.name] = {"wall_time_s": wall, "setup": run.setup(),
-                                      "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC",
-                                                                time.gmtime()),
-                                      "code_version": version}
-        os.makedirs(table_dir, exist_ok=True)
-        with open(manifest_path, "w") as f:
-            json.dump(manifest, f, indent=1)
+        manifest["runs"][run.name] = finished_entry(run, wall, version)
+        write_json(manifest_path, manifest)
         print(summary_line(table_id, run, rundir, wall), file=out, flush=True)
     if dry_run:
         _print_estimate(table_id, scale, report, out)
@@ -163,9 +159,7 @@ def reproduce(table_id: str, scale: str, workdir: str, *, dry_run: bool = False,
     if not dry_run:
         walls = [v.get("wall_time_s", 0.0) for v in manifest["runs"].values()]
         manifest["total_wall_time_s"] = sum(walls)
-        os.makedirs(table_dir, exist_ok=True)
-        with open(manifest_path, "w") as f:
-            json.dump(manifest, f, indent=1)
+        write_json(manifest_path, manifest)
     return report
 
 

@@ -162,3 +162,42 @@ def test_the_measured_cause_stands_beside_the_alexnet_claim(tmp_path):
                          "asap_dense_own": [75, 76, 77]})
     md = open(report.write_report(str(tmp_path), str(tmp_path / "out"), ["wt5.2"])).read()
     assert "none of the tested changes lifts ASAP (ASAP's own update in the FC layers -1.0)" in md
+
+
+def test_the_ablation_records_each_runs_commit_and_wt52_reads_it_through_the_share(
+        tmp_path, monkeypatch):
+    """The AlexNet cells wt5.2 shares from the ablation: the ablation's manifest holds each
+    run's commit and wall time (as reproduce's do), the report states that commit for the
+    shared runs instead of "not recorded", counts their wall time once, and states the
+    ablation's own cost and commits."""
+    from absl import flags
+    from absl.testing import flagsaver
+    from experiments import ablation_asap_alexnet as abl
+
+    fake_sweep(tmp_path)
+    monkeypatch.setattr(reproduce, "execute", lambda run, rundir: _write(
+        os.path.join(rundir, "results.json"), {"test_accuracy": 0.8}))
+    monkeypatch.setattr(reproduce, "code_version", lambda: "feed123")
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["abl", f"--workdir={tmp_path}", "--seeds=0", "--cells=bp,asap_lr_x3"])
+        assert abl.main(["abl"]) == 0
+    runs = json.load(open(tmp_path / abl.TABLE / "manifest.json"))["runs"]
+    assert sorted(runs) == ["asap_lr_x3_s0", "bp_s0"]
+    assert {v["code_version"] for v in runs.values()} == {"feed123"}
+    monkeypatch.setattr(reproduce, "code_version", lambda: "cafe456")
+    reproduce.reproduce("wt5.2", "cpu", str(tmp_path), out=io.StringIO(), seeds=(0,))
+    wt = json.load(open(tmp_path / "wt5.2" / "manifest.json"))["runs"]
+    assert wt["alexnet_mnist_bp_s0"]["shared_with"] == f"{abl.TABLE}/bp_s0"
+    for name, v in [("alexnet_mnist_bp_s0", 0.0)] + [(n, 100.0) for n in wt
+                                                      if n != "alexnet_mnist_bp_s0"]:
+        wt[name]["wall_time_s"] = v
+    runs["bp_s0"]["wall_time_s"], runs["asap_lr_x3_s0"]["wall_time_s"] = 60.0, 600.0
+    _write(str(tmp_path / "wt5.2" / "manifest.json"), {"scale": "cpu", "runs": wt})
+    _write(str(tmp_path / abl.TABLE / "manifest.json"), {"command": "abl cmd", "runs": runs})
+    text = "\n".join(report.machine_section(str(tmp_path), ["wt5.2"]))
+    assert f"cafe456 ({len(wt) - 1} runs), feed123 (1 run)." in text
+    assert "not recorded" not in text
+    assert f"is {((len(wt) - 1) * 100 + 60) / 60:.1f} min" in text  # the shared run once
+    assert "`ablation_asap_alexnet` (`abl cmd`): 2 runs, 11.0 min" in text
+    assert "code version feed123 (2 runs)." in text

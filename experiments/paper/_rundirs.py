@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from experiments.paper._run import Run
 
@@ -85,9 +86,22 @@ def record_cell(run: Run, rundir: str, workdir: str) -> None:
     path = os.path.join(workdir, CELLS)
     cells = load_json(path)
     cells.setdefault(run_key(run), rundir)
+    write_json(path, cells)
+
+
+def finished_entry(run: Run, wall: float, version: str) -> dict:
+    """A manifest's record of a run trained now: wall time, setup, when, and the commit."""
+    return {"wall_time_s": wall, "setup": run.setup(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "code_version": version}
+
+
+def write_json(path: str, obj: dict) -> None:
+    """Writes ``obj`` to ``path`` atomically (a reader never sees half a file)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(cells, f, indent=1)
+        json.dump(obj, f, indent=1)
     os.replace(tmp, path)
 
 

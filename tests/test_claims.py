@@ -120,15 +120,15 @@ def test_seeds_spread_over_3_points_is_undecided():
     asap = cell("ASAP", [55.57, 63.22, 70.87])  # std 7.65
     [(v, line)] = claims.evaluate(check, {(ROW, "ASAP"): asap,
                                           (ROW, "DFA"): cell("DFA", [40, 41, 42])})
-    assert v == "undecided" and line.endswith("— undecided: ASAP seeds spread ±7.65 pt")
+    assert v == "undecided" and "— undecided: ASAP seeds spread ±7.65 pt (" in line
     [(v, _)] = claims.evaluate(check, {(ROW, "ASAP"): cell("ASAP", [60.1, 63.0, 65.9]),  # 2.9
                                        (ROW, "DFA"): cell("DFA", [40, 41, 42])})
     assert v == "agrees"
     # both reasons, under-training first
     [(v, line)] = claims.evaluate(check, {(ROW, "ASAP"): asap,
                                           (ROW, "DFA"): cell("DFA", [40, 41, 42], gain=2.0)})
-    assert line.endswith("— undecided: DFA under-trained (+2.0 in the last epoch); "
-                         "ASAP seeds spread ±7.65 pt"), line
+    assert "— undecided: DFA under-trained (+2.0 in the last epoch); " \
+        "ASAP seeds spread ±7.65 pt (" in line, line
     # a ratio (al3.4) is not in points: no spread rule, no curve
     ratio = claims.Check("al3.4", ("MLP", "AL"), ("MLP", "BP"), metric="ratio")
     r = "Fashion-MNIST / MLP"
@@ -163,3 +163,49 @@ def test_heading_counts_the_items_verdicts():
     one = claims.decide(claim("asap_k4"), cells_of(cell("ASAP", [63.0, 63.5, 64.0]),
                                                    cell("ASAP k=4", [63.2, 63.6, 64.1])))
     assert one.heading == "agrees"
+
+
+def _seeds(col, curves, losses=None):
+    """A cell from per-seed test-accuracy curves (%), optionally with train losses."""
+    hist = [[{"epoch": e + 1, "test_accuracy": a / 100.0,
+              **({"train_loss": losses[k][e]} if losses else {})}
+             for e, a in enumerate(c)] for k, c in enumerate(curves)]
+    c = stats.Cell(ROW, col, "", accs=[c[-1] for c in curves], histories=hist,
+                   seeds=list(range(len(curves))))
+    c.num_classes = 10
+    return c
+
+
+def test_a_wide_spread_names_its_cause_from_the_seeds_curves():
+    """Issue 26: a rule whose seeds spread more than 3 pt gets its cause named instead of a
+    verdict: a diverging seed, seeds falling from their best epoch (the lr), or seeds that
+    simply plateau apart."""
+    check = claims.Check("wt5.2", ("ResNet-18", "ASAP"), ("ResNet-18", "DFA"))
+    dfa = cell("DFA", [40, 41, 42])
+
+    def why(asap):
+        [(v, line)] = claims.evaluate(check, {(ROW, "ASAP"): asap, (ROW, "DFA"): dfa})
+        assert v == "undecided", line
+        return line.split("— undecided: ", 1)[1]
+
+    nan = float("nan")
+    # one seed's loss went non-finite and its accuracy collapsed; the others agree
+    diverged = _seeds("ASAP", [[60, 70, 80, 85, 85.2], [61, 71, 81, 85.5, 85.4],
+                               [60, 70, 75, 10, 10]],
+                      losses=[[1, .8, .6, .5, .5], [1, .8, .6, .5, .5], [1, .8, 2.0, nan, nan]])
+    assert why(diverged) == ("ASAP seeds spread ±43.47 pt (one seed is the outlier: seed 2 "
+                             "diverged (train loss not finite from epoch 4); the others "
+                             "85.3 ± 0.1 %)")
+    # all seeds climb then fall back: unstable at this lr
+    unstable = _seeds("ASAP", [[60, 80, 70], [60, 84, 74], [60, 85, 82]])
+    assert why(unstable).endswith("(training unstable at this lr: seed 0 fell from 80.0 % "
+                                  "(epoch 2) to 70.0 %; seed 1 fell from 84.0 % (epoch 2) to "
+                                  "74.0 %)"), why(unstable)
+    # one low seed that never fell back: named as the outlier, without a made-up cause
+    low = _seeds("ASAP", [[60, 84, 85], [60, 84.5, 85.5], [50, 70, 71]])
+    assert why(low).endswith("(one seed is the outlier: seed 2 ended lower without falling "
+                             "back (71.0 %); the others 85.2 ± 0.4 %)"), why(low)
+    # all apart, all monotone: said so
+    apart = _seeds("ASAP", [[60, 70, 75], [60, 75, 82], [60, 80, 89]])
+    assert why(apart).endswith("(the seeds plateau at different accuracies (75.0, 82.0, "
+                               "89.0 %), none fell back from its best epoch)"), why(apart)

@@ -168,3 +168,60 @@ def plateau_gain(cell: Cell, last: int = 2) -> float | None:
     if len(curve) <= last:
         return None
     return curve[-1][1] - curve[-1 - last][1]
+
+
+FELL = 5.0  # points below a seed's own best epoch at the end: that seed's training fell back
+
+
+def _seed_curve(hist: list[dict]) -> list[tuple[int, float, float | None]]:
+    """(epoch, test accuracy %, train loss) per logged epoch of one seed."""
+    out = []
+    for r in hist:
+        if isinstance(r.get("test_accuracy"), (int, float)):
+            loss = r.get("train_loss")
+            out.append((int(r["epoch"]), 100.0 * r["test_accuracy"],
+                        float(loss) if isinstance(loss, (int, float)) else None))
+    return out
+
+
+def _seed_story(seed: int, acc: float, hist: list[dict]) -> str:
+    """What one seed's curve did: diverged (non-finite loss), fell from its best epoch, or
+    plateaued; '' without a curve."""
+    curve = _seed_curve(hist)
+    if not curve:
+        return ""
+    bad = next((e for e, _, loss in curve if loss is not None and not math.isfinite(loss)), None)
+    if bad is not None:
+        return f"seed {seed} diverged (train loss not finite from epoch {bad})"
+    best_e, best = max(((e, a) for e, a, _ in curve), key=lambda t: t[1])
+    if best - acc > FELL:
+        return f"seed {seed} fell from {best:.1f} % (epoch {best_e}) to {acc:.1f} %"
+    return ""
+
+
+def spread_cause(cell: Cell) -> str:
+    """Why a cell's seeds spread, from its seeds' own curves: one seed far from the others
+    (and what its curve did), or seeds falling from their best epochs (training unstable at
+    this lr), or seeds plateauing at different accuracies (no seed fell back)."""
+    if cell.n < 2:
+        return ""
+    seeds = cell.seeds if len(cell.seeds) == cell.n else list(range(cell.n))
+    hists = cell.histories if len(cell.histories) == cell.n else [[]] * cell.n
+    stories = [_seed_story(s, a, h) for s, a, h in zip(seeds, cell.accs, hists)]
+    fell = [t for t in stories if t]
+    if cell.n >= 3:  # one outlier: the others agree within a point, it is 3 of their stds off
+        i = max(range(cell.n), key=lambda k: abs(cell.accs[k] - statistics.median(cell.accs)))
+        rest = cell.accs[:i] + cell.accs[i + 1:]
+        sd = statistics.stdev(rest) if len(rest) > 1 else 0.0
+        if sd <= 1.0 and abs(cell.accs[i] - statistics.fmean(rest)) > 3 * max(sd, 0.5):
+            what = stories[i] or (f"seed {seeds[i]} ended lower without falling back "
+                                  f"({cell.accs[i]:.1f} %)" if cell.accs[i] < statistics.fmean(rest)
+                                  else f"seed {seeds[i]} ended higher ({cell.accs[i]:.1f} %)")
+            return (f"one seed is the outlier: {what}; the others "
+                    f"{statistics.fmean(rest):.1f} ± {sd:.1f} %")
+    if len(fell) >= 2 or (fell and len(fell) == cell.n):
+        return f"training unstable at this lr: {'; '.join(fell)}"
+    if fell:
+        return f"{fell[0]}; the others did not fall back"
+    return ("the seeds plateau at different accuracies "
+            f"({', '.join(f'{a:.1f}' for a in cell.accs)} %), none fell back from its best epoch")

@@ -147,13 +147,15 @@ def _reason(why: str) -> str:
 
 def undecided(check: Check, named: list[tuple[str, object]]) -> list[str]:
     """Why ``check`` on these (name, cell) pairs gets no verdict: under-trained cells first,
-    then seeds spread beyond ``SPREAD`` (accuracies only); [] when it can be decided."""
+    then seeds spread beyond ``SPREAD`` (accuracies only) with their cause read from the
+    seeds' curves (``stats.spread_cause``); [] when it can be decided."""
     if check.metric != "accuracy":
         return []
     out = [f"{n} under-trained ({_reason(why)})" for side, (n, c) in zip("ab", named)
            if (why := stats.cell_under_trained(c, chance_ok=check.fails == side))]
-    return out + [f"{n} seeds spread ±{c.std:.2f} pt" for n, c in named
-                  if c.std > SPREAD]
+    return out + [f"{n} seeds spread ±{c.std:.2f} pt" + (f" ({why})" if (why := stats.spread_cause(c))
+                                                       else "")
+                  for n, c in named if c.std > SPREAD]
 
 
 def evaluate(check: Check, cells: dict, source: str = "") -> list[tuple[str, str]]:

@@ -2,7 +2,8 @@
 
 One run per cell (seeds are added by the table registry). cpu scale: sequential
 Fashion-MNIST (28 rows of 28 pixels) with the ``cpu`` cell of configs/al_seq.py (width 32,
-2 epochs; ~1 min per run on 2 shared cores). paper scale: the byte-token text sets the
+8 epochs; ~2 min per run on 2 cores; 2 epochs until issue 26 left AL still rising 30-39 pt
+per epoch). paper scale: the byte-token text sets the
 data layer provides (AG News, IMDB, SST-2) at width 128.
 """
 

@@ -309,7 +309,7 @@ TABLES: dict[str, Table] = {t.id: t for t in (
     Table("al_seq", "AL beyond the thesis: LSTM / Transformer blocks vs their BP twins",
           _tables_seq.al_seq,
           note="BP = the parameter-matched twin (configs/al_seq.py). cpu scale: sequential "
-               "Fashion-MNIST (28 rows), width 32, 2 epochs; paper scale: byte-token AG News, "
+               "Fashion-MNIST (28 rows), width 32, 8 epochs; paper scale: byte-token AG News, "
                "IMDB, SST-2."),
     Table("wt3.1", "ASAP thesis Table 3.1 + Fig. 3.2: Forward Alignment vs BP (10-10-10)", _foa,
           note="Deviation (configs/asap_foa.py): the nonlinear net is ReLU without BatchNorm; "

@@ -197,9 +197,8 @@ def main(argv) -> int:
         version = reproduce.code_version()
         manifest.update(table=TABLE, scale="cpu", machine=reproduce.machine(),
                         title="Why ASAP trails DFA on the cpu-scale AlexNet (issue 26)",
-                        command=f"python -m experiments.ablation_asap_alexnet --workdir={workdir}"
-                                f" --seeds={','.join(map(str, seeds))}"
-                                + (f" --cells={_CELLS.value}" if _CELLS.value else ""),
+                        # the command that makes (or resumes) every cell and seed
+                        command=f"python -m experiments.ablation_asap_alexnet --workdir={workdir}",
                         code_version=version)
         manifest.setdefault("runs", {})
         for run in build(cells, seeds):

@@ -203,9 +203,17 @@ def test_a_wide_spread_names_its_cause_from_the_seeds_curves():
                                   "74.0 %)"), why(unstable)
     # one low seed that never fell back: named as the outlier, without a made-up cause
     low = _seeds("ASAP", [[60, 84, 85], [60, 84.5, 85.5], [50, 70, 71]])
-    assert why(low).endswith("(one seed is the outlier: seed 2 ended lower without falling "
-                             "back (71.0 %); the others 85.2 ± 0.4 %)"), why(low)
+    assert why(low).endswith("(one seed is the outlier: seed 2 ended lower on a steady "
+                             "curve (71.0 %); the others 85.2 ± 0.4 %)"), why(low)
     # all apart, all monotone: said so
     apart = _seeds("ASAP", [[60, 70, 75], [60, 75, 82], [60, 80, 89]])
     assert why(apart).endswith("(the seeds plateau at different accuracies (75.0, 82.0, "
-                               "89.0 %), none fell back from its best epoch)"), why(apart)
+                               "89.0 %), none fell back or swung)"), why(apart)
+    # every seed swung mid-run and recovered under the schedule (the first ASFP ResNet runs)
+    swung = _seeds("ASAP", [[12.7, 58.5, 78.5, 36.8, 70.7, 80.9], [22.2, 80.1, 61.3, 85.5],
+                            [54.9, 60.9, 10.0, 61.4, 68.3]])
+    assert why(swung).endswith(
+        "(training unstable at this lr: seed 0 swung from 78.5 % (epoch 3) to 36.8 % (epoch 4)"
+        " before ending at 80.9 %; seed 1 swung from 80.1 % (epoch 2) to 61.3 % (epoch 3) "
+        "before ending at 85.5 %; seed 2 swung from 60.9 % (epoch 2) to 10.0 % (epoch 3) "
+        "before ending at 68.3 %)"), why(swung)

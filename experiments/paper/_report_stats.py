@@ -171,6 +171,7 @@ def plateau_gain(cell: Cell, last: int = 2) -> float | None:
 
 
 FELL = 5.0  # points below a seed's own best epoch at the end: that seed's training fell back
+SWING = 10.0  # points lost between two epochs mid-run: that seed's training swung
 
 
 def _seed_curve(hist: list[dict]) -> list[tuple[int, float, float | None]]:
@@ -185,8 +186,8 @@ def _seed_curve(hist: list[dict]) -> list[tuple[int, float, float | None]]:
 
 
 def _seed_story(seed: int, acc: float, hist: list[dict]) -> str:
-    """What one seed's curve did: diverged (non-finite loss), fell from its best epoch, or
-    plateaued; '' without a curve."""
+    """What one seed's curve did: diverged (non-finite loss), ended below its best epoch,
+    or swung (lost ``SWING`` points mid-run, then recovered); '' when it did none of these."""
     curve = _seed_curve(hist)
     if not curve:
         return ""
@@ -196,13 +197,23 @@ def _seed_story(seed: int, acc: float, hist: list[dict]) -> str:
     best_e, best = max(((e, a) for e, a, _ in curve), key=lambda t: t[1])
     if best - acc > FELL:
         return f"seed {seed} fell from {best:.1f} % (epoch {best_e}) to {acc:.1f} %"
+    peak, drop = (curve[0][0], curve[0][1]), (0.0, None)  # the largest fall from a running peak
+    for e, a, _ in curve[1:]:
+        if peak[1] - a > drop[0]:
+            drop = (peak[1] - a, (peak, (e, a)))
+        if a > peak[1]:
+            peak = (e, a)
+    if drop[0] > SWING:
+        (pe, pa), (te, ta) = drop[1]
+        return (f"seed {seed} swung from {pa:.1f} % (epoch {pe}) to {ta:.1f} % (epoch {te}) "
+                f"before ending at {acc:.1f} %")
     return ""
 
 
 def spread_cause(cell: Cell) -> str:
     """Why a cell's seeds spread, from its seeds' own curves: one seed far from the others
-    (and what its curve did), or seeds falling from their best epochs (training unstable at
-    this lr), or seeds plateauing at different accuracies (no seed fell back)."""
+    (and what its curve did), or seeds that diverged, fell back or swung (training unstable
+    at this lr), or seeds plateauing at different accuracies (none did)."""
     if cell.n < 2:
         return ""
     seeds = cell.seeds if len(cell.seeds) == cell.n else list(range(cell.n))
@@ -214,7 +225,7 @@ def spread_cause(cell: Cell) -> str:
         rest = cell.accs[:i] + cell.accs[i + 1:]
         sd = statistics.stdev(rest) if len(rest) > 1 else 0.0
         if sd <= 1.0 and abs(cell.accs[i] - statistics.fmean(rest)) > 3 * max(sd, 0.5):
-            what = stories[i] or (f"seed {seeds[i]} ended lower without falling back "
+            what = stories[i] or (f"seed {seeds[i]} ended lower on a steady curve "
                                   f"({cell.accs[i]:.1f} %)" if cell.accs[i] < statistics.fmean(rest)
                                   else f"seed {seeds[i]} ended higher ({cell.accs[i]:.1f} %)")
             return (f"one seed is the outlier: {what}; the others "
@@ -222,6 +233,6 @@ def spread_cause(cell: Cell) -> str:
     if len(fell) >= 2 or (fell and len(fell) == cell.n):
         return f"training unstable at this lr: {'; '.join(fell)}"
     if fell:
-        return f"{fell[0]}; the others did not fall back"
+        return f"{fell[0]}; the others did not"
     return ("the seeds plateau at different accuracies "
-            f"({', '.join(f'{a:.1f}' for a in cell.accs)} %), none fell back from its best epoch")
+            f"({', '.join(f'{a:.1f}' for a in cell.accs)} %), none fell back or swung")

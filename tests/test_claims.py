@@ -200,7 +200,15 @@ def test_a_wide_spread_names_its_cause_from_the_seeds_curves():
     unstable = _seeds("ASAP", [[60, 80, 70], [60, 84, 74], [60, 85, 82]])
     assert why(unstable).endswith("(training unstable at this lr: seed 0 fell from 80.0 % "
                                   "(epoch 2) to 70.0 %; seed 1 fell from 84.0 % (epoch 2) to "
-                                  "74.0 %)"), why(unstable)
+                                  "74.0 %; seed 2 steady)"), why(unstable)
+    # the steady seed ends highest and looks like the outlier; the swinging ones are the
+    # cause (the first ASFP+LC ResNet runs)
+    lc = _seeds("ASAP", [[10.0, 65.7, 84.1, 85.2], [35.5, 74.0, 19.3, 77.7],
+                         [15.2, 73.0, 14.3, 79.0]])
+    assert why(lc).endswith("(training unstable at this lr: seed 1 swung from 74.0 % (epoch 2) "
+                            "to 19.3 % (epoch 3) before ending at 77.7 %; seed 2 swung from "
+                            "73.0 % (epoch 2) to 14.3 % (epoch 3) before ending at 79.0 %; "
+                            "seed 0 steady)"), why(lc)
     # one low seed that never fell back: named as the outlier, without a made-up cause
     low = _seeds("ASAP", [[60, 84, 85], [60, 84.5, 85.5], [50, 70, 71]])
     assert why(low).endswith("(one seed is the outlier: seed 2 ended lower on a steady "

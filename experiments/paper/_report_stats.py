@@ -219,20 +219,26 @@ def spread_cause(cell: Cell) -> str:
     seeds = cell.seeds if len(cell.seeds) == cell.n else list(range(cell.n))
     hists = cell.histories if len(cell.histories) == cell.n else [[]] * cell.n
     stories = [_seed_story(s, a, h) for s, a, h in zip(seeds, cell.accs, hists)]
-    fell = [t for t in stories if t]
+    unsteady = [t for t in stories if t]
+    steady = [str(k) for k, t in zip(seeds, stories) if not t]
+    outlier = None
     if cell.n >= 3:  # one outlier: the others agree within a point, it is 3 of their stds off
         i = max(range(cell.n), key=lambda k: abs(cell.accs[k] - statistics.median(cell.accs)))
         rest = cell.accs[:i] + cell.accs[i + 1:]
         sd = statistics.stdev(rest) if len(rest) > 1 else 0.0
         if sd <= 1.0 and abs(cell.accs[i] - statistics.fmean(rest)) > 3 * max(sd, 0.5):
-            what = stories[i] or (f"seed {seeds[i]} ended lower on a steady curve "
-                                  f"({cell.accs[i]:.1f} %)" if cell.accs[i] < statistics.fmean(rest)
-                                  else f"seed {seeds[i]} ended higher ({cell.accs[i]:.1f} %)")
-            return (f"one seed is the outlier: {what}; the others "
-                    f"{statistics.fmean(rest):.1f} ± {sd:.1f} %")
-    if len(fell) >= 2 or (fell and len(fell) == cell.n):
-        return f"training unstable at this lr: {'; '.join(fell)}"
-    if fell:
-        return f"{fell[0]}; the others did not"
+            outlier = (i, statistics.fmean(rest), sd)
+    if outlier and stories[outlier[0]]:  # the outlier's own curve says what happened
+        i, mean, sd = outlier
+        return f"one seed is the outlier: {stories[i]}; the others {mean:.1f} ± {sd:.1f} %"
+    if unsteady:  # the curves that swung or fell explain the spread, not the steady seed
+        tail = (f"; seed{'s' if len(steady) > 1 else ''} {', '.join(steady)} steady"
+                if steady else "")
+        return f"training unstable at this lr: {'; '.join(unsteady)}{tail}"
+    if outlier:
+        i, mean, sd = outlier
+        what = "lower" if cell.accs[i] < mean else "higher"
+        return (f"one seed is the outlier: seed {seeds[i]} ended {what} on a steady curve "
+                f"({cell.accs[i]:.1f} %); the others {mean:.1f} ± {sd:.1f} %")
     return ("the seeds plateau at different accuracies "
             f"({', '.join(f'{a:.1f}' for a in cell.accs)} %), none fell back or swung")

@@ -201,3 +201,26 @@ def test_the_ablation_records_each_runs_commit_and_wt52_reads_it_through_the_sha
     assert f"is {((len(wt) - 1) * 100 + 60) / 60:.1f} min" in text  # the shared run once
     assert "`ablation_asap_alexnet` (`abl cmd`): 2 runs, 11.0 min" in text
     assert "code version feed123 (2 runs)." in text
+
+
+def test_the_memory_table_reports_a_k_the_model_cannot_use(tmp_path):
+    """wt6.1 holds "not_applicable" for ASAP k=4 on the AlexNet (its groups are k=2's): the
+    report's table says so and its access plot leaves that bar out (it raised KeyError
+    'access' on the real run, 2026-12-07)."""
+    def acc(total):
+        q = total // 4
+        return {"forward_read": q, "forward_write": q, "backward_read": q,
+                "backward_write": total - 3 * q, "total": total}
+
+    models = {"alexnet": {"BP": {"params": 10, "saved_activations": 100, "access": acc(400)},
+                          "ASAP k=2": {"params": 10, "saved_activations": 60,
+                                       "access": acc(300)},
+                          "ASAP k=4": {"params": 10, "not_applicable": "k=4 cannot apply"}}}
+    _write(str(tmp_path / "wt6.1" / "access" / "results.json"),
+           {"models": models, "options": {}})
+    _write(str(tmp_path / "wt6.1" / "manifest.json"), {"scale": "cpu", "runs": {}})
+    out = tmp_path / "out"
+    md = open(report.write_report(str(tmp_path), str(out), ["wt6.1"])).read()
+    assert "| alexnet | ASAP k=4 | 10 | not applicable |" in md
+    assert "accesses BP > ASAP k=2 — agrees" in md
+    assert os.path.getsize(out / "wt6.1_access.png") > 1000

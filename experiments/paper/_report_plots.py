@@ -151,7 +151,8 @@ def memory_bars(tid: str, workdir: str, runs: list, out: str) -> list[str]:
         if os.path.exists(path):
             with open(path) as f:
                 res = json.load(f)
-            access = {m: {r: v["access"] for r, v in per.items()}
+            # a k the model cannot use (AlexNet k=4) has no access figures: the table says so
+            access = {m: {r: v["access"] for r, v in per.items() if "access" in v}
                       for m, per in res["models"].items()}
             dst = os.path.join(out, f"{tid}_access.png")
             memory.plot_access(access, dst)

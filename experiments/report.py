@@ -267,7 +267,7 @@ def disagreement_section(results: list, flagged: Sequence[str] = (), workdir: st
     whose ordering of methods differs (``flagged``, from the tables' sections)."""
     items = [(r.claim, i) for r in results for i in r.items]
     bad = [f"- **{c.text}** (`{i.table}`): {i.line}" + (
-        f" {why[0].upper()}{why[1:]}" if (why := _explain.explain(i.check.explained_by, workdir))
+        f". {why[0].upper()}{why[1:]}" if (why := _explain.explain(i.check.explained_by, workdir))
         else "") for c, i in items if i.verdict == "disagrees"]
     n_undecided = sum(i.verdict == "undecided" for _, i in items)
     lines = ["## Where we disagree with the papers", ""]

@@ -28,7 +28,8 @@ from experiments.paper import _report_stats as stats
 from experiments.paper import _explain, claims, paper_results, tables
 from experiments.paper import _report_plots as plots
 from experiments.paper import _report_sections as sections
-from experiments.paper._report_runs import MANIFEST, _table_runs, commits_text
+from experiments.paper._report_runs import (MANIFEST, _table_runs, commits_text,
+                                             experiment_text, manifest_reader)
 
 
 
@@ -293,13 +294,7 @@ def machine_section(workdir: str, ids: Sequence[str]) -> list[str]:
     """The machine the runs were measured on and the total wall time of the runs."""
     from experiments import reproduce
 
-    manifests: dict[str, dict] = {}
-
-    def manifest(tid):
-        if tid not in manifests:
-            manifests[tid] = _load(os.path.join(workdir, tid, MANIFEST)) or {}
-        return manifests[tid]
-
+    manifest = manifest_reader(workdir)
     total, machines, counted = 0.0, set(), set()
     for tid in ids:
         m = manifest(tid)
@@ -320,19 +315,8 @@ def machine_section(workdir: str, ids: Sequence[str]) -> list[str]:
     cited = sorted({c.explained_by for claim in claims.CLAIMS for c in claim.checks
                     if c.explained_by and c.table in ids})
     for exp in cited:  # the experiments behind the claims' measured causes, and their cost
-        runs = manifest(exp).get("runs", {})
-        if runs:
-            commits: dict[str, int] = {}
-            for v in runs.values():
-                c = v.get("code_version") or "not recorded"
-                commits[c] = commits.get(c, 0) + 1
-            lines += [f"The experiment behind a cause the claims cite, `{exp}` "
-                      f"(`{manifest(exp).get('command', '')}`): {len(runs)} runs, "
-                      f"{sum(v.get('wall_time_s', 0.0) for v in runs.values()) / 60:.1f} min "
-                      "of wall time in all, code version "
-                      + ", ".join(f"{c} ({n} run{'s' if n != 1 else ''})"
-                                  for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
-                      + ".", ""]
+        if text := experiment_text(workdir, exp, manifest):
+            lines += [text, ""]
     return lines
 
 

@@ -7,7 +7,7 @@ per-run code version the reproduce harness records (``code_version``).
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 from experiments.paper import _report_stats as stats
 from experiments.paper import tables
@@ -25,18 +25,28 @@ def _table_runs(table_id: str, workdir: str) -> tuple[str, dict, list]:
     return scale, manifest, tables.runs(table_id, scale)
 
 
+def manifest_reader(workdir: str) -> Callable[[str], dict]:
+    """``read(table) -> its manifest`` ({} without one), each file read once."""
+    manifests: dict[str, dict] = {}
+
+    def read(tid: str) -> dict:
+        if tid not in manifests:
+            manifests[tid] = _load(os.path.join(workdir, tid, MANIFEST)) or {}
+        return manifests[tid]
+
+    return read
+
+
+def _plural(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
 def run_commits(workdir: str, ids: Sequence[str]) -> dict[tuple[str, str], tuple[str, str]]:
     """(table, run) -> (commit, how) for every finished run of ``ids``; a run shared from
     another table is that table's run, counted once. ``how``: "run" (recorded per run by
     ``experiments.reproduce``), "table" (only the table's, i.e. its last command's: manifests
     from before the per-run record) or "none"."""
-    manifests: dict[str, dict] = {}
-
-    def manifest(tid):
-        if tid not in manifests:
-            manifests[tid] = _load(os.path.join(workdir, tid, MANIFEST)) or {}
-        return manifests[tid]
-
+    manifest = manifest_reader(workdir)
     out = {}
     for tid in ids:
         if not os.path.isdir(os.path.join(workdir, tid)):
@@ -68,12 +78,28 @@ def commits_text(workdir: str, ids: Sequence[str]) -> str:
         else:
             counts[(commit, how)] = counts.get((commit, how), 0) + 1
 
-    def runs(n):
-        return f"{n} run{'s' if n != 1 else ''}"
-
     table_only = "; the commit of the table's last command, not recorded per run"
-    parts = [f"{c} ({runs(n)}{table_only if how == 'table' else ''})"
+    parts = [f"{c} ({_plural(n)}{table_only if how == 'table' else ''})"
              for (c, how), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     if missing:
-        parts.append(f"not recorded for {runs(sum(missing.values()))} ({', '.join(missing)})")
+        parts.append(f"not recorded for {_plural(sum(missing.values()))} ({', '.join(missing)})")
     return ", ".join(parts) or "no finished run"
+
+
+def experiment_text(workdir: str, name: str, read: Callable[[str], dict] | None = None) -> str:
+    """One sentence on an experiment outside the tables (its folder's manifest: the AlexNet
+    ablation): its command, runs, summed wall time and commits; "" when it has no runs."""
+    m = (read or manifest_reader(workdir))(name)
+    runs = m.get("runs", {})
+    if not runs:
+        return ""
+    counts: dict[str, int] = {}
+    for v in runs.values():
+        c = v.get("code_version") or "not recorded"
+        counts[c] = counts.get(c, 0) + 1
+    commits = ", ".join(f"{c} ({_plural(n)})"
+                        for c, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    wall = sum(v.get("wall_time_s", 0.0) for v in runs.values()) / 60
+    return (f"The experiment behind a cause the claims cite, `{name}` "
+            f"(`{m.get('command', '')}`): {len(runs)} runs, {wall:.1f} min of wall time in "
+            f"all, code version {commits}.")

@@ -153,9 +153,11 @@ def undecided(check: Check, named: list[tuple[str, object]]) -> list[str]:
         return []
     out = [f"{n} under-trained ({_reason(why)})" for side, (n, c) in zip("ab", named)
            if (why := stats.cell_under_trained(c, chance_ok=check.fails == side))]
-    return out + [f"{n} seeds spread ±{c.std:.2f} pt" + (f" ({why})" if (why := stats.spread_cause(c))
-                                                       else "")
-                  for n, c in named if c.std > SPREAD]
+    for n, c in named:
+        if c.std > SPREAD:
+            cause = stats.spread_cause(c)
+            out.append(f"{n} seeds spread ±{c.std:.2f} pt" + (f" ({cause})" if cause else ""))
+    return out
 
 
 def evaluate(check: Check, cells: dict, source: str = "") -> list[tuple[str, str]]:

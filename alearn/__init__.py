@@ -7,6 +7,10 @@ works after a bare ``import alearn``) so that ``import alearn`` does not pay for
 
 import importlib
 
+from alearn import _malloc
+
+_malloc.configure()  # before anything starts JAX's CPU backend: see alearn/_malloc.py
+
 from alearn import models, nn, rules, wrappers
 from alearn._api import (cross_entropy, init, loss_and_updates, rule_updates, trainable,
                          value_and_updates)

@@ -114,7 +114,8 @@ def main(argv):
                                           for k in cases},
                       "foreign_cpu_max": max(r["foreign_cpu"] for r in rows),
                       "width": _WIDTH.value, "cpus": os.cpu_count(),
-                      "conv_impl": os.environ.get("ALEARN_CONV_IMPL", "auto")}), flush=True)
+                      "conv_impl": os.environ.get("ALEARN_CONV_IMPL", "auto"),
+                      "malloc": alearn._malloc.STATUS}), flush=True)
     last = ("resnet18_bp_vs_pytorch", "alexnet_bp_vs_pytorch", "resnet18_dfa_vs_biotorch")
     print(" ".join(f"{k}={f'{med[k]:.3f}' if k in med and not math.isnan(med[k]) else 'nan'}"
                    for k in last))

@@ -28,7 +28,9 @@ before the first JAX computation (a warning is logged otherwise). It is skipped,
 ``MALLOC_MMAP_MAX_``, ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``, a
 ``glibc.malloc`` tunable, or jemalloc/tcmalloc/mimalloc preloaded), with
 ``ALEARN_MALLOC=0``, and off glibc (macOS, musl). The cost: the process keeps up to 2 GiB
-of freed heap, and all threads share one arena's lock.
+of freed heap, and all threads share one arena's lock, which makes XLA's compiles ~15 %
+slower (ResNet-18 step: 5.1 s against 4.5, medians of 8 processes): worth it where steps
+outnumber compiles, as in training; the test suite, nearly all compiles, turns it off.
 """
 
 from __future__ import annotations

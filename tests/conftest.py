@@ -28,6 +28,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                       "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# glibc as it comes: alearn's allocator setting (one arena, alearn/_malloc.py) makes steps
+# with large temp buffers faster but compiles ~15 % slower, and the suite is mostly compiles;
+# tests/test_malloc.py runs its probes with the setting on, in fresh interpreters.
+os.environ.setdefault("ALEARN_MALLOC", "0")
 # Convolutions: XLA's form everywhere, no per-shape autotuning (it would time every conv
 # shape the suite compiles); tests/test_conv_impl.py covers the other forms and the autotuner.
 os.environ.setdefault("ALEARN_CONV_IMPL", "xla")

@@ -111,11 +111,12 @@ def configure(environ: Mapping[str, str] | None = None, libc=None,
         return STATUS
     started = _backend_started() if backend_started is None else backend_started
     if started:
-        STATUS = "set after JAX's backend started: its threads keep their arenas"
+        STATUS = "set after JAX's backend started: threads that allocated keep their arenas"
         logging.getLogger("alearn").warning(
-            "alearn set glibc's allocator after JAX's CPU backend started, so XLA's threads "
-            "keep mmap-ing each call's temp buffer (slower CPU steps). Import alearn before "
-            "the first JAX computation, or start Python with MALLOC_ARENA_MAX=1 "
+            "alearn set glibc's allocator after JAX's CPU backend started: XLA's threads "
+            "that already allocated keep arenas where each call's temp buffer may be "
+            "mmap-ed and faulted in again (slower CPU steps). Import alearn before the "
+            "first JAX computation, or start Python with MALLOC_ARENA_MAX=1 "
             "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=%d.", TRIM_THRESHOLD)
         return STATUS
     STATUS = "set: one arena, no mmap, 2 GiB trim threshold"

@@ -48,7 +48,7 @@ def _probe(**env):
     full.update(env)
     out = subprocess.run([sys.executable, "-c", _PROBE], env=full, capture_output=True,
                          text=True, timeout=300, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "stderr": out.stderr}
 
 
 @pytest.mark.skipif(_malloc._glibc() is None, reason="glibc only")
@@ -67,7 +67,9 @@ def test_a_steps_temp_buffer_is_reused_instead_of_faulted_in_every_call():
 def test_importing_alearn_after_jax_started_says_so():
     late = _probe(PROBE_JAX_FIRST="1")
     assert late["status"].startswith("set after JAX's backend started"), late
-    assert late["faults"] > 0.9 * late["temp_pages"], late  # and it is not claimed to help
+    # whether it still helps depends on which of XLA's threads had allocated: not claimed
+    assert "Import alearn before the first JAX computation" in late["stderr"]
+    assert "MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0" in late["stderr"]
 
 
 class _Libc:

@@ -5,8 +5,8 @@ XLA:CPU allocates one temp buffer per executable call (every intermediate of a t
 threads, and frees it when the call ends. Under glibc's defaults a block that size is
 always ``mmap``-ed, and ``munmap``-ed on free: every step then faults in every page of the
 block again (57,500 minor page faults per ResNet-18 step, the kernel zeroing and charging
-each page), which took 23 % of the process's CPU time and ~18 % of the step's wall time
-(docs/notes/perf.md, "Page faults"). Numerics are untouched: only where the bytes live.
+each page), which took 23 % of the process's CPU time and 16-22 % of the step's wall time
+(docs/notes/perf.md, "What closed the rest"). Numerics are untouched: only where the bytes live.
 
 glibc serves blocks over 64 MB without ``mmap`` only from its main arena, so
 :func:`configure` (run by ``import alearn``) sets, through ``mallopt``:

@@ -195,17 +195,21 @@ def test_only_the_weight_grad_times_the_chunked_forms(fresh_chooser, monkeypatch
                                     "xla_b32"} | DNNL
 
 
-def test_im2col_input_grad_is_timed_only_for_small_windows(fresh_chooser, monkeypatch):
+def test_im2col_is_timed_only_for_small_windows(fresh_chooser, monkeypatch):
+    """No product times im2col on a 5x5 window (in a step its 25 slices split into passes)."""
     monkeypatch.setattr(conv_autotune, "_best_time", lambda fn, args, reps=5: 1.0)
     for kshape in ((3, 3, 3, 4), (5, 5, 3, 4)):
         op = ConvOp(in_shape=(2, 8, 8, 3), kernel_shape=kshape)
         x, w = _rand(0, op.in_shape), _rand(1, kshape)
-        op.input_grad(op.apply(x, w), w)
+        y = op.apply(x, w)
+        op.input_grad(y, w)
+        op.weight_grad(x, y)
     saved = json.loads(fresh_chooser.read_text())
-    timed = {k.split("|")[-4]: set(v["times_ms"]) for k, v in saved.items()
-             if k.split("|")[-6] == "input_grad"}
-    assert "im2col" in timed["w(3, 3, 3, 4)"] and "im2col" not in timed["w(5, 5, 3, 4)"]
-    assert conv_impl.col2im_fits((3, 3, 8, 8)) and not conv_impl.col2im_fits((5, 5, 8, 8))
+    timed = {(k.split("|")[-6], k.split("|")[-4]): set(v["times_ms"]) for k, v in saved.items()}
+    for product in ("apply", "input_grad", "weight_grad"):
+        assert "im2col" in timed[(product, "w(3, 3, 3, 4)")], product
+        assert "im2col" not in timed[(product, "w(5, 5, 3, 4)")], product
+    assert conv_impl.im2col_fits((3, 3, 8, 8)) and not conv_impl.im2col_fits((5, 5, 8, 8))
 
 
 def test_chunked_weight_grad_inside_shard_map_is_exact():

@@ -252,16 +252,20 @@ def chunked_forms(batch: int) -> tuple[str, ...]:
 
 
 #: Largest window (kh·kw) for which the autotuner tries the im2col input cotangent.
-COL2IM_MAX_TAPS = 9
+IM2COL_MAX_TAPS = 9
 
 
-def col2im_fits(kernel_shape) -> bool:
-    """Whether the im2col input cotangent is worth timing: its col2im is a sum of kh·kw
-    shifted, padded windows, which XLA keeps in one fusion when the product is compiled
-    alone but, inside a training step, split into one pass per window on 5x5 kernels (the
-    AlexNet's conv2: 25 passes, 51 ms of a 128 ms step, where alone it timed 7.7 ms against
-    XLA's 10.3; docs/notes/perf.md). Timed alone, it would be chosen for the wrong reason."""
-    return kernel_shape[0] * kernel_shape[1] <= COL2IM_MAX_TAPS
+def im2col_fits(kernel_shape) -> bool:
+    """Whether the im2col forms are worth timing: only for windows up to 3x3. Their
+    kh·kw window slices (the patches; col2im's shifted, padded sums) stay one fusion when a
+    product is compiled alone, but inside a training step XLA splits them into one pass per
+    window, each fused with the producer it reads. On 5x5 kernels: the AlexNet's conv2
+    input cotangent took 51 ms of a 128 ms step where alone it timed 7.7 ms against XLA's
+    10.3; LeNet-5's conv2 forward recomputed the max pool before it in each of its 25
+    slices (7-15 ms of a 20-29 ms step, where alone it timed 1.22 ms against banded's 1.29;
+    the step 13-15 ms instead of 10-11; docs/notes/perf.md). Timed alone, im2col would be
+    chosen for the wrong reason."""
+    return kernel_shape[0] * kernel_shape[1] <= IM2COL_MAX_TAPS
 
 
 #: Largest band matrix (elements) and largest multiply-add overhead (Wp/kw) for which the

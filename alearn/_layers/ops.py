@@ -213,7 +213,7 @@ class ConvOp(LinearOp):
         drop = set()
         if not conv_impl.banded_fits(self.in_shape, self.kernel_shape, self.strides, self.pads):
             drop.add("banded")
-        if product == "input_grad" and not conv_impl.col2im_fits(self.kernel_shape):
+        if not conv_impl.im2col_fits(self.kernel_shape):
             drop.add("im2col")
         # only where dnnl could be used (not when XLA's forms are forced, not off CPU):
         # asking builds the native library

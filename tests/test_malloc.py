@@ -1,12 +1,13 @@
 """``alearn._malloc``: XLA:CPU's per-call temp buffers stay in glibc's heap.
 
 The oracle is the kernel's own count of minor page faults (``getrusage``) in a fresh
-interpreter: a jitted call whose temp buffer is 64 MB faults in all ~16,000 of its pages on
+interpreter: a jitted call whose temp buffer is 128 MB faults in all 32,768 of its pages on
 every call under glibc's defaults (``ALEARN_MALLOC=0``, the control that shows the test
 can fail), and none (the median call) once ``import alearn`` has configured the allocator.
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,7 +27,7 @@ import jax, jax.numpy as jnp
 @jax.jit
 def f(x, w):
     h = jnp.tanh(x @ w) @ w + x
-    return h.T @ x  # a 64 MB temp (h) and a small output, as in a train step
+    return h.T @ x  # a 128 MB temp (two 64 MB intermediates), a small output, as in a step
 
 x = jnp.full((262144, 64), 0.01, jnp.float32)  # 64 MB: every intermediate is that size
 w = jnp.full((64, 64), 0.02, jnp.float32)
@@ -42,7 +43,6 @@ print(json.dumps({"status": _malloc.STATUS, "temp_pages": temp // 4096, "faults"
 
 
 def _probe(**env):
-    import os
     full = {k: v for k, v in os.environ.items()
             if k != "ALEARN_MALLOC" and not k.startswith("MALLOC_")}
     full.update(env)

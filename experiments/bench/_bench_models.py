@@ -36,10 +36,15 @@ def trainer_step(model, rule, optimizer, *, shape=(28, 28, 1), batch: int = 128,
     x, y = synthetic_batch(shape, batch)
     init = jax.jit(lambda key: train.create_train_state(model, rule, optimizer, key, x))
     state = train.replicate(init(jax.random.key(0)), mesh)
-    step = train.make_train_step(model, rule, optimizer, mesh=mesh,
+    step = make_step(model, rule, optimizer, mesh, compiler_options=compiler_options)
+    return step, state, train.shard_batch({"image": x, "label": y}, mesh), mesh
+
+
+def make_step(model, rule, optimizer, mesh, *, compiler_options: dict | None = None):
+    """The trainer's step alone (``make_train_step`` with the rule's own hook), untraced."""
+    return train.make_train_step(model, rule, optimizer, mesh=mesh,
                                  step_hook=setup.step_hook_for(rule, model),
                                  compiler_options=compiler_options)
-    return step, state, train.shard_batch({"image": x, "label": y}, mesh), mesh
 
 
 class SmallCNN(nn.Module):

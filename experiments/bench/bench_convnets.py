@@ -42,7 +42,8 @@ import alearn
 from alearn import train
 from alearn._cpu_load import CpuLoad
 from experiments.bench import _torch_peers
-from experiments.bench._bench_models import conv_impl, synthetic_batch, trainer_step
+from experiments.bench._bench_models import (conv_impl, make_step, synthetic_batch,
+                                             trainer_step)
 
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per case and round.")
@@ -59,7 +60,7 @@ def alearn_case(model_name: str, rule_name: str, width: float):
     model = alearn.models.create(model_name, 10, width_multiplier=width)
     rule = alearn.rules.create(rule_name)
     opt = train.create_rule_optimizer(rule, optax.sgd(0.01, momentum=0.9))
-    step, state, placed, _ = trainer_step(model, rule, opt, shape=_SHAPE, batch=_BATCH)
+    step, state, placed, mesh = trainer_step(model, rule, opt, shape=_SHAPE, batch=_BATCH)
     box = {"state": state}
 
     def run(n):
@@ -72,9 +73,8 @@ def alearn_case(model_name: str, rule_name: str, width: float):
     def flops():
         """XLA's flop count of the same step traced with XLA's own convolutions (the
         autotuned step's oneDNN custom calls are invisible to XLA's cost analysis)."""
-        with conv_impl("xla"):
-            ref, *_ = trainer_step(model, rule, opt, shape=_SHAPE, batch=_BATCH)
-            lowered = ref.lower(box["state"], placed)
+        with conv_impl("xla"):  # traced (not compiled or run) with XLA's convolutions
+            lowered = make_step(model, rule, opt, mesh).lower(box["state"], placed)
         return float(lowered.cost_analysis()["flops"])
 
     run.flops = flops
